@@ -1,0 +1,68 @@
+# The churn platform's commands. `make up` brings the platform up on the embedded default;
+# `make test` runs the tests. Both create the virtual environment and install what they need.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+# Everything the platform writes at run time lives under CHURN_HOME (git-ignored).
+export CHURN_HOME ?= $(CURDIR)/.churn
+export DAGSTER_HOME ?= $(CHURN_HOME)/dagster
+# No network: every library's telemetry stays off.
+export GX_ANALYTICS_ENABLED := False
+export MLFLOW_DISABLE_TELEMETRY := true
+export BENTOML_DO_NOT_TRACK := True
+export DO_NOT_TRACK := 1
+export DAGSTER_DISABLE_TELEMETRY := true
+
+DAGSTER_HOST ?= 127.0.0.1
+DAGSTER_PORT ?= 3000
+
+.PHONY: install instance materialize up test lint format constraints clean
+
+install: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+instance: $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+## Materialize the whole asset graph once, on the configured data set (built-in by default).
+materialize: install instance
+	$(BIN)/dagster asset materialize --select '*' -m churn_assets.definitions
+
+## Set up, materialize once, then start the Dagster webserver and daemon.
+up: materialize
+	@echo
+	@echo "Dagster UI: http://$(DAGSTER_HOST):$(DAGSTER_PORT)"
+	@echo
+	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
+
+## Run the tests.
+test: install
+	$(BIN)/pytest
+
+## Format check, lint and type check, as CI runs them.
+lint: install
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy churn_assets churn_assets_tests serving benchmarks
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Re-pin constraints.txt from the current, verified environment.
+constraints: install
+	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check \
+		| grep -v '^-e ' > constraints.txt
+
+clean:
+	rm -rf $(CHURN_HOME)

@@ -1,0 +1,245 @@
+"""Reading a churn table from a local path, a `file://` URL or an `http(s)://` URL.
+
+Formats are recognised by their content, not their name: Parquet (`PAR1` magic), gzip-compressed
+CSV, or plain CSV with its delimiter sniffed. Anything else (an HTML page, a binary file, an empty
+file, a header with no rows) is refused with a message that says what was found instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import os
+import socket
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+
+from churn_assets.errors import DatasetError
+
+SUPPORTED_SCHEMES = ("file", "http", "https")
+_SNIFF_BYTES = 64 * 1024
+_CHUNK_BYTES = 1024 * 1024
+_DELIMITERS = ",;\t|"
+
+
+def describe_limit(max_bytes: int) -> str:
+    """`1073741824` -> `1.0 GiB`."""
+    size = float(max_bytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def read_table(source: str, max_bytes: int, timeout_seconds: float, scratch: Path) -> pd.DataFrame:
+    """Read the table at `source` (a path, `file://` or `http(s)://` URL).
+
+    Args:
+        source: where the data is.
+        max_bytes: largest file accepted, compressed size for gzip.
+        timeout_seconds: connect and read timeout for HTTP.
+        scratch: a folder for the temporary download.
+
+    Raises:
+        DatasetError: the source cannot be reached or read, or holds no table.
+
+    """
+    with _local_copy(source, max_bytes, timeout_seconds, scratch) as path:
+        return _parse(path, source)
+
+
+@contextmanager
+def _local_copy(
+    source: str, max_bytes: int, timeout_seconds: float, scratch: Path
+) -> Iterator[Path]:
+    parsed = urllib.parse.urlparse(source)
+    scheme = parsed.scheme.lower()
+    if scheme in ("http", "https"):
+        scratch.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix="download-", dir=scratch)
+        os.close(handle)
+        path = Path(name)
+        try:
+            _download(source, path, max_bytes, timeout_seconds)
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+        return
+    if scheme == "file":
+        path = Path(urllib.request.url2pathname(parsed.path))
+    elif "://" in source:
+        raise DatasetError(
+            f"unsupported scheme {scheme!r} in source {source!r}; "
+            f"supported: a local path, {', '.join(s + '://' for s in SUPPORTED_SCHEMES)}"
+        )
+    else:
+        path = Path(source).expanduser()
+    if not path.exists():
+        raise DatasetError(f"file not found: {path}")
+    if not path.is_file():
+        raise DatasetError(f"not a file: {path}")
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise DatasetError(
+            f"{path} is {describe_limit(size)}, over the size limit of {describe_limit(max_bytes)}"
+        )
+    yield path
+
+
+def _download(url: str, destination: Path, max_bytes: int, timeout_seconds: float) -> None:
+    request = urllib.request.Request(url, headers={"User-Agent": "churn-platform"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise DatasetError(
+                    f"{url} is {describe_limit(int(declared))}, "
+                    f"over the size limit of {describe_limit(max_bytes)}"
+                )
+            received = 0
+            with destination.open("wb") as sink:
+                while chunk := response.read(_CHUNK_BYTES):
+                    received += len(chunk)
+                    if received > max_bytes:
+                        raise DatasetError(
+                            f"{url} sent more than the size limit of {describe_limit(max_bytes)}"
+                        )
+                    sink.write(chunk)
+    except urllib.error.HTTPError as error:
+        raise DatasetError(f"HTTP {error.code} {error.reason} from {url}") from error
+    except urllib.error.URLError as error:
+        raise DatasetError(_network_problem(url, error.reason, timeout_seconds)) from error
+    except TimeoutError as error:
+        raise DatasetError(f"timed out after {timeout_seconds:g} s reading {url}") from error
+    except ConnectionError as error:
+        raise DatasetError(_network_problem(url, error, timeout_seconds)) from error
+
+
+def _network_problem(url: str, reason: object, timeout_seconds: float) -> str:
+    host = urllib.parse.urlparse(url).netloc
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return f"timed out after {timeout_seconds:g} s connecting to {host} ({url})"
+    if isinstance(reason, socket.gaierror):
+        return f"unknown host {host!r} ({url})"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"cannot reach {host}: connection refused ({url})"
+    return f"cannot reach {host}: {reason} ({url})"
+
+
+def _parse(path: Path, source: str) -> pd.DataFrame:
+    with path.open("rb") as stream:
+        head = stream.read(_SNIFF_BYTES)
+    if not head.strip():
+        raise DatasetError(f"{source} is empty")
+    if head.startswith(b"PAR1"):
+        return _read_parquet(path, source)
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            with gzip.open(path, "rb") as stream:
+                text_head = stream.read(_SNIFF_BYTES)
+        except (OSError, EOFError) as error:
+            raise DatasetError(f"{source} is not a readable gzip file: {error}") from error
+        if not text_head.strip():
+            raise DatasetError(f"{source} is an empty gzip file")
+        return _read_csv(path, source, text_head, compression="gzip")
+    return _read_csv(path, source, head, compression=None)
+
+
+def _read_parquet(path: Path, source: str) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except Exception as error:  # pyarrow raises several unrelated types for a corrupt file
+        raise DatasetError(f"{source} is not a readable Parquet file: {error}") from error
+    names = table.column_names
+    _refuse_duplicates(names, source)
+    if table.num_rows == 0:
+        raise DatasetError(f"{source} has columns but no rows")
+    frame: pd.DataFrame = table.to_pandas()
+    return frame
+
+
+def _read_csv(
+    path: Path, source: str, head: bytes, compression: Literal["gzip"] | None
+) -> pd.DataFrame:
+    _refuse_non_text(head, source)
+    encoding = _encoding(head)
+    text = head.decode(encoding, errors="ignore")
+    lines = [line for line in text.splitlines() if line.strip()]
+    delimiter = _sniff_delimiter(lines[:50])
+    header = next(csv.reader([lines[0]], delimiter=delimiter))
+    _refuse_duplicates([name.strip() for name in header], source)
+    try:
+        frame = pd.read_csv(
+            path,
+            sep=delimiter,
+            compression=compression,
+            encoding=encoding,
+            low_memory=False,
+            skipinitialspace=False,
+        )
+    except pd.errors.EmptyDataError as error:
+        raise DatasetError(f"{source} is empty") from error
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as error:
+        raise DatasetError(f"{source} is not a well-formed CSV file: {error}") from error
+    if frame.empty:
+        raise DatasetError(f"{source} has a header ({len(frame.columns)} columns) but no rows")
+    if len(frame.columns) < 2:
+        raise DatasetError(
+            f"{source} has a single column ({frame.columns[0]!r}); "
+            "a churn table needs at least a feature and a target"
+        )
+    return frame
+
+
+def _refuse_non_text(head: bytes, source: str) -> None:
+    start = head.lstrip()[:512].lower()
+    if start.startswith((b"<!doctype html", b"<html", b"<?xml")) or b"<html" in start:
+        raise DatasetError(
+            f"{source} returned an HTML page, not a CSV file (is it a direct link to the raw file?)"
+        )
+    if head.startswith(b"PK\x03\x04"):
+        raise DatasetError(f"{source} is a zip archive (or an Excel file); extract the CSV first")
+    if b"\x00" in head:
+        raise DatasetError(f"{source} is a binary file, not a CSV or Parquet file")
+
+
+def _encoding(head: bytes) -> str:
+    if head.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # A multi-byte character cut by the sniff window is not a reason to fall back.
+        if error.start < len(head) - 4:
+            return "latin-1"
+    return "utf-8"
+
+
+def _sniff_delimiter(lines: list[str]) -> str:
+    sample = "\n".join(lines)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        # A one-line file or irregular quoting: the delimiter most common in the header wins.
+        counts = Counter(ch for ch in lines[0] if ch in _DELIMITERS)
+        return counts.most_common(1)[0][0] if counts else ","
+
+
+def _refuse_duplicates(names: list[str], source: str) -> None:
+    duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if duplicated:
+        raise DatasetError(
+            f"duplicated column names in {source}: {', '.join(repr(n) for n in duplicated)}"
+        )

@@ -1,0 +1,116 @@
+"""Content-addressed snapshots of ingested data (the brief's data versioning).
+
+A version is the hash of the normalised table: column names, their types and every value, in row
+order. The same data always gets the same version, wherever it came from, and any past version can
+be loaded back by its hash. Snapshots are Parquet files, written once and never modified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+VERSION_LENGTH = 16
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """A stable hash of a table's columns, types and values (16 hex characters)."""
+    digest = hashlib.sha256()
+    schema = [[str(name), str(dtype)] for name, dtype in frame.dtypes.items()]
+    digest.update(json.dumps(schema).encode())
+    row_hashes = pd.util.hash_pandas_object(frame, index=False, categorize=True)
+    digest.update(row_hashes.to_numpy().tobytes())
+    return digest.hexdigest()[:VERSION_LENGTH]
+
+
+@dataclass(frozen=True)
+class SnapshotManifest:
+    """What is known of a stored version besides its rows."""
+
+    version: str
+    dataset: str
+    source: str
+    target: str
+    id_column: str | None
+    rows: int
+    columns: int
+    ingested_at: str
+
+
+class SnapshotStore:
+    """Parquet snapshots keyed by content hash, with a manifest and an append-only history."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def save(
+        self, frame: pd.DataFrame, dataset: str, source: str, target: str, id_column: str | None
+    ) -> SnapshotManifest:
+        """Store `frame` unless an identical version is already stored; return its manifest."""
+        version = content_hash(frame)
+        if self.has(version):
+            manifest = self.manifest(version)
+        else:
+            manifest = SnapshotManifest(
+                version=version,
+                dataset=dataset,
+                source=source,
+                target=target,
+                id_column=id_column,
+                rows=len(frame),
+                columns=len(frame.columns),
+                ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            )
+            self.root.mkdir(parents=True, exist_ok=True)
+            _write_atomically(self._data_path(version), frame.to_parquet, index=False)
+            _write_atomically(
+                self._manifest_path(version),
+                lambda path: Path(path).write_text(json.dumps(asdict(manifest), indent=2)),
+            )
+        with (self.root / "history.jsonl").open("a") as history:
+            entry = {**asdict(manifest), "seen_at": datetime.now(UTC).isoformat(timespec="seconds")}
+            history.write(json.dumps(entry) + "\n")
+        return manifest
+
+    def has(self, version: str) -> bool:
+        """Whether a version is stored (manifest and data)."""
+        return self._manifest_path(version).exists() and self._data_path(version).exists()
+
+    def load(self, version: str) -> pd.DataFrame:
+        """The rows of a stored version, exactly as they were ingested."""
+        if not self.has(version):
+            raise KeyError(f"no stored data version {version!r} under {self.root}")
+        return pd.read_parquet(self._data_path(version))
+
+    def manifest(self, version: str) -> SnapshotManifest:
+        """The manifest of a stored version."""
+        if not self.has(version):
+            raise KeyError(f"no stored data version {version!r} under {self.root}")
+        return SnapshotManifest(**json.loads(self._manifest_path(version).read_text()))
+
+    def versions(self) -> list[SnapshotManifest]:
+        """Every stored version, oldest first."""
+        manifests = [
+            SnapshotManifest(**json.loads(path.read_text())) for path in self.root.glob("*.json")
+        ]
+        return sorted(manifests, key=lambda manifest: manifest.ingested_at)
+
+    def _data_path(self, version: str) -> Path:
+        return self.root / f"{version}.parquet"
+
+    def _manifest_path(self, version: str) -> Path:
+        return self.root / f"{version}.json"
+
+
+def _write_atomically(path: Path, write: Callable[..., object], **kwargs: object) -> None:
+    """Write through a temporary name, so that a reader never sees a half-written file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    write(partial, **kwargs)
+    partial.replace(path)

@@ -1,0 +1,127 @@
+"""The `validated_customers` asset: the ingested version, checked by Great Expectations.
+
+Each group of expectations is a blocking Dagster asset check. When any fails, the asset is not
+materialized at all: its previous good version stays current and nothing downstream runs.
+"""
+
+from collections.abc import Iterator
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    DataVersion,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from churn_assets.markdown import markdown_table
+from churn_assets.resources import PlatformHome
+from churn_assets.tables import CustomerTable
+from churn_assets.validation.eda import class_balance, column_statistics, statistics_markdown
+from churn_assets.validation.suite import CHECKS, CheckOutcome, SuiteStore, run_suite
+
+GROUP = "validation"
+ASSET = "validated_customers"
+
+
+@asset(
+    group_name=GROUP,
+    kinds={"great_expectations", "pandas"},
+    check_specs=[
+        AssetCheckSpec(name, asset=ASSET, description=description, blocking=True)
+        for name, description in CHECKS.items()
+    ],
+)
+def validated_customers(
+    context: AssetExecutionContext, raw_customers: CustomerTable, home: PlatformHome
+) -> Iterator[Output[CustomerTable] | AssetCheckResult]:
+    """Customer records that passed the data-quality suite: the only data training ever sees."""
+    table = raw_customers
+    suites = SuiteStore(home.suites_dir)
+    suite, origin = suites.resolve(table.dataset, table.frame, table.target, table.id_column)
+    outcomes = run_suite(table.frame, suite)
+    for outcome in outcomes:
+        yield _check_result(outcome, origin)
+
+    failed = [outcome for outcome in outcomes if not outcome.passed]
+    if failed:
+        summary = "; ".join(
+            f"{outcome.check}: "
+            + ", ".join(
+                f"{f.column} {f.observed} (expected {f.expected})" for f in outcome.failures[:3]
+            )
+            for outcome in failed
+        )
+        raise Failure(
+            description=f"Data version {table.version} of {table.dataset!r} failed validation, "
+            f"so it is not used: {summary}",
+            metadata={"data_version": table.version, "suite": origin},
+        )
+
+    adopted = suites.adopt(table.dataset, suite)
+    if adopted:
+        context.log.info("Data set %r will be checked by %s from now on", table.dataset, adopted)
+    statistics = column_statistics(table.frame)
+    balance = class_balance(table.frame[table.target])
+    yield Output(
+        table,
+        data_version=DataVersion(table.version),
+        metadata={
+            "data_version": table.version,
+            "dataset": table.dataset,
+            "suite": origin,
+            "expectations": sum(len(outcome.expectations) for outcome in outcomes),
+            "dagster/row_count": len(table.frame),
+            "churn_rate": balance["churned"],
+            "class_balance": MetadataValue.md(
+                markdown_table(
+                    ["class", "share"],
+                    [
+                        ("retained (0)", f"{balance['retained']:.2%}"),
+                        ("churned (1)", f"{balance['churned']:.2%}"),
+                    ],
+                )
+            ),
+            "eda_statistics": MetadataValue.md(statistics_markdown(statistics)),
+        },
+    )
+
+
+def _check_result(outcome: CheckOutcome, origin: str) -> AssetCheckResult:
+    rows = outcome.expectations
+    return AssetCheckResult(
+        check_name=outcome.check,
+        asset_key=ASSET,
+        passed=outcome.passed,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(outcome.failures)} of {len(rows)} expectations failed"
+            if rows
+            else "Not applicable: the suite has no expectation for this check"
+        ),
+        metadata={
+            "suite": origin,
+            "expectations": len(rows),
+            "failed": len(outcome.failures),
+            "not_evaluated": ", ".join(outcome.not_evaluated) or "(none)",
+            "results": MetadataValue.md(
+                markdown_table(
+                    ["result", "expectation", "column", "observed", "expected"],
+                    [
+                        (
+                            "pass" if row.success else "FAIL",
+                            row.expectation,
+                            row.column,
+                            row.observed,
+                            row.expected,
+                        )
+                        for row in sorted(rows, key=lambda row: row.success)
+                    ],
+                )
+            ),
+        },
+    )

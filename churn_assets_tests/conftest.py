@@ -1,0 +1,136 @@
+"""Shared fixtures: an isolated platform home, a real HTTP server, real and bank-style data sets."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_assets.resources import PlatformHome
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+TELCO_CSV = REPOSITORY.parent / "shared" / "data" / "telco_customer_churn.csv"
+
+# `churn_assets.definitions` reads CHURN_HOME when imported: point it away from the repository.
+os.environ["CHURN_HOME"] = tempfile.mkdtemp(prefix="churn-tests-")
+os.environ["GX_ANALYTICS_ENABLED"] = "False"
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformHome:
+    """Every test writes under its own platform home, never into the repository's `.churn/`."""
+    root = tmp_path / "churn-home"
+    monkeypatch.setenv("CHURN_HOME", str(root))
+    monkeypatch.setenv("GX_ANALYTICS_ENABLED", "False")
+    for variable in ("CHURN_SOURCE", "CHURN_TARGET", "CHURN_ID_COLUMN", "CHURN_POSITIVE_LABEL"):
+        monkeypatch.delenv(variable, raising=False)
+    return PlatformHome(path=str(root))
+
+
+@pytest.fixture
+def telco_csv() -> Path:
+    """The real IBM Telco file from `../shared/data`, or a skip saying it is absent."""
+    if not TELCO_CSV.exists():
+        pytest.skip(f"the real Telco data set is absent ({TELCO_CSV})")
+    return TELCO_CSV
+
+
+def bank_customers(rows: int = 2_000, seed: int = 7) -> pd.DataFrame:
+    """A bank's churn table (target `Exited`, a surname column), unlike the Telco schema."""
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 92, rows)
+    balance = np.where(rng.random(rows) < 0.35, 0.0, rng.normal(120_000, 30_000, rows).round(2))
+    active = rng.integers(0, 2, rows)
+    exited = rng.random(rows) < 1 / (1 + np.exp(-(age - 50) / 8 + active))
+    return pd.DataFrame(
+        {
+            "RowNumber": np.arange(1, rows + 1),
+            "CustomerId": 15_600_000 + rng.permutation(rows),
+            "Surname": rng.choice(["Hargrave", "Hill", "Onio", "Boni", "Mitchell"], rows)
+            + pd.Series(np.arange(rows)).astype(str).to_numpy(),
+            "CreditScore": rng.integers(350, 851, rows),
+            "Geography": rng.choice(["France", "Spain", "Germany"], rows),
+            "Gender": rng.choice(["Female", "Male"], rows),
+            "Age": age,
+            "Tenure": rng.integers(0, 11, rows),
+            "Balance": balance,
+            "NumOfProducts": rng.integers(1, 5, rows),
+            "HasCrCard": rng.integers(0, 2, rows),
+            "IsActiveMember": active,
+            "EstimatedSalary": rng.uniform(10, 200_000, rows).round(2),
+            "Exited": exited.astype(int),
+        }
+    )
+
+
+@dataclass
+class FileServer:
+    """A real HTTP server on a free loopback port, serving files from `root`."""
+
+    root: Path
+    port: int
+
+    def url(self, path: str) -> str:
+        """The URL of `path` on this server."""
+        return f"http://127.0.0.1:{self.port}/{path.lstrip('/')}"
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves files, plus a few routes that misbehave the way real servers do."""
+
+    def do_GET(self) -> None:
+        if self.path == "/slow.csv":
+            time.sleep(3)
+        if self.path == "/page":
+            body = b"<!DOCTYPE html><html><body><h1>Telco churn</h1></body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.path == "/endless.csv":
+            # No Content-Length: only counting the bytes received can enforce the limit.
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.end_headers()
+            self.wfile.write(b"a,churn\n")
+            try:
+                for _ in range(10_000):
+                    self.wfile.write(b"1,Yes\n" * 1000)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output quiet."""
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[FileServer]:
+    """Serve `tmp_path/www` over HTTP on 127.0.0.1, on a port the OS picks."""
+    root = tmp_path / "www"
+    root.mkdir()
+
+    def handler(*args: object, **kwargs: object) -> _Handler:
+        return _Handler(*args, directory=str(root), **kwargs)  # type: ignore[arg-type]
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield FileServer(root=root, port=server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()

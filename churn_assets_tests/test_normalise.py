@@ -1,0 +1,101 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn_assets.errors import DatasetError
+from churn_assets.ingestion.normalise import normalise, snake_case
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("MonthlyCharges", "monthly_charges"),
+        ("customerID", "customer_id"),
+        ("SeniorCitizen", "senior_citizen"),
+        ("tenure", "tenure"),
+        ("CustomerId", "customer_id"),
+        ("NumOfProducts", "num_of_products"),
+        ("HasCrCard", "has_cr_card"),
+        ("Total Charges ($)", "total_charges"),
+        ("HTTPStatus", "http_status"),
+        ("already_snake", "already_snake"),
+        ("  Churn  ", "churn"),
+    ],
+)
+def test_snake_case(raw: str, expected: str) -> None:
+    assert snake_case(raw) == expected
+
+
+def test_columns_become_snake_case_and_the_renames_are_reported() -> None:
+    frame, report = normalise(
+        pd.DataFrame({"customerID": ["a", "b"], "Churn": ["Yes", "No"]}), "Churn"
+    )
+    assert list(frame.columns) == ["customer_id", "churn"]
+    assert report.renamed == {"customerID": "customer_id", "Churn": "churn"}
+
+
+def test_names_that_collide_after_normalisation_are_refused() -> None:
+    raw = pd.DataFrame({"MonthlyCharges": [1], "monthly_charges": [2], "Churn": ["Yes"]})
+    with pytest.raises(DatasetError, match=r"duplicated column names.*'monthly_charges'"):
+        normalise(raw, "Churn")
+
+
+def test_numeric_text_is_coerced_and_blanks_become_missing() -> None:
+    raw = pd.DataFrame(
+        {
+            "TotalCharges": ["29.85", " ", "1889.5", ""],
+            "Plan": ["basic", "12", "pro", "basic"],
+            "Count": ["1", "2", "3", "4"],
+            "Churn": ["Yes", "No", "No", "Yes"],
+        }
+    )
+    frame, report = normalise(raw, "Churn")
+    assert frame["total_charges"].dtype == np.float64
+    assert frame["total_charges"].isna().tolist() == [False, True, False, True]
+    assert frame["total_charges"].iloc[2] == 1889.5
+    assert report.became_missing == {"total_charges": 2}
+    assert report.coerced == {"total_charges": 2, "count": 4}
+    assert frame["count"].dtype == np.int64
+    # A column with any word in it stays text.
+    assert frame["plan"].tolist() == ["basic", "12", "pro", "basic"]
+
+
+@pytest.mark.parametrize(
+    ("values", "positive_label", "expected", "reported"),
+    [
+        (["Yes", "No", "No"], None, [1, 0, 0], "Yes"),
+        (["yes", "no", "no"], None, [1, 0, 0], "yes"),
+        ([True, False, False], None, [1, 0, 0], "True"),
+        ([1, 0, 0], None, [1, 0, 0], "1"),
+        (["1", "0", "0"], None, [1, 0, 0], "1"),
+        (["Left", "Stayed", "Stayed"], "Left", [1, 0, 0], "Left"),
+        (["Left", "Stayed", "Stayed"], "left", [1, 0, 0], "Left"),
+        (["No", "Yes", "Yes"], "No", [1, 0, 0], "No"),
+    ],
+)
+def test_target_becomes_zero_or_one(
+    values: list[object], positive_label: str | None, expected: list[int], reported: str
+) -> None:
+    raw = pd.DataFrame({"x": [1, 2, 3], "Churn": values})
+    frame, report = normalise(raw, "Churn", positive_label)
+    assert frame["churn"].tolist() == expected
+    assert report.positive_label == reported
+
+
+@pytest.mark.parametrize(
+    ("values", "target", "positive_label", "message"),
+    [
+        (["Yes", "No"], "Exited", None, "target column 'exited' not found; columns are: x, churn"),
+        (["Yes", "Yes"], "Churn", None, "single class \\('Yes'\\)"),
+        (["Yes", "No", "Maybe"], "Churn", None, "3 classes \\('Maybe', 'No', 'Yes'\\)"),
+        (["Left", "Stayed"], "Churn", None, "cannot tell which value.*set CHURN_POSITIVE_LABEL"),
+        (["Yes", "No"], "Churn", "Churned", "positive label 'Churned' is not a value"),
+        (["Yes", None], "Churn", None, "1 missing values"),
+    ],
+)
+def test_unusable_targets_are_refused(
+    values: list[object], target: str, positive_label: str | None, message: str
+) -> None:
+    raw = pd.DataFrame({"x": range(len(values)), "Churn": values})
+    with pytest.raises(DatasetError, match=message):
+        normalise(raw, target, positive_label)
