@@ -18,6 +18,10 @@ export DAGSTER_DISABLE_TELEMETRY := true
 
 DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+export MLFLOW_UI_URL ?= http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+MLFLOW_STORE := sqlite:///$(CHURN_HOME)/mlflow/mlflow.db
 
 .PHONY: install instance materialize up test lint format constraints clean
 
@@ -38,11 +42,17 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 materialize: install instance
 	$(BIN)/dagster asset materialize --select '*' -m churn_assets.definitions
 
-## Set up, materialize once, then start the Dagster webserver and daemon.
+## Set up, materialize once, then start Dagster (webserver and daemon) and the MLflow UI.
+## Ctrl-C stops them all.
 up: materialize
-	@echo
-	@echo "Dagster UI: http://$(DAGSTER_HOST):$(DAGSTER_PORT)"
-	@echo
+	@mkdir -p $(CHURN_HOME)/logs
+	@trap 'kill 0' EXIT; \
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) \
+		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) > $(CHURN_HOME)/logs/mlflow.log 2>&1 & \
+	echo; \
+	echo "Dagster UI: http://$(DAGSTER_HOST):$(DAGSTER_PORT)"; \
+	echo "MLflow UI:  $(MLFLOW_UI_URL)   (log: $(CHURN_HOME)/logs/mlflow.log)"; \
+	echo; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 
 ## Run the tests.

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dagster import AssetSelection, Definitions, FilesystemIOManager, define_asset_job
 
+from churn_assets.evaluation.assets import model_evaluation
+from churn_assets.features.assets import customer_splits, feature_pipeline
 from churn_assets.ingestion.assets import raw_customers
-from churn_assets.resources import DatasetResource, PlatformHome
+from churn_assets.registry.assets import production_model, registered_model
+from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
+from churn_assets.training.assets import candidate_models
 from churn_assets.validation.assets import validated_customers
 
 home = PlatformHome.from_env()
@@ -23,11 +27,22 @@ churn_pipeline_job = define_asset_job(
 )
 
 defs = Definitions(
-    assets=[raw_customers, validated_customers],
+    assets=[
+        raw_customers,
+        validated_customers,
+        customer_splits,
+        feature_pipeline,
+        candidate_models,
+        model_evaluation,
+        registered_model,
+        production_model,
+    ],
     jobs=[ingest_and_validate_job, churn_pipeline_job],
     resources={
         "dataset": DatasetResource.from_env(),
         "home": home,
+        "mlflow_tracking": MlflowResource.from_env(home),
+        "gates": QualityGates.from_env(),
         "io_manager": FilesystemIOManager(base_dir=str(home.root / "dagster" / "storage")),
     },
 )

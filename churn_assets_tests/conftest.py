@@ -31,7 +31,15 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformHo
     root = tmp_path / "churn-home"
     monkeypatch.setenv("CHURN_HOME", str(root))
     monkeypatch.setenv("GX_ANALYTICS_ENABLED", "False")
-    for variable in ("CHURN_SOURCE", "CHURN_TARGET", "CHURN_ID_COLUMN", "CHURN_POSITIVE_LABEL"):
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI: never inherit another test's store.
+    for variable in (
+        "CHURN_SOURCE",
+        "CHURN_TARGET",
+        "CHURN_ID_COLUMN",
+        "CHURN_POSITIVE_LABEL",
+        "CHURN_GATES",
+        "MLFLOW_TRACKING_URI",
+    ):
         monkeypatch.delenv(variable, raising=False)
     return PlatformHome(path=str(root))
 

@@ -1,0 +1,70 @@
+"""Evaluation figures logged to the model's MLflow run: confusion matrix, curves, importance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+)
+from sklearn.pipeline import Pipeline
+
+TOP_FEATURES = 20
+
+
+def feature_importance(pipeline: Pipeline) -> list[tuple[str, float]]:
+    """Model features by importance (|coefficient| for linear models), highest first."""
+    names = pipeline.named_steps["features"].named_steps["encode"].get_feature_names_out()
+    model = pipeline.named_steps["model"]
+    if hasattr(model, "feature_importances_"):
+        weights = np.asarray(model.feature_importances_, dtype=float)
+    else:
+        weights = np.abs(np.ravel(model.coef_))
+    order = np.argsort(weights)[::-1]
+    return [(str(names[i]), float(weights[i])) for i in order]
+
+
+def log_evaluation_figures(
+    client: Any,
+    run_id: str,
+    pipeline: Pipeline,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+) -> None:
+    """Log the evaluation figures as images of run `run_id`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    predicted = (probabilities >= threshold).astype(int)
+    figures = {}
+    figure, axes = plt.subplots(figsize=(4.5, 4))
+    ConfusionMatrixDisplay.from_predictions(
+        labels, predicted, display_labels=["retained", "churned"], ax=axes, colorbar=False
+    )
+    axes.set_title(f"Hold-out, threshold {threshold:.3f}")
+    figures["confusion_matrix.png"] = figure
+
+    figure, axes = plt.subplots(figsize=(4.5, 4))
+    RocCurveDisplay.from_predictions(labels, probabilities, ax=axes)
+    figures["roc_curve.png"] = figure
+
+    figure, axes = plt.subplots(figsize=(4.5, 4))
+    PrecisionRecallDisplay.from_predictions(labels, probabilities, ax=axes)
+    figures["precision_recall_curve.png"] = figure
+
+    top = feature_importance(pipeline)[:TOP_FEATURES][::-1]
+    figure, axes = plt.subplots(figsize=(6, 0.3 * len(top) + 1))
+    axes.barh([name for name, _ in top], [weight for _, weight in top])
+    axes.set_title("Feature importance")
+    figure.tight_layout()
+    figures["feature_importance.png"] = figure
+
+    for name, figure in figures.items():
+        client.log_figure(run_id, figure, f"evaluation/{name}")
+        plt.close(figure)

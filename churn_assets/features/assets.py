@@ -1,0 +1,119 @@
+"""Assets of the features stage: the train/hold-out split and the fitted feature pipeline."""
+
+from dataclasses import dataclass
+
+import pandas as pd
+from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
+from pydantic import Field
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+
+from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
+from churn_assets.markdown import markdown_table
+from churn_assets.tables import CustomerTable
+
+GROUP = "features"
+
+
+@dataclass
+class CustomerSplits:
+    """Training and hold-out customers, and what the model may learn from.
+
+    Attributes:
+        train: training customers (all columns, the key and target included).
+        test: hold-out customers, never seen by tuning, fitting or threshold choice.
+        numeric: numeric feature columns.
+        categorical: categorical feature columns.
+        table: the validated table the split came from (without its rows).
+
+    """
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    numeric: list[str]
+    categorical: list[str]
+    table: CustomerTable
+
+    @property
+    def target(self) -> str:
+        """The target column."""
+        return self.table.target
+
+    @property
+    def features(self) -> list[str]:
+        """Every feature column."""
+        return [*self.numeric, *self.categorical]
+
+
+class SplitConfig(Config):
+    """How customers are split into training and hold-out sets."""
+
+    test_size: float = Field(default=0.2, description="Share of customers held out.")
+    seed: int = Field(default=42, description="Seed of the split.")
+
+
+@asset(group_name=GROUP, kinds={"pandas", "scikitlearn"})
+def customer_splits(
+    context: AssetExecutionContext, config: SplitConfig, validated_customers: CustomerTable
+) -> Output[CustomerSplits]:
+    """Training and hold-out customers: stratified by churn, seeded, no customer on both sides."""
+    table = validated_customers
+    frame = table.frame
+    if table.id_column:
+        # Validation guarantees unique keys; splitting rows then keeps each customer on one side.
+        assert frame[table.id_column].is_unique
+    train, test = train_test_split(
+        frame, test_size=config.test_size, stratify=frame[table.target], random_state=config.seed
+    )
+    numeric, categorical = feature_columns(frame, table.target, table.id_column, table.excluded)
+    header = CustomerTable(
+        frame=frame.iloc[:0],
+        dataset=table.dataset,
+        source=table.source,
+        target=table.target,
+        id_column=table.id_column,
+        excluded=table.excluded,
+        version=table.version,
+    )
+    splits = CustomerSplits(train, test, numeric, categorical, header)
+    return Output(
+        splits,
+        metadata={
+            "data_version": table.version,
+            "train_rows": len(train),
+            "test_rows": len(test),
+            "train_churn_rate": float(train[table.target].mean()),
+            "test_churn_rate": float(test[table.target].mean()),
+            "features": MetadataValue.md(
+                markdown_table(
+                    ["feature", "kind"],
+                    [(c, "numeric") for c in numeric] + [(c, "categorical") for c in categorical],
+                )
+            ),
+            "never_features": ", ".join(
+                [table.target, *([table.id_column] if table.id_column else []), *table.excluded]
+            ),
+        },
+    )
+
+
+@asset(group_name=GROUP, kinds={"scikitlearn"})
+def feature_pipeline(customer_splits: CustomerSplits) -> Output[Pipeline]:
+    """The feature pipeline fitted on the training split; every candidate model starts from it."""
+    splits = customer_splits
+    pipeline = build_feature_pipeline(splits.numeric, splits.categorical)
+    pipeline.fit(splits.train, splits.train[splits.target])
+    names = list(pipeline.named_steps["encode"].get_feature_names_out())
+    engineered_numeric, engineered_categorical = pipeline.named_steps["telco_features"].engineered()
+    return Output(
+        pipeline,
+        metadata={
+            "input_columns": len(splits.features),
+            "engineered_features": ", ".join(engineered_numeric + engineered_categorical)
+            or "(none: not the Telco schema)",
+            "model_features": len(names),
+            "model_feature_names": MetadataValue.md(
+                markdown_table(["#", "feature"], list(enumerate(names)))
+            ),
+        },
+    )

@@ -1,0 +1,296 @@
+"""Registry assets: every evaluated model is registered; the gates decide who may be promoted.
+
+Each evaluated model becomes a version with alias `staging`. It reaches `production` only through
+the quality gates (blocking checks) and by beating the current production version.
+"""
+
+import getpass
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    MetadataValue,
+    Output,
+    asset,
+)
+from pydantic import Field
+
+from churn_assets.evaluation.assets import ModelEvaluation
+from churn_assets.evaluation.metrics import classification_metrics
+from churn_assets.registry.card import model_card
+from churn_assets.registry.model_registry import PRODUCTION, STAGING, ModelRegistry
+from churn_assets.resources import MlflowResource, QualityGates
+
+GROUP = "registry"
+REGISTERED = "registered_model"
+DAGSTER_ACTOR = "dagster"
+LOWER_IS_BETTER = {"probability_rmse"}
+
+# Gate check name -> (metric of the evaluation, comparison, QualityGates field).
+GATES: dict[str, tuple[str, str, str]] = {
+    "f1_gate": ("f1", ">=", "min_f1"),
+    "recall_gate": ("recall", ">=", "min_recall"),
+    "probability_rmse_gate": ("probability_rmse", "<=", "max_probability_rmse"),
+    "latency_p99_gate": ("latency_p99_ms", "<=", "max_latency_p99_ms"),
+}
+
+
+@dataclass
+class GateResult:
+    """One quality gate: the observed value against its threshold."""
+
+    gate: str
+    metric: str
+    observed: float
+    comparison: str
+    threshold: float
+
+    @property
+    def passed(self) -> bool:
+        """Whether the observed value is on the right side of the threshold."""
+        if self.comparison == ">=":
+            return self.observed >= self.threshold
+        return self.observed <= self.threshold
+
+
+@dataclass
+class RegisteredVersion:
+    """A model version in the registry, and whether it passed the gates."""
+
+    model_name: str
+    version: str
+    gates: list[GateResult]
+    evaluation: ModelEvaluation
+
+    @property
+    def gates_passed(self) -> bool:
+        """Whether every quality gate passed."""
+        return all(gate.passed for gate in self.gates)
+
+
+def evaluate_gates(evaluation: ModelEvaluation, gates: QualityGates) -> list[GateResult]:
+    """Each gate of `gates` applied to `evaluation`."""
+    observed = {**evaluation.metrics, "latency_p99_ms": evaluation.latency_p99_ms}
+    return [
+        GateResult(name, metric, observed[metric], comparison, float(getattr(gates, field)))
+        for name, (metric, comparison, field) in GATES.items()
+    ]
+
+
+def owner() -> str:
+    """Who owns the models this process registers: `CHURN_OWNER`, else the user name."""
+    return os.environ.get("CHURN_OWNER") or getpass.getuser()
+
+
+@asset(
+    group_name=GROUP,
+    kinds={"mlflow"},
+    check_specs=[
+        AssetCheckSpec(
+            name,
+            asset=REGISTERED,
+            blocking=True,
+            description=f"Hold-out {metric} {comparison} the `{field}` quality gate.",
+        )
+        for name, (metric, comparison, field) in GATES.items()
+    ],
+)
+def registered_model(
+    context: AssetExecutionContext,
+    model_evaluation: ModelEvaluation,
+    mlflow_tracking: MlflowResource,
+    gates: QualityGates,
+) -> Iterator[Output[RegisteredVersion] | AssetCheckResult]:
+    """The evaluated model as a new registry version with alias `staging` and its model card."""
+    evaluation = model_evaluation
+    mlflow_tracking.activate()
+    client = mlflow_tracking.client()
+    registry = ModelRegistry(client, mlflow_tracking.model_name)
+    results = evaluate_gates(evaluation, gates)
+    passed = all(result.passed for result in results)
+    m = evaluation.metrics
+    tags = {
+        "algorithm": evaluation.algorithm,
+        "owner": owner(),
+        "data_version": evaluation.data_version,
+        "dataset": evaluation.dataset,
+        "source": evaluation.source[:500],
+        "dagster_run_id": evaluation.dagster_run_id,
+        "mlflow_run_id": evaluation.run_id,
+        "threshold": f"{evaluation.threshold:.6f}",
+        "gates": "passed" if passed else "failed",
+        "gate_profile": gates.profile,
+        **{
+            name: f"{m[name]:.4f}"
+            for name in ("f1", "accuracy", "precision", "recall", "roc_auc", "probability_rmse")
+        },
+        "latency_p99_ms": f"{evaluation.latency_p99_ms:.2f}",
+    }
+    version = registry.register(evaluation.model_uri, evaluation.run_id, tags, description="")
+    run_url = mlflow_tracking.run_url(evaluation.experiment_id, evaluation.run_id)
+    card = model_card(
+        model_name=registry.name,
+        version=version,
+        owner=tags["owner"],
+        date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        algorithm=evaluation.algorithm,
+        data_version=evaluation.data_version,
+        dataset=evaluation.dataset,
+        source=evaluation.source,
+        params=evaluation.params,
+        threshold=evaluation.threshold,
+        metrics=evaluation.metrics,
+        cv_metrics={k: v for k, v in evaluation.cv_metrics.items() if k.startswith("cv_")},
+        latency_ms={"p50": evaluation.latency_p50_ms, "p99": evaluation.latency_p99_ms},
+        gates=[(r.gate, r.observed, r.comparison, r.threshold, r.passed) for r in results],
+        dagster_run_id=evaluation.dagster_run_id,
+        mlflow_run_id=evaluation.run_id,
+        mlflow_run_url=run_url,
+    )
+    client.update_model_version(registry.name, version, description=card)
+    client.log_text(evaluation.run_id, card, f"model_card_v{version}.md")
+    registry.move_alias(
+        STAGING,
+        version,
+        DAGSTER_ACTOR,
+        f"registered by Dagster run {evaluation.dagster_run_id} "
+        f"(gates {'passed' if passed else 'failed'})",
+    )
+    context.log.info("Registered %s version %s as staging", registry.name, version)
+
+    yield Output(
+        RegisteredVersion(registry.name, version, results, evaluation),
+        metadata={
+            "model": registry.name,
+            "version": version,
+            "alias": STAGING,
+            "gates": "passed" if passed else "failed",
+            "model_card": MetadataValue.md(card),
+            "mlflow_model_version": MetadataValue.url(mlflow_tracking.model_version_url(version)),
+            "mlflow_run": MetadataValue.url(run_url),
+        },
+    )
+    for result in results:
+        yield AssetCheckResult(
+            check_name=result.gate,
+            asset_key=REGISTERED,
+            passed=result.passed,
+            severity=AssetCheckSeverity.ERROR,
+            description=f"{result.metric} = {result.observed:.4f}, required "
+            f"{result.comparison} {result.threshold:g}",
+            metadata={
+                "observed": result.observed,
+                "threshold": result.threshold,
+                "comparison": result.comparison,
+                "gate_profile": gates.profile,
+                "version": version,
+            },
+        )
+
+
+class PromotionConfig(Config):
+    """How a challenger must compare with the production version to replace it."""
+
+    metric: str = Field(
+        default="f1",
+        description="Hold-out metric compared: accuracy, f1, precision, recall, roc_auc, "
+        "pr_auc or probability_rmse (lower is better).",
+    )
+    margin: float = Field(
+        default=0.0, description="The challenger must be better by more than this."
+    )
+
+
+@dataclass
+class PromotionDecision:
+    """What happened to `production` after a registration."""
+
+    promoted: bool
+    production_version: str
+    challenger_version: str
+    champion_version: str | None
+    metric: str
+    challenger_score: float
+    champion_score: float | None
+    reason: str
+
+
+@asset(group_name=GROUP, kinds={"mlflow"})
+def production_model(
+    context: AssetExecutionContext,
+    config: PromotionConfig,
+    registered_model: RegisteredVersion,
+    mlflow_tracking: MlflowResource,
+) -> Output[PromotionDecision]:
+    """The version behind the `production` alias, after the champion/challenger comparison."""
+    import mlflow
+
+    from churn_assets.training.churn_model import PROBABILITY
+
+    challenger = registered_model
+    evaluation = challenger.evaluation
+    if config.metric not in evaluation.metrics:
+        raise ValueError(
+            f"unknown promotion metric {config.metric!r}; known: {', '.join(evaluation.metrics)}"
+        )
+    mlflow_tracking.activate()
+    registry = ModelRegistry(mlflow_tracking.client(), mlflow_tracking.model_name)
+    champion = registry.alias_version(PRODUCTION)
+    score = evaluation.metrics[config.metric]
+    champion_score: float | None = None
+    if champion is None:
+        promoted, reason = True, "first version to pass the gates"
+    elif champion == challenger.version:
+        promoted, reason = False, f"version {champion} is already in production"
+    else:
+        # Both models on the same hold-out customers; the champion's own threshold labels them.
+        model = mlflow.pyfunc.load_model(f"models:/{registry.name}/{champion}")
+        records = evaluation.test.drop(columns=[evaluation.target])
+        labels = evaluation.test[evaluation.target].to_numpy()
+        champion_model = model.unwrap_python_model()
+        probabilities = model.predict(records)[PROBABILITY].to_numpy()
+        champion_score = classification_metrics(labels, probabilities, champion_model.threshold)[
+            config.metric
+        ]
+        gain = (
+            champion_score - score if config.metric in LOWER_IS_BETTER else score - champion_score
+        )
+        promoted = gain > config.margin
+        reason = (
+            f"challenger {config.metric} {score:.4f} vs production {champion_score:.4f} "
+            f"(margin {config.margin:g}) on the same hold-out data"
+        )
+    if promoted:
+        registry.promote(challenger.version, DAGSTER_ACTOR, reason)
+        context.log.info("Promoted version %s to production: %s", challenger.version, reason)
+    else:
+        context.log.info("Kept version %s in production: %s", champion, reason)
+    production = registry.alias_version(PRODUCTION)
+    assert production is not None
+    decision = PromotionDecision(
+        promoted=promoted,
+        production_version=production,
+        challenger_version=challenger.version,
+        champion_version=champion,
+        metric=config.metric,
+        challenger_score=score,
+        champion_score=champion_score,
+        reason=reason,
+    )
+    metadata: dict[str, Any] = {
+        "decision": "promoted" if promoted else "kept the production version",
+        "production_version": production,
+        "challenger_version": challenger.version,
+        "previous_production_version": champion or "(none)",
+        "reason": reason,
+        "mlflow_model_version": MetadataValue.url(mlflow_tracking.model_version_url(production)),
+    }
+    return Output(decision, metadata=metadata)

@@ -1,0 +1,77 @@
+"""The model card: what a registered version is, where it came from and how good it is."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from churn_assets.markdown import markdown_table
+
+
+def model_card(
+    *,
+    model_name: str,
+    version: str,
+    owner: str,
+    date: str,
+    algorithm: str,
+    data_version: str,
+    dataset: str,
+    source: str,
+    params: Mapping[str, object],
+    threshold: float,
+    metrics: Mapping[str, float],
+    cv_metrics: Mapping[str, float],
+    latency_ms: Mapping[str, float],
+    gates: list[tuple[str, float, str, float, bool]],
+    dagster_run_id: str,
+    mlflow_run_id: str,
+    mlflow_run_url: str,
+) -> str:
+    """A markdown model card. `gates` rows: (gate, observed, comparison, threshold, passed)."""
+    verdict = "all gates passed" if all(row[4] for row in gates) else "gates FAILED"
+    lines = [
+        f"# {model_name} version {version}",
+        "",
+        f"- **Owner:** {owner}",
+        f"- **Date:** {date}",
+        f"- **Algorithm:** {algorithm}",
+        f"- **Decision threshold:** {threshold:.4f} (churn when probability >= threshold; chosen "
+        "on out-of-fold training predictions)",
+        f"- **Quality gates:** {verdict}",
+        "",
+        "## Data",
+        "",
+        f"- **Data set:** {dataset}",
+        f"- **Data version:** `{data_version}` (content hash of the validated training data)",
+        f"- **Source:** {source}",
+        "",
+        "## Hold-out metrics",
+        "",
+        markdown_table(["metric", "value"], [(k, f"{v:.4f}") for k, v in metrics.items()]),
+        "",
+        "## Cross-validation (training split)",
+        "",
+        markdown_table(["metric", "value"], [(k, f"{v:.4f}") for k, v in cv_metrics.items()]),
+        "",
+        "## Latency (single record, model loaded from MLflow)",
+        "",
+        markdown_table(["percentile", "ms"], [(k, f"{v:.2f}") for k, v in latency_ms.items()]),
+        "",
+        "## Quality gates",
+        "",
+        markdown_table(
+            ["gate", "observed", "required", "result"],
+            [(g, f"{o:.4f}", f"{c} {t:g}", "pass" if p else "FAIL") for g, o, c, t, p in gates],
+        ),
+        "",
+        "## Training parameters",
+        "",
+        markdown_table(["parameter", "value"], list(params.items())),
+        "",
+        "## Lineage",
+        "",
+        f"- **Dagster run:** `{dagster_run_id}`",
+        f"- **MLflow run:** [`{mlflow_run_id}`]({mlflow_run_url})",
+        "",
+    ]
+    return "\n".join(lines)

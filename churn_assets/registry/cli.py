@@ -1,0 +1,96 @@
+"""`churn-registry`: the model registry from the command line.
+
+    churn-registry list                               versions, as the brief's table
+    churn-registry promote 3 --reason "..."           make version 3 the production version
+    churn-registry rollback --reason "..."            put back the previous production version
+    churn-registry audit                              every alias change, oldest first
+
+It talks to the same MLflow store as the platform (`MLFLOW_TRACKING_URI`, else the local store
+under `CHURN_HOME`). Bad arguments get a message and exit status 2, and change nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Sequence
+
+from churn_assets.markdown import markdown_table
+from churn_assets.registry.model_registry import ModelRegistry, RegistryError
+from churn_assets.resources import MlflowResource, PlatformHome
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = argparse.ArgumentParser(prog="churn-registry", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", help="registered model name (default: churn-predictor)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="list the versions")
+    promote = commands.add_parser("promote", help="make a version the production version")
+    promote.add_argument("version", help="version number")
+    rollback = commands.add_parser("rollback", help="put back the previous production version")
+    commands.add_parser("audit", help="list every alias change")
+    for command in (promote, rollback):
+        command.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+        command.add_argument("--actor", default=None, help="who (default: CHURN_OWNER or user)")
+    arguments = parser.parse_args(argv)
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    tracking = MlflowResource.from_env(PlatformHome.from_env())
+    tracking.activate()
+    registry = ModelRegistry(tracking.client(), arguments.model or tracking.model_name)
+    actor = getattr(arguments, "actor", None) or os.environ.get("CHURN_OWNER") or getpass.getuser()
+    try:
+        if arguments.command == "list":
+            _print_versions(registry)
+        elif arguments.command == "audit":
+            _print_audit(registry)
+        elif arguments.command == "promote":
+            entry = registry.promote(arguments.version, actor, arguments.reason)
+            print(
+                f"{registry.name}: production {entry.from_version or '(none)'} -> "
+                f"{entry.to_version}"
+            )
+        else:
+            entry = registry.rollback(actor, arguments.reason)
+            print(
+                f"{registry.name}: production rolled back {entry.from_version} -> "
+                f"{entry.to_version}"
+            )
+    except RegistryError as error:
+        print(f"churn-registry: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _print_versions(registry: ModelRegistry) -> None:
+    rows = registry.history()
+    if not rows:
+        raise RegistryError(f"unknown model {registry.name!r}: nothing is registered under it")
+    print(
+        markdown_table(
+            ["Model", "Version", "Algorithm", "F1", "Accuracy", "Stage", "Date", "Owner"],
+            [
+                (r.model, r.version, r.algorithm, r.f1, r.accuracy, r.stage, r.date, r.owner)
+                for r in rows
+            ],
+        )
+    )
+
+
+def _print_audit(registry: ModelRegistry) -> None:
+    print(
+        markdown_table(
+            ["Time", "Actor", "Alias", "From", "To", "Reason"],
+            [
+                (e.time, e.actor, e.alias, e.from_version or "", e.to_version, e.reason)
+                for e in registry.audit()
+            ],
+        )
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The model registry's lifecycle on MLflow aliases: None -> Staging -> Production -> Archived.
+
+Aliases are the truth: `production` names the served version, `staging` the newest candidate.
+Moving an alias is one atomic update in MLflow's store, so once a production version exists there
+is never a moment without one, and a promotion that fails before the move leaves it in place. Each
+version also carries a `lifecycle` tag (staging, production, archived) for people reading the
+registry, updated after the alias moves.
+
+Every alias change is appended to an audit trail kept as tags of the registered model
+(`audit/<time>-<id>`), so it lives in the same store as the registry, local or shared.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+PRODUCTION = "production"
+STAGING = "staging"
+ARCHIVED = "archived"
+LIFECYCLE = "lifecycle"
+AUDIT_PREFIX = "audit/"
+
+
+class RegistryError(ValueError):
+    """A registry request that cannot be carried out; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One alias change: who moved which alias from which version to which, when and why."""
+
+    time: str
+    actor: str
+    alias: str
+    from_version: str | None
+    to_version: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One line of the version history."""
+
+    model: str
+    version: str
+    algorithm: str
+    f1: str
+    accuracy: str
+    stage: str
+    date: str
+    owner: str
+
+
+class ModelRegistry:
+    """Registration, promotion, rollback and history of one registered model."""
+
+    def __init__(self, client: Any, model_name: str) -> None:
+        self.client = client
+        self.name = model_name
+
+    def register(self, model_uri: str, run_id: str, tags: dict[str, str], description: str) -> str:
+        """Register a logged model as a new version (lifecycle None); return its number."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.create_registered_model(
+                self.name, description="Customer-churn classifier (raw records in)."
+            )
+        except MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        version = self.client.create_model_version(
+            self.name, source=model_uri, run_id=run_id, tags=tags, description=description
+        )
+        return str(version.version)
+
+    def alias_version(self, alias: str) -> str | None:
+        """The version an alias points at, or None."""
+        model = self._model()
+        version = None if model is None else model.aliases.get(alias)
+        return None if version is None else str(version)
+
+    def move_alias(self, alias: str, version: str, actor: str, reason: str) -> AuditEntry:
+        """Point `alias` at `version`, update lifecycle tags, and record it in the audit trail."""
+        version = str(version)
+        self._version(version)
+        previous = self.alias_version(alias)
+        self.client.set_registered_model_alias(self.name, alias, version)
+        production = self.alias_version(PRODUCTION)
+        self.client.set_model_version_tag(
+            self.name, version, LIFECYCLE, PRODUCTION if version == production else alias
+        )
+        if previous and previous != version and previous != production:
+            self.client.set_model_version_tag(self.name, previous, LIFECYCLE, ARCHIVED)
+        entry = AuditEntry(
+            time=datetime.now(UTC).isoformat(timespec="microseconds"),
+            actor=actor,
+            alias=alias,
+            from_version=previous,
+            to_version=version,
+            reason=reason,
+        )
+        key = f"{AUDIT_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:6]}"
+        self.client.set_registered_model_tag(self.name, key, json.dumps(asdict(entry)))
+        return entry
+
+    def promote(self, version: str, actor: str, reason: str) -> AuditEntry:
+        """Make `version` the production version (by hand or after the gates)."""
+        if not reason.strip():
+            raise RegistryError("a promotion needs a reason")
+        if self.alias_version(PRODUCTION) == str(version):
+            raise RegistryError(f"version {version} of {self.name!r} is already in production")
+        return self.move_alias(PRODUCTION, version, actor, reason)
+
+    def rollback(self, actor: str, reason: str) -> AuditEntry:
+        """Put back the version that production pointed at before the current one."""
+        if not reason.strip():
+            raise RegistryError("a rollback needs a reason")
+        current = self.alias_version(PRODUCTION)
+        if current is None:
+            raise RegistryError(f"{self.name!r} has no production version to roll back from")
+        arrivals = [e for e in self.audit() if e.alias == PRODUCTION and e.to_version == current]
+        previous = arrivals[-1].from_version if arrivals else None
+        if previous is None:
+            raise RegistryError(
+                f"version {current} of {self.name!r} was the first production version; "
+                "there is nothing to roll back to"
+            )
+        return self.move_alias(PRODUCTION, previous, actor, f"rollback: {reason}")
+
+    def audit(self) -> list[AuditEntry]:
+        """Every alias change, oldest first."""
+        model = self._model()
+        if model is None:
+            return []
+        keys = sorted(key for key in model.tags if key.startswith(AUDIT_PREFIX))
+        return [AuditEntry(**json.loads(model.tags[key])) for key in keys]
+
+    def history(self) -> list[VersionRow]:
+        """Every version, newest first, as the brief's version table."""
+        model = self._model()
+        if model is None:
+            return []
+        aliases: dict[str, list[str]] = {}
+        for alias, version in model.aliases.items():
+            aliases.setdefault(str(version), []).append(alias)
+        versions = self.client.search_model_versions(f"name = '{self.name}'")
+        rows = []
+        for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+            tags = mv.tags or {}
+            stage = ", ".join(sorted(aliases.get(str(mv.version), []))) or tags.get(
+                LIFECYCLE, "none"
+            )
+            rows.append(
+                VersionRow(
+                    model=self.name,
+                    version=str(mv.version),
+                    algorithm=tags.get("algorithm", ""),
+                    f1=tags.get("f1", ""),
+                    accuracy=tags.get("accuracy", ""),
+                    stage=stage,
+                    date=datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).strftime(
+                        "%Y-%m-%d %H:%M"
+                    ),
+                    owner=tags.get("owner", ""),
+                )
+            )
+        return rows
+
+    def _model(self) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.get_registered_model(self.name)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+
+    def _version(self, version: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        if self._model() is None:
+            raise RegistryError(f"unknown model {self.name!r}: nothing is registered under it")
+        try:
+            return self.client.get_model_version(self.name, str(version))
+        except MlflowException as error:
+            raise RegistryError(f"{self.name!r} has no version {version!r}") from error

@@ -1,0 +1,313 @@
+"""The `candidate_models` asset: every configured algorithm tuned, fitted and tracked in MLflow."""
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Output, asset
+from pydantic import Field
+from sklearn.pipeline import Pipeline
+
+from churn_assets.evaluation.metrics import classification_metrics
+from churn_assets.features.assets import CustomerSplits
+from churn_assets.markdown import markdown_table
+from churn_assets.resources import MlflowResource, QualityGates
+from churn_assets.training.search import ALGORITHMS, SCORING, SearchBudget, SearchResult, tune
+
+GROUP = "training"
+FINISHED, FAILED = "FINISHED", "FAILED"
+
+
+class TrainingConfig(Config):
+    """Which algorithms compete and how much tuning each gets (editable in the launchpad)."""
+
+    algorithms: list[str] = Field(
+        default=list(ALGORITHMS), description=f"Algorithms to tune: {', '.join(ALGORITHMS)}."
+    )
+    iterations: int = Field(default=6, description="Random-search trials per algorithm.")
+    folds: int = Field(default=5, description="Cross-validation folds per trial.")
+    time_limit_seconds: float = Field(
+        default=12.0,
+        description="No new trial starts after this many seconds on one algorithm.",
+    )
+    max_tuning_rows: int = Field(
+        default=50_000,
+        description="Tuning uses a stratified sample of at most this many training rows; "
+        "the chosen model is refitted on all of them.",
+    )
+    selection_metric: str = Field(
+        # The Brier score is the square of the probability RMSE the gates judge, and a proper
+        # scoring rule: it rewards models that rank well *and* are calibrated. ROC-AUC alone
+        # can prefer a forest whose probabilities are too timid to pass the RMSE gate.
+        default="neg_brier_score",
+        description=f"Cross-validated score that picks the best trial and candidate: "
+        f"{', '.join(SCORING)}.",
+    )
+    recall_margin: float = Field(
+        default=0.02,
+        description="The decision threshold keeps out-of-fold recall at least this much above "
+        "the recall gate: a threshold tuned to exactly the target misses it on new data about "
+        "half the time.",
+    )
+    seed: int = Field(default=42, description="Seed of the search and the estimators.")
+    n_jobs: int = Field(default=2, description="Folds cross-validated in parallel.")
+
+
+@dataclass
+class Candidate:
+    """One tuned algorithm: its MLflow run, its logged model and its figures."""
+
+    algorithm: str
+    status: str
+    run_id: str
+    seconds: float
+    params: dict[str, Any] = field(default_factory=dict)
+    threshold: float = 0.5
+    cv_metrics: dict[str, float] = field(default_factory=dict)
+    holdout_metrics: dict[str, float] = field(default_factory=dict)
+    model_uri: str = ""
+    error: str = ""
+    pipeline: Pipeline | None = field(default=None, repr=False)
+
+
+@dataclass
+class CandidateModels:
+    """Every candidate of one training run, and which one was selected."""
+
+    candidates: list[Candidate]
+    selected: str
+    selection_metric: str
+    experiment_id: str
+    parent_run_id: str
+    splits: CustomerSplits = field(repr=False)
+
+    @property
+    def best(self) -> Candidate:
+        """The selected candidate."""
+        return next(c for c in self.candidates if c.algorithm == self.selected)
+
+
+@asset(group_name=GROUP, kinds={"mlflow", "scikitlearn", "lightgbm"})
+def candidate_models(
+    context: AssetExecutionContext,
+    config: TrainingConfig,
+    customer_splits: CustomerSplits,
+    feature_pipeline: Pipeline,
+    mlflow_tracking: MlflowResource,
+    gates: QualityGates,
+) -> Output[CandidateModels]:
+    """Candidate churn models, one tuned per algorithm, each an MLflow run with its model."""
+    import mlflow
+
+    unknown = [name for name in config.algorithms if name not in ALGORITHMS]
+    if unknown or not config.algorithms:
+        raise Failure(
+            f"unknown or no algorithms {unknown or config.algorithms}; known: "
+            f"{', '.join(ALGORITHMS)}"
+        )
+    splits = customer_splits
+    budget = SearchBudget(
+        iterations=config.iterations,
+        folds=config.folds,
+        time_limit_seconds=config.time_limit_seconds,
+        max_tuning_rows=config.max_tuning_rows,
+        n_jobs=config.n_jobs,
+        seed=config.seed,
+    )
+    experiment_id = mlflow_tracking.activate()
+    tags = {
+        "dagster_run_id": context.run.run_id,
+        "data_version": splits.table.version,
+        "dataset": splits.table.dataset,
+    }
+    train_labels = splits.train[splits.target]
+    candidates: list[Candidate] = []
+    with mlflow.start_run(run_name=f"pipeline-{context.run.run_id[:8]}", tags=tags) as parent:
+        mlflow.log_params({"algorithms": ",".join(config.algorithms), **budget.__dict__})
+        for algorithm in config.algorithms:
+            context.log.info("Tuning %s", algorithm)
+            with mlflow.start_run(run_name=algorithm, nested=True, tags=tags) as run:
+                started = time.perf_counter()
+                try:
+                    result = tune(
+                        algorithm,
+                        feature_pipeline,
+                        splits.train,
+                        train_labels,
+                        budget,
+                        config.selection_metric,
+                        min(1.0, gates.min_recall + config.recall_margin),
+                    )
+                except Exception as error:
+                    # One algorithm failing must not hide the others: its run says why.
+                    context.log.error("%s failed: %s", algorithm, error)
+                    mlflow.set_tags({"status": FAILED, "error": str(error)[:4000]})
+                    candidates.append(
+                        Candidate(
+                            algorithm,
+                            FAILED,
+                            run.info.run_id,
+                            time.perf_counter() - started,
+                            error=str(error),
+                        )
+                    )
+                    continue
+                candidates.append(_track_candidate(result, run.info.run_id, splits))
+        finished = [c for c in candidates if c.status == FINISHED]
+        if not finished:
+            raise Failure(
+                "every candidate failed: "
+                + "; ".join(f"{c.algorithm}: {c.error}" for c in candidates)
+            )
+        metric = f"cv_{config.selection_metric}"
+        selected = max(finished, key=lambda c: c.cv_metrics[metric])
+        mlflow.set_tags(
+            {"selected_algorithm": selected.algorithm, "selected_run_id": selected.run_id}
+        )
+        mlflow.log_metric(f"selected_{metric}", selected.cv_metrics[metric])
+
+    models = CandidateModels(
+        candidates=candidates,
+        selected=selected.algorithm,
+        selection_metric=config.selection_metric,
+        experiment_id=experiment_id,
+        parent_run_id=parent.info.run_id,
+        splits=splits,
+    )
+    return Output(models, metadata=_comparison_metadata(models, mlflow_tracking))
+
+
+def _track_candidate(result: SearchResult, run_id: str, splits: CustomerSplits) -> Candidate:
+    """Log one tuned candidate to its (active) MLflow run: parameters, metrics, data, model."""
+    import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
+
+    from churn_assets.training.churn_model import ChurnModel
+
+    test_labels = splits.test[splits.target].to_numpy()
+    probabilities = result.pipeline.predict_proba(splits.test)[:, 1]
+    holdout = classification_metrics(test_labels, probabilities, result.threshold)
+
+    mlflow.log_params(
+        {
+            **result.best.params,
+            "threshold": result.threshold,
+            "trials": len(result.trials),
+            "tuning_rows": result.tuning_rows,
+        }
+    )
+    mlflow.log_metrics(
+        {
+            **result.cv_metrics,
+            **{f"holdout_{k}": v for k, v in holdout.items()},
+            "duration_seconds": result.seconds,
+        }
+    )
+    mlflow.log_input(
+        from_pandas(
+            _plain_frame(splits.train),
+            source=splits.table.source,
+            targets=splits.target,
+            name=f"{splits.table.dataset}-train",
+            digest=splits.table.version,
+        ),
+        context="training",
+    )
+    example = _plain_frame(splits.test.drop(columns=[splits.target]).head(5))
+    model = ChurnModel(result.pipeline, result.threshold, splits.table.id_column)
+    signature = mlflow.models.infer_signature(example, model.predict(None, example))
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=model,
+        signature=signature,
+        input_example=example,
+        pip_requirements=_requirements(),
+    )
+    mlflow.set_tags({"status": FINISHED, "algorithm": result.algorithm})
+    return Candidate(
+        algorithm=result.algorithm,
+        status=FINISHED,
+        run_id=run_id,
+        seconds=result.seconds,
+        params=result.best.params,
+        threshold=result.threshold,
+        cv_metrics=result.cv_metrics,
+        holdout_metrics=holdout,
+        model_uri=info.model_uri,
+        pipeline=result.pipeline,
+    )
+
+
+def _plain_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Arrow-backed text as Python objects, as MLflow's schema inference and JSON expect."""
+    return frame.astype(
+        {c: "object" for c in frame.columns if pd.api.types.is_string_dtype(frame[c])}
+    )
+
+
+def _requirements() -> list[str]:
+    """The libraries a logged model needs, at the versions it was trained with.
+
+    Stated, not inferred: MLflow's inference loads the model in a subprocess and costs seconds.
+    """
+    from importlib.metadata import version
+
+    packages = ("mlflow", "scikit-learn", "lightgbm", "pandas", "numpy", "pyarrow", "cloudpickle")
+    return [f"{package}=={version(package)}" for package in packages]
+
+
+def _comparison_metadata(
+    models: CandidateModels, mlflow_tracking: MlflowResource
+) -> dict[str, Any]:
+    rows = []
+    for c in models.candidates:
+        url = mlflow_tracking.run_url(models.experiment_id, c.run_id)
+        params = ", ".join(f"{k}={_short(v)}" for k, v in c.params.items())
+        h = c.holdout_metrics
+        rows.append(
+            (
+                f"[{c.run_id[:8]}]({url})",
+                c.algorithm + (" (selected)" if c.algorithm == models.selected else ""),
+                params or c.error[:120],
+                *(
+                    f"{h[m]:.4f}" if m in h else ""
+                    for m in ("accuracy", "f1", "precision", "recall")
+                ),
+                f"{c.seconds:.1f} s",
+                c.status,
+            )
+        )
+    best = models.best
+    return {
+        "selected": best.algorithm,
+        "selection_metric": f"cv_{models.selection_metric}",
+        f"selected_cv_{models.selection_metric}": best.cv_metrics[f"cv_{models.selection_metric}"],
+        "selected_threshold": best.threshold,
+        "comparison": MetadataValue.md(
+            markdown_table(
+                [
+                    "Run ID",
+                    "Algorithm",
+                    "Parameters",
+                    "Accuracy",
+                    "F1",
+                    "Precision",
+                    "Recall",
+                    "Duration",
+                    "Status",
+                ],
+                rows,
+            )
+        ),
+        "mlflow_pipeline_run": MetadataValue.url(
+            mlflow_tracking.run_url(models.experiment_id, models.parent_run_id)
+        ),
+        "mlflow_selected_run": MetadataValue.url(
+            mlflow_tracking.run_url(models.experiment_id, best.run_id)
+        ),
+    }
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -1,0 +1,116 @@
+"""The feature pipeline: what reaches the model, where it is fitted, and leakage."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+
+from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
+from churn_assets.ingestion.normalise import normalise
+from churn_assets.ingestion.synthetic import generate_customers
+from churn_assets.training.search import candidate_pipeline
+from churn_assets_tests.conftest import bank_customers
+
+
+@pytest.fixture(scope="module")
+def customers() -> pd.DataFrame:
+    frame, _ = normalise(generate_customers(4_000, seed=31), "Churn")
+    return frame
+
+
+def fitted(frame: pd.DataFrame, excluded: tuple[str, ...] = ()) -> tuple[object, list[str]]:
+    numeric, categorical = feature_columns(frame, "churn", "customer_id", excluded)
+    pipeline = build_feature_pipeline(numeric, categorical)
+    pipeline.fit(frame, frame["churn"])
+    return pipeline, list(pipeline.named_steps["encode"].get_feature_names_out())
+
+
+def test_the_key_the_target_and_excluded_columns_never_reach_the_model(
+    customers: pd.DataFrame,
+) -> None:
+    numeric, categorical = feature_columns(customers, "churn", "customer_id", ["gender"])
+    assert not {"customer_id", "churn", "gender"} & {*numeric, *categorical}
+    _, names = fitted(customers, excluded=("gender",))
+    assert not [name for name in names if name.startswith(("customer_id", "churn", "gender"))]
+
+
+def test_telco_features_are_engineered(customers: pd.DataFrame) -> None:
+    pipeline, names = fitted(customers)
+    assert {"services_count", "charges_per_tenure_month"} <= set(names)
+    assert any(name.startswith("tenure_bucket_") for name in names)
+    features = pipeline.named_steps["telco_features"].transform(  # type: ignore[attr-defined]
+        pipeline.named_steps["raw_records"].transform(customers.head(3))  # type: ignore[attr-defined]
+    )
+    row = customers.iloc[0]
+    services = sum(
+        row[c] == "Yes"
+        for c in (
+            "phone_service",
+            "multiple_lines",
+            "online_security",
+            "online_backup",
+            "device_protection",
+            "tech_support",
+            "streaming_tv",
+            "streaming_movies",
+        )
+    )
+    assert features["services_count"].iloc[0] == services
+    expected = row["total_charges"] / max(row["tenure"], 1)
+    assert features["charges_per_tenure_month"].iloc[0] == pytest.approx(expected)
+
+
+def test_another_schema_gets_generic_features_only() -> None:
+    bank, _ = normalise(bank_customers(), "Exited")
+    numeric, categorical = feature_columns(bank, "exited", "customer_id", ["row_number", "surname"])
+    pipeline = build_feature_pipeline(numeric, categorical).fit(bank, bank["exited"])
+    names = set(pipeline.named_steps["encode"].get_feature_names_out())
+    assert "services_count" not in names and "credit_score" in names
+    assert {"geography_France", "geography_Germany", "geography_Spain"} <= names
+
+
+def test_preprocessing_is_fitted_on_the_training_split_only(customers: pd.DataFrame) -> None:
+    train, test = train_test_split(customers, test_size=0.5, random_state=0)
+    shifted_test = test.assign(tenure=test["tenure"] + 500)
+    numeric, categorical = feature_columns(customers, "churn", "customer_id", ())
+    pipeline = build_feature_pipeline(numeric, categorical).fit(train, train["churn"])
+    encode = pipeline.named_steps["encode"]
+    scaler = encode.named_transformers_["numbers"].named_steps["scale"]
+    [numbers] = [columns for name, _, columns in encode.transformers_ if name == "numbers"]
+    tenure = list(numbers).index("tenure")
+    assert scaler.mean_[tenure] == pytest.approx(train["tenure"].mean())
+    # Transforming other data never refits: the same training statistics apply.
+    pipeline.transform(shifted_test)
+    assert scaler.mean_[tenure] == pytest.approx(train["tenure"].mean())
+
+
+def test_served_records_are_read_like_training_records(customers: pd.DataFrame) -> None:
+    pipeline, _ = fitted(customers)
+    training_like = customers.head(20)
+    # From JSON: Python objects instead of Arrow strings, numbers as text, an extra column, and
+    # a category never seen in training.
+    served = training_like.astype(object).assign(
+        tenure=training_like["tenure"].astype(str), note="vip"
+    )
+    served.loc[served.index[0], "payment_method"] = "Crypto"
+    expected = pipeline.transform(training_like)  # type: ignore[attr-defined]
+    actual = pipeline.transform(served)  # type: ignore[attr-defined]
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual[1:], expected[1:])
+
+
+def test_a_model_trained_on_shuffled_targets_scores_near_chance(customers: pd.DataFrame) -> None:
+    shuffled = customers.assign(
+        churn=np.random.default_rng(0).permutation(customers["churn"].to_numpy())
+    )
+    train, test = train_test_split(
+        shuffled, test_size=0.3, stratify=shuffled["churn"], random_state=0
+    )
+    numeric, categorical = feature_columns(shuffled, "churn", "customer_id", ())
+    model = candidate_pipeline(
+        build_feature_pipeline(numeric, categorical), LogisticRegression(max_iter=2_000)
+    ).fit(train, train["churn"])
+    auc = roc_auc_score(test["churn"], model.predict_proba(test)[:, 1])
+    assert 0.45 <= auc <= 0.55

@@ -1,0 +1,345 @@
+"""Training, evaluation, gates and the registry, materialized in process on a real MLflow store.
+
+Each test runs the whole graph (ingestion to production) on small data with a small search
+budget, against an MLflow SQLite store and artifact folder under the test's platform home.
+"""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
+
+from churn_assets.evaluation.assets import model_evaluation
+from churn_assets.features.assets import customer_splits, feature_pipeline
+from churn_assets.ingestion.assets import raw_customers
+from churn_assets.registry.assets import production_model, registered_model
+from churn_assets.registry.cli import main as registry_cli
+from churn_assets.registry.model_registry import ModelRegistry
+from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
+from churn_assets.training.assets import candidate_models
+from churn_assets.training.churn_model import LABEL, PROBABILITY
+from churn_assets.validation.assets import validated_customers
+
+QUICK_TRAINING = {
+    "algorithms": ["logistic_regression"],
+    "iterations": 3,
+    "folds": 3,
+    "n_jobs": 1,
+}
+ASSETS = [
+    raw_customers,
+    validated_customers,
+    customer_splits,
+    feature_pipeline,
+    candidate_models,
+    model_evaluation,
+    registered_model,
+    production_model,
+]
+
+
+def run_pipeline(
+    home: PlatformHome,
+    dataset: DatasetResource,
+    gates: QualityGates | None = None,
+    training: dict[str, Any] | None = None,
+    instance: DagsterInstance | None = None,
+) -> ExecuteInProcessResult:
+    return materialize(
+        ASSETS,
+        resources={
+            "dataset": dataset,
+            "home": home,
+            "mlflow_tracking": MlflowResource.from_env(home),
+            "gates": gates or QualityGates(),
+        },
+        run_config={
+            "ops": {
+                "candidate_models": {"config": {**QUICK_TRAINING, **(training or {})}},
+                "model_evaluation": {"config": {"latency_samples": 100}},
+            }
+        },
+        instance=instance or DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def registry_of(home: PlatformHome) -> ModelRegistry:
+    tracking = MlflowResource.from_env(home)
+    tracking.activate()
+    return ModelRegistry(tracking.client(), tracking.model_name)
+
+
+def metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    [event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key == AssetKey(asset)
+    ]
+    assert event.materialization is not None
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def test_the_whole_graph_ends_with_a_served_ready_production_model(
+    isolated_home: PlatformHome,
+) -> None:
+    result = run_pipeline(
+        isolated_home,
+        DatasetResource(synthetic_rows=3_000),
+        training={"algorithms": ["logistic_regression", "random_forest", "lightgbm"]},
+    )
+    assert result.success
+    gates = {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if str(e.asset_key) == str(AssetKey("registered_model"))
+    }
+    assert gates == {
+        "f1_gate": True,
+        "recall_gate": True,
+        "probability_rmse_gate": True,
+        "latency_p99_gate": True,
+    }
+
+    comparison = metadata(result, "candidate_models")["comparison"]
+    header, _, *rows = comparison.splitlines()
+    assert header == (
+        "| Run ID | Algorithm | Parameters | Accuracy | F1 | Precision | Recall "
+        "| Duration | Status |"
+    )
+    assert len(rows) == 3 and all(row.endswith("| FINISHED |") for row in rows)
+    assert "(http://127.0.0.1:5000/#/experiments/" in rows[0]
+
+    assert metadata(result, "production_model")["decision"] == "promoted"
+    registry = registry_of(isolated_home)
+    assert registry.alias_version("production") == registry.alias_version("staging") == "1"
+    version = registry.client.get_model_version("churn-predictor", "1")
+    assert version.tags["lifecycle"] == "production"
+    assert version.tags["data_version"] == metadata(result, "raw_customers")["data_version"]
+    assert "# churn-predictor version 1" in version.description
+    assert "**Owner:**" in version.description and "## Lineage" in version.description
+
+    # Every candidate is its own MLflow run, nested under the pipeline run, with its model.
+    client = registry.client
+    parent = client.get_run(version.run_id).data.tags["mlflow.parentRunId"]
+    children = client.search_runs(
+        [client.get_run(parent).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{parent}'",
+    )
+    assert {run.data.tags["algorithm"] for run in children} == {
+        "logistic_regression",
+        "random_forest",
+        "lightgbm",
+    }
+    for run in children:
+        assert run.data.tags["dagster_run_id"] == result.run_id
+        assert {
+            "cv_roc_auc",
+            "holdout_f1",
+            "holdout_accuracy",
+            "holdout_precision",
+            "holdout_recall",
+            "duration_seconds",
+        } <= set(run.data.metrics)
+        assert run.inputs.dataset_inputs[0].dataset.digest == version.tags["data_version"]
+    artifacts = {a.path for a in client.list_artifacts(version.run_id, "evaluation")}
+    assert {
+        "evaluation/confusion_matrix.png",
+        "evaluation/roc_curve.png",
+        "evaluation/precision_recall_curve.png",
+        "evaluation/feature_importance.png",
+    } <= artifacts
+
+    # The production model scores raw records, labelled with its shipped threshold.
+    model = mlflow.pyfunc.load_model("models:/churn-predictor@production")
+    records = result.output_for_node("customer_splits").test.drop(columns=["churn"]).head(25)
+    text = [c for c in records.columns if pd.api.types.is_string_dtype(records[c])]
+    scored = model.predict(records.astype(dict.fromkeys(text, object)))
+    assert list(scored.columns) == ["customer_id", PROBABILITY, LABEL]
+    threshold = float(version.tags["threshold"])
+    assert (scored[LABEL] == (scored[PROBABILITY] >= threshold).astype(int)).all()
+    assert scored["customer_id"].tolist() == records["customer_id"].tolist()
+
+
+def test_the_real_telco_file_with_the_telco_gate_profile(
+    telco_csv: Path, isolated_home: PlatformHome
+) -> None:
+    result = run_pipeline(
+        isolated_home,
+        DatasetResource(source=str(telco_csv)),
+        gates=QualityGates.from_env({"CHURN_GATES": "telco"}),
+        training={"algorithms": ["logistic_regression"], "iterations": 3, "folds": 5},
+    )
+    assert result.success
+    evaluation = metadata(result, "model_evaluation")
+    assert evaluation["roc_auc"] > 0.80
+    assert evaluation["recall"] >= 0.75
+    assert registry_of(isolated_home).alias_version("production") == "1"
+
+
+def test_gates_challengers_and_the_audit_trail(isolated_home: PlatformHome) -> None:
+    registry = registry_of(isolated_home)
+    full = DatasetResource(synthetic_rows=3_000, synthetic_seed=1)
+    # Without its strongest features a model is clearly worse; lenient gates let it through.
+    weak = full.model_copy(
+        update={
+            "exclude_columns": [
+                "Contract",
+                "tenure",
+                "TotalCharges",
+                "InternetService",
+                "PaymentMethod",
+                "TechSupport",
+                "OnlineSecurity",
+            ]
+        }
+    )
+    lenient = QualityGates(min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)
+
+    # 1. The first version to pass the gates becomes production.
+    assert run_pipeline(isolated_home, weak, lenient).success
+    assert registry.alias_version("production") == "1"
+
+    # 2. A failing gate: version 2 is registered as staging, production stays at 1.
+    strict = QualityGates(min_f1=0.999)
+    result = run_pipeline(isolated_home, full.model_copy(update={"synthetic_seed": 2}), strict)
+    assert not result.success
+    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+    assert failed == {"f1_gate"}
+    assert registry.alias_version("production") == "1"
+    assert registry.alias_version("staging") == "2"
+    assert AssetKey("production_model") not in {
+        e.asset_key for e in result.get_asset_materialization_events()
+    }
+
+    # 3. A better challenger is promoted, on the same hold-out data; the old version is archived.
+    result = run_pipeline(isolated_home, full.model_copy(update={"synthetic_seed": 3}))
+    assert result.success
+    decision = metadata(result, "production_model")
+    assert decision["decision"] == "promoted"
+    assert "on the same hold-out data" in decision["reason"]
+    assert registry.alias_version("production") == "3"
+
+    # 4. A worse challenger is not promoted.
+    result = run_pipeline(isolated_home, weak.model_copy(update={"synthetic_seed": 4}), lenient)
+    assert result.success
+    assert metadata(result, "production_model")["decision"] == "kept the production version"
+    assert registry.alias_version("production") == "3"
+
+    lifecycle = {
+        str(v.version): v.tags["lifecycle"]
+        for v in registry.client.search_model_versions("name = 'churn-predictor'")
+    }
+    assert lifecycle == {"1": "archived", "2": "archived", "3": "production", "4": "staging"}
+    moves = [(e.alias, e.from_version, e.to_version, e.actor) for e in registry.audit()]
+    assert moves == [
+        ("staging", None, "1", "dagster"),
+        ("production", None, "1", "dagster"),
+        ("staging", "1", "2", "dagster"),
+        ("staging", "2", "3", "dagster"),
+        ("production", "1", "3", "dagster"),
+        ("staging", "3", "4", "dagster"),
+    ]
+    assert "gates failed" in registry.audit()[2].reason
+
+
+@pytest.fixture
+def two_versions(isolated_home: PlatformHome) -> ModelRegistry:
+    base = DatasetResource(synthetic_rows=1_500)
+    assert run_pipeline(isolated_home, base).success
+    assert run_pipeline(isolated_home, base.model_copy(update={"synthetic_seed": 9})).success
+    return registry_of(isolated_home)
+
+
+def test_the_cli_lists_promotes_and_rolls_back(
+    two_versions: ModelRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = two_versions
+    assert registry_cli(["list"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0] == "| Model | Version | Algorithm | F1 | Accuracy | Stage | Date | Owner |"
+    assert len(table) == 4 and table[2].startswith("| churn-predictor | 2 | logistic_regression |")
+
+    production = registry.alias_version("production")
+    other = "2" if production == "1" else "1"
+    assert registry_cli(["promote", other, "--reason", "hand-picked", "--actor", "ana"]) == 0
+    assert registry.alias_version("production") == other
+    assert registry_cli(["rollback", "--reason", "bad feedback", "--actor", "ana"]) == 0
+    assert registry.alias_version("production") == production
+    last = registry.audit()[-1]
+    assert (last.actor, last.from_version, last.to_version) == ("ana", other, production)
+    assert last.reason == "rollback: bad feedback"
+
+    assert registry_cli(["audit"]) == 0
+    assert "| ana | production |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["promote", "42", "--reason", "x"], "'churn-predictor' has no version '42'"),
+        (["--model", "nope", "promote", "1", "--reason", "x"], "unknown model 'nope'"),
+        (["--model", "nope", "list"], "unknown model 'nope'"),
+        (["promote", "1", "--reason", " "], "a promotion needs a reason"),
+    ],
+)
+def test_bad_cli_arguments_change_nothing(
+    two_versions: ModelRegistry,
+    capsys: pytest.CaptureFixture[str],
+    arguments: list[str],
+    message: str,
+) -> None:
+    before = (two_versions.alias_version("production"), len(two_versions.audit()))
+    assert registry_cli(arguments) == 2
+    assert message in capsys.readouterr().err
+    assert (two_versions.alias_version("production"), len(two_versions.audit())) == before
+
+
+def test_a_rollback_with_no_earlier_production_version_is_refused(
+    isolated_home: PlatformHome, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_pipeline(isolated_home, DatasetResource(synthetic_rows=1_500)).success
+    assert registry_cli(["rollback", "--reason", "x"]) == 2
+    assert "nothing to roll back to" in capsys.readouterr().err
+
+
+def test_mlflow_tracking_server_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, isolated_home: PlatformHome
+) -> None:
+    local = MlflowResource.from_env(isolated_home)
+    assert local.tracking_uri == f"sqlite:///{isolated_home.root / 'mlflow' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    remote = MlflowResource.from_env(isolated_home)
+    assert (remote.tracking_uri, remote.artifact_location) == ("http://mlflow:5000", None)
+    assert remote.run_url("3", "abc") == "http://mlflow:5000/#/experiments/3/runs/abc"
+
+
+def test_gate_profiles_from_the_environment() -> None:
+    assert QualityGates.from_env({}).min_f1 == 0.85
+    telco = QualityGates.from_env({"CHURN_GATES": "telco", "CHURN_GATE_MIN_RECALL": "0.7"})
+    assert (telco.min_f1, telco.min_recall) == (0.60, 0.7)
+    assert telco.profile == "telco (with overrides)"
+    with pytest.raises(ValueError, match="unknown gate profile CHURN_GATES='nope'"):
+        QualityGates.from_env({"CHURN_GATES": "nope"})
+
+
+def test_the_model_card_is_logged_with_the_run(isolated_home: PlatformHome) -> None:
+    result = run_pipeline(isolated_home, DatasetResource(synthetic_rows=1_500))
+    assert result.success
+    registry = registry_of(isolated_home)
+    version = registry.client.get_model_version("churn-predictor", "1")
+    path = mlflow.artifacts.download_artifacts(
+        run_id=version.run_id,
+        artifact_path="model_card_v1.md",
+        dst_path=str(isolated_home.root / "card"),
+    )
+    card = Path(path).read_text()
+    assert card == version.description
+    for heading in ("## Data", "## Hold-out metrics", "## Quality gates", "## Lineage"):
+        assert heading in card
+    assert json.loads(json.dumps(version.tags))["gates"] == "passed"
+    assert pd.notna(float(version.tags["latency_p99_ms"]))
