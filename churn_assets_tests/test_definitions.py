@@ -1,5 +1,6 @@
 """The code location as Dagster loads it: every asset, check, job, sensor and schedule."""
 
+import itertools
 import os
 import subprocess
 import sys
@@ -13,7 +14,16 @@ from churn_assets_tests.conftest import REPOSITORY
 def test_every_definition_is_listed() -> None:
     graph = defs.resolve_asset_graph()
     assets = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
-    assert assets == {"raw_customers": "ingestion", "validated_customers": "validation"}
+    assert assets == {
+        "raw_customers": "ingestion",
+        "validated_customers": "validation",
+        "customer_splits": "features",
+        "feature_pipeline": "features",
+        "candidate_models": "training",
+        "model_evaluation": "evaluation",
+        "registered_model": "registry",
+        "production_model": "registry",
+    }
 
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert checks == {
@@ -28,6 +38,9 @@ def test_every_definition_is_listed() -> None:
             "target_is_binary",
             "row_count",
         )
+    } | {
+        ("registered_model", name)
+        for name in ("f1_gate", "recall_gate", "probability_rmse_gate", "latency_p99_gate")
     }
     assert all(graph.get_check_spec(key).blocking for key in graph.asset_check_keys)
 
@@ -35,7 +48,18 @@ def test_every_definition_is_listed() -> None:
     assert jobs == {"ingest_and_validate", "churn_pipeline"}
     assert list(defs.sensors or []) == []
     assert list(defs.schedules or []) == []
-    assert graph.get(AssetKey("validated_customers")).parent_keys == {AssetKey("raw_customers")}
+    lineage = [
+        "raw_customers",
+        "validated_customers",
+        "customer_splits",
+        "feature_pipeline",
+        "candidate_models",
+        "model_evaluation",
+        "registered_model",
+        "production_model",
+    ]
+    for parent, child in itertools.pairwise(lineage):
+        assert AssetKey(parent) in graph.get(AssetKey(child)).parent_keys
 
 
 def test_dagster_validates_the_code_location() -> None:

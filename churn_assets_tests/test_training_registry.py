@@ -76,9 +76,7 @@ def registry_of(home: PlatformHome) -> ModelRegistry:
 
 def metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     [event] = [
-        e
-        for e in result.get_asset_materialization_events()
-        if e.asset_key == AssetKey(asset)
+        e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset)
     ]
     assert event.materialization is not None
     return {k: v.value for k, v in event.materialization.metadata.items()}
@@ -115,6 +113,8 @@ def test_the_whole_graph_ends_with_a_served_ready_production_model(
     assert "(http://127.0.0.1:5000/#/experiments/" in rows[0]
 
     assert metadata(result, "production_model")["decision"] == "promoted"
+    splits = result.output_for_node("customer_splits")
+    assert not set(splits.train["customer_id"]) & set(splits.test["customer_id"])
     registry = registry_of(isolated_home)
     assert registry.alias_version("production") == registry.alias_version("staging") == "1"
     version = registry.client.get_model_version("churn-predictor", "1")
@@ -179,6 +179,13 @@ def test_the_real_telco_file_with_the_telco_gate_profile(
     assert evaluation["roc_auc"] > 0.80
     assert evaluation["recall"] >= 0.75
     assert registry_of(isolated_home).alias_version("production") == "1"
+    model = mlflow.pyfunc.load_model("models:/churn-predictor@production")
+    test = result.output_for_node("customer_splits").test
+    records = test.drop(columns=["churn"]).astype(
+        {c: object for c in test.columns if pd.api.types.is_string_dtype(test[c])}
+    )
+    scored = model.predict(records)
+    assert len(scored) == len(test) and scored[PROBABILITY].between(0, 1).all()
 
 
 def test_gates_challengers_and_the_audit_trail(isolated_home: PlatformHome) -> None:
@@ -247,12 +254,22 @@ def test_gates_challengers_and_the_audit_trail(isolated_home: PlatformHome) -> N
     assert "gates failed" in registry.audit()[2].reason
 
 
+@pytest.fixture(scope="module")
+def two_version_home(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
+    """A registry with two versions, built once for the CLI tests."""
+    home = PlatformHome(path=str(tmp_path_factory.mktemp("registry") / "churn-home"))
+    with pytest.MonkeyPatch.context() as environment:
+        environment.delenv("MLFLOW_TRACKING_URI", raising=False)
+        base = DatasetResource(synthetic_rows=1_500)
+        assert run_pipeline(home, base).success
+        assert run_pipeline(home, base.model_copy(update={"synthetic_seed": 9})).success
+    return home
+
+
 @pytest.fixture
-def two_versions(isolated_home: PlatformHome) -> ModelRegistry:
-    base = DatasetResource(synthetic_rows=1_500)
-    assert run_pipeline(isolated_home, base).success
-    assert run_pipeline(isolated_home, base.model_copy(update={"synthetic_seed": 9})).success
-    return registry_of(isolated_home)
+def two_versions(two_version_home: PlatformHome, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
+    monkeypatch.setenv("CHURN_HOME", two_version_home.path)
+    return registry_of(two_version_home)
 
 
 def test_the_cli_lists_promotes_and_rolls_back(

@@ -98,15 +98,34 @@ def candidate_models(
     gates: QualityGates,
 ) -> Output[CandidateModels]:
     """Candidate churn models, one tuned per algorithm, each an MLflow run with its model."""
-    import mlflow
-
     unknown = [name for name in config.algorithms if name not in ALGORITHMS]
     if unknown or not config.algorithms:
         raise Failure(
             f"unknown or no algorithms {unknown or config.algorithms}; known: "
             f"{', '.join(ALGORITHMS)}"
         )
-    splits = customer_splits
+    try:
+        return _train_candidates(
+            context, config, customer_splits, feature_pipeline, mlflow_tracking, gates
+        )
+    finally:
+        # Cross-validation's worker processes otherwise idle for loky's 300 s timeout, and the
+        # run's process cannot exit before they do.
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
+
+
+def _train_candidates(
+    context: AssetExecutionContext,
+    config: TrainingConfig,
+    splits: CustomerSplits,
+    feature_pipeline: Pipeline,
+    mlflow_tracking: MlflowResource,
+    gates: QualityGates,
+) -> Output[CandidateModels]:
+    import mlflow
+
     budget = SearchBudget(
         iterations=config.iterations,
         folds=config.folds,

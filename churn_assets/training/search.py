@@ -181,7 +181,11 @@ def tune(
     threshold = choose_threshold(tuning_labels.to_numpy(), best_out_of_fold, min_recall)
     cv_metrics = classification_metrics(tuning_labels.to_numpy(), best_out_of_fold, threshold)
     cv_metrics.update({f"cv_{name}": score for name, score in best.scores.items()})
-    pipeline = candidate_pipeline(features, spec.make(budget.seed).set_params(**best.params))
+    estimator = spec.make(budget.seed).set_params(**best.params)
+    if "n_jobs" in estimator.get_params():
+        # The refit runs alone: give it the cores the folds shared during the search.
+        estimator.set_params(n_jobs=budget.n_jobs)
+    pipeline = candidate_pipeline(features, estimator)
     pipeline.fit(train, labels)
     return SearchResult(
         algorithm=algorithm,
