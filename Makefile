@@ -20,8 +20,12 @@ DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
-export MLFLOW_UI_URL ?= http://$(MLFLOW_HOST):$(MLFLOW_PORT)
 MLFLOW_STORE := sqlite:///$(CHURN_HOME)/mlflow/mlflow.db
+# With no tracking server configured, `make up` serves the local store's UI and links point there.
+ifeq ($(strip $(MLFLOW_TRACKING_URI)),)
+LOCAL_MLFLOW_UI := http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+export MLFLOW_UI_URL ?= $(LOCAL_MLFLOW_UI)
+endif
 
 .PHONY: install instance materialize up test lint format constraints clean
 
@@ -47,11 +51,13 @@ materialize: install instance
 up: materialize
 	@mkdir -p $(CHURN_HOME)/logs
 	@trap 'kill 0' EXIT; \
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) \
-		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) > $(CHURN_HOME)/logs/mlflow.log 2>&1 & \
+	if [ -n "$(LOCAL_MLFLOW_UI)" ]; then \
+		$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) \
+			--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) > $(CHURN_HOME)/logs/mlflow.log 2>&1 & \
+	fi; \
 	echo; \
 	echo "Dagster UI: http://$(DAGSTER_HOST):$(DAGSTER_PORT)"; \
-	echo "MLflow UI:  $(MLFLOW_UI_URL)   (log: $(CHURN_HOME)/logs/mlflow.log)"; \
+	echo "MLflow UI:  $${MLFLOW_UI_URL:-$(MLFLOW_TRACKING_URI)}"; \
 	echo; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
 

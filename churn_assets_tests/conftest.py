@@ -39,6 +39,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformHo
         "CHURN_POSITIVE_LABEL",
         "CHURN_GATES",
         "MLFLOW_TRACKING_URI",
+        "MLFLOW_UI_URL",
     ):
         monkeypatch.delenv(variable, raising=False)
     return PlatformHome(path=str(root))
