@@ -7,7 +7,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
+from churn_assets.features.pipeline import (
+    SERVICE_COLUMNS,
+    build_feature_pipeline,
+    feature_columns,
+)
 from churn_assets.ingestion.normalise import normalise
 from churn_assets.ingestion.synthetic import generate_customers
 from churn_assets.training.search import candidate_pipeline
@@ -44,19 +48,7 @@ def test_telco_features_are_engineered(customers: pd.DataFrame) -> None:
         pipeline.named_steps["raw_records"].transform(customers.head(3))  # type: ignore[attr-defined]
     )
     row = customers.iloc[0]
-    services = sum(
-        row[c] == "Yes"
-        for c in (
-            "phone_service",
-            "multiple_lines",
-            "online_security",
-            "online_backup",
-            "device_protection",
-            "tech_support",
-            "streaming_tv",
-            "streaming_movies",
-        )
-    )
+    services = sum(row[column] == "Yes" for column in SERVICE_COLUMNS)
     assert features["services_count"].iloc[0] == services
     expected = row["total_charges"] / max(row["tenure"], 1)
     assert features["charges_per_tenure_month"].iloc[0] == pytest.approx(expected)

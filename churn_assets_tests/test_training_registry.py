@@ -13,16 +13,11 @@ import pandas as pd
 import pytest
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 
-from churn_assets.evaluation.assets import model_evaluation
-from churn_assets.features.assets import customer_splits, feature_pipeline
-from churn_assets.ingestion.assets import raw_customers
-from churn_assets.registry.assets import production_model, registered_model
+from churn_assets.definitions import ASSETS
 from churn_assets.registry.cli import main as registry_cli
 from churn_assets.registry.model_registry import ModelRegistry
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
-from churn_assets.training.assets import candidate_models
 from churn_assets.training.churn_model import LABEL, PROBABILITY
-from churn_assets.validation.assets import validated_customers
 
 QUICK_TRAINING = {
     "algorithms": ["logistic_regression"],
@@ -30,16 +25,6 @@ QUICK_TRAINING = {
     "folds": 3,
     "n_jobs": 1,
 }
-ASSETS = [
-    raw_customers,
-    validated_customers,
-    customer_splits,
-    feature_pipeline,
-    candidate_models,
-    model_evaluation,
-    registered_model,
-    production_model,
-]
 
 
 def run_pipeline(
