@@ -80,7 +80,7 @@ def model_evaluation(
         client.log_metric(best.run_id, f"evaluation_{name}", value)
     assert best.pipeline is not None
     log_evaluation_figures(
-        client, best.run_id, best.pipeline, labels, probabilities, best.threshold
+        client, best.run_id, best.algorithm, best.pipeline, labels, probabilities, best.threshold
     )
     context.log.info("%s on the hold-out split: %s", best.algorithm, metrics)
 

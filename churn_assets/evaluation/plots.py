@@ -30,6 +30,7 @@ def feature_importance(pipeline: Pipeline) -> list[tuple[str, float]]:
 def log_evaluation_figures(
     client: Any,
     run_id: str,
+    algorithm: str,
     pipeline: Pipeline,
     labels: np.ndarray,
     probabilities: np.ndarray,
@@ -51,17 +52,17 @@ def log_evaluation_figures(
     figures["confusion_matrix.png"] = figure
 
     figure, axes = plt.subplots(figsize=(4.5, 4))
-    RocCurveDisplay.from_predictions(labels, probabilities, ax=axes)
+    RocCurveDisplay.from_predictions(labels, probabilities, ax=axes, name=algorithm)
     figures["roc_curve.png"] = figure
 
     figure, axes = plt.subplots(figsize=(4.5, 4))
-    PrecisionRecallDisplay.from_predictions(labels, probabilities, ax=axes)
+    PrecisionRecallDisplay.from_predictions(labels, probabilities, ax=axes, name=algorithm)
     figures["precision_recall_curve.png"] = figure
 
     top = feature_importance(pipeline)[:TOP_FEATURES][::-1]
     figure, axes = plt.subplots(figsize=(6, 0.3 * len(top) + 1))
     axes.barh([name for name, _ in top], [weight for _, weight in top])
-    axes.set_title("Feature importance")
+    axes.set_title(f"Feature importance ({algorithm})")
     figure.tight_layout()
     figures["feature_importance.png"] = figure
 
