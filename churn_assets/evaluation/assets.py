@@ -75,9 +75,17 @@ def model_evaluation(
     confusion = confusion_matrix(labels, (probabilities >= best.threshold).astype(int))
     p50, p99 = _single_record_latency(model, records, config.latency_samples)
 
+    from mlflow.entities import Metric
+
     client = mlflow_tracking.client()
-    for name, value in {**metrics, "latency_p50_ms": p50, "latency_p99_ms": p99}.items():
-        client.log_metric(best.run_id, f"evaluation_{name}", value)
+    logged_at = int(time.time() * 1000)
+    client.log_batch(
+        best.run_id,
+        metrics=[
+            Metric(f"evaluation_{name}", value, logged_at, 0)
+            for name, value in {**metrics, "latency_p50_ms": p50, "latency_p99_ms": p99}.items()
+        ],
+    )
     assert best.pipeline is not None
     log_evaluation_figures(
         client, best.run_id, best.algorithm, best.pipeline, labels, probabilities, best.threshold

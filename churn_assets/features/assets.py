@@ -1,5 +1,6 @@
 """Assets of the features stage: the train/hold-out split and the fitted feature pipeline."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import pandas as pd
@@ -66,15 +67,8 @@ def customer_splits(
         frame, test_size=config.test_size, stratify=frame[table.target], random_state=config.seed
     )
     numeric, categorical = feature_columns(frame, table.target, table.id_column, table.excluded)
-    header = CustomerTable(
-        frame=frame.iloc[:0],
-        dataset=table.dataset,
-        source=table.source,
-        target=table.target,
-        id_column=table.id_column,
-        excluded=table.excluded,
-        version=table.version,
-    )
+    # The splits carry the table's description, not a third copy of its rows.
+    header = dataclasses.replace(table, frame=frame.iloc[:0])
     splits = CustomerSplits(train, test, numeric, categorical, header)
     return Output(
         splits,

@@ -88,23 +88,25 @@ class ModelRegistry:
         """Point `alias` at `version`, update lifecycle tags, and record it in the audit trail."""
         version = str(version)
         self._version(version)
-        previous = self.alias_version(alias)
+        aliases = {name: str(number) for name, number in self._model().aliases.items()}
+        previous = aliases.get(alias)
         self.client.set_registered_model_alias(self.name, alias, version)
-        production = self.alias_version(PRODUCTION)
+        production = version if alias == PRODUCTION else aliases.get(PRODUCTION)
         self.client.set_model_version_tag(
             self.name, version, LIFECYCLE, PRODUCTION if version == production else alias
         )
         if previous and previous != version and previous != production:
             self.client.set_model_version_tag(self.name, previous, LIFECYCLE, ARCHIVED)
+        now = datetime.now(UTC)
         entry = AuditEntry(
-            time=datetime.now(UTC).isoformat(timespec="microseconds"),
+            time=now.isoformat(timespec="microseconds"),
             actor=actor,
             alias=alias,
             from_version=previous,
             to_version=version,
             reason=reason,
         )
-        key = f"{AUDIT_PREFIX}{datetime.now(UTC):%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:6]}"
+        key = f"{AUDIT_PREFIX}{now:%Y%m%dT%H%M%S.%fZ}-{uuid.uuid4().hex[:6]}"
         self.client.set_registered_model_tag(self.name, key, json.dumps(asdict(entry)))
         return entry
 

@@ -148,6 +148,7 @@ def tune(
     sampler = ParameterSampler(spec.space, n_iter=budget.iterations, random_state=budget.seed)
 
     trials: list[Trial] = []
+    best: Trial | None = None
     best_out_of_fold: np.ndarray | None = None
     for params in sampler:
         if trials and time.perf_counter() - started > budget.time_limit_seconds:
@@ -170,14 +171,11 @@ def tune(
             scores={name: float(np.mean(result[f"test_{name}"])) for name in SCORING},
             seconds=time.perf_counter() - trial_started,
         )
-        if not trials or trial.scores[selection_metric] > max(
-            t.scores[selection_metric] for t in trials
-        ):
-            best_out_of_fold = _out_of_fold(result, tuning)
+        if best is None or trial.scores[selection_metric] > best.scores[selection_metric]:
+            best, best_out_of_fold = trial, _out_of_fold(result, tuning)
         trials.append(trial)
 
-    assert best_out_of_fold is not None
-    best = max(trials, key=lambda trial: trial.scores[selection_metric])
+    assert best is not None and best_out_of_fold is not None
     threshold = choose_threshold(tuning_labels.to_numpy(), best_out_of_fold, min_recall)
     cv_metrics = classification_metrics(tuning_labels.to_numpy(), best_out_of_fold, threshold)
     cv_metrics.update({f"cv_{name}": score for name, score in best.scores.items()})
