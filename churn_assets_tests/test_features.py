@@ -8,9 +8,14 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from churn_assets.features.pipeline import (
+    MISSING_CATEGORY,
     SERVICE_COLUMNS,
+    TENURE_BUCKETS,
+    TENURE_LABELS,
+    OneHotCategories,
     build_feature_pipeline,
     feature_columns,
+    tenure_buckets,
 )
 from churn_assets.ingestion.normalise import normalise
 from churn_assets.ingestion.synthetic import generate_customers
@@ -106,3 +111,47 @@ def test_a_model_trained_on_shuffled_targets_scores_near_chance(customers: pd.Da
     ).fit(train, train["churn"])
     auc = roc_auc_score(test["churn"], model.predict_proba(test)[:, 1])
     assert 0.45 <= auc <= 0.55
+
+
+def test_one_hot_categories_matches_scikit_learns_imputer_and_encoder() -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(3)
+    train = pd.DataFrame(
+        {
+            # frequent, rare (seen under 5 times) and missing values
+            "plan": rng.permutation(
+                np.array(
+                    ["basic"] * 200 + ["plus"] * 120 + ["pro"] * 75 + ["gold"] * 3 + [None] * 2
+                )
+            ),
+            "region": rng.choice(["north", "south"], 400),
+        }
+    ).astype(object)
+    served = pd.DataFrame(
+        {
+            "plan": ["basic", "gold", "unseen", None, np.nan],
+            "region": ["south", "west", None, "north", "north"],
+        }
+    ).astype(object)
+    reference = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value=MISSING_CATEGORY),
+        OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, sparse_output=False),
+    ).fit(train)
+    ours = OneHotCategories(min_frequency=5).fit(train)
+    for frame in (train, served):
+        np.testing.assert_array_equal(ours.transform(frame), reference.transform(frame))
+    assert ours.seen_categories()["region"] == {"north", "south"}
+    assert ours.infrequent_categories_[0] == [MISSING_CATEGORY, "gold"]
+    assert "gold" in ours.seen_categories()["plan"]
+    assert list(ours.get_feature_names_out())[-1] == "region_south"
+
+
+def test_tenure_buckets_match_pandas_cut() -> None:
+    tenure = np.array([0, 11.9, 12, 23, 24, 47.5, 48, 72, 500, -3, np.nan, np.inf])
+    expected = pd.cut(tenure, TENURE_BUCKETS, labels=TENURE_LABELS, right=False).astype(object)
+    actual = tenure_buckets(tenure)
+    for got, want in zip(actual, expected, strict=True):
+        assert (pd.isna(got) and pd.isna(want)) or got == want
