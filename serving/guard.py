@@ -1,0 +1,155 @@
+"""What every request meets before the service: API key, content type, body size, readiness.
+
+An ASGI middleware rather than checks inside the endpoints, because BentoML parses the body
+before an endpoint runs (and reads any content type as JSON), and because adaptive batching runs
+the endpoint on a batch merged from several requests, where a per-request refusal is no longer
+possible. Every refusal is a JSON body `{"error": ...}` that says what to change.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Paths that need the API key when one is configured. Health, readiness, metrics and the docs
+# stay open, so that orchestrators and Prometheus need no secret.
+PROTECTED_PATHS = frozenset({"/predict", "/feedback", "/model"})
+JSON_PATHS = frozenset({"/predict", "/feedback"})
+MODEL_PATHS = frozenset({"/predict", "/model"})
+
+
+class RequestGuard:
+    """Refuse requests the service must not process, with a status and a message.
+
+    Args:
+        app: the ASGI application behind the guard.
+        api_key: the key clients must send (`X-API-Key` or `Authorization: Bearer`); None: open.
+        max_body_bytes: largest request body accepted (413 above).
+        not_ready: returns why no model can answer yet (503), or None when one can.
+
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_key: str | None,
+        max_body_bytes: int,
+        not_ready: Callable[[], str | None],
+    ) -> None:
+        self.app = app
+        self.api_key = api_key.encode() if api_key else None
+        self.max_body_bytes = max_body_bytes
+        self.not_ready = not_ready
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the request, then pass it on or answer it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"].rstrip("/") or "/"
+        headers = dict(scope["headers"])
+        if self.api_key and path in PROTECTED_PATHS and not self._authorised(headers):
+            await _refuse(
+                send,
+                401,
+                "missing or wrong API key: send it in the X-API-Key header "
+                "(or as Authorization: Bearer <key>)",
+                [(b"www-authenticate", b'Bearer realm="churn"')],
+            )
+            return
+        if path in MODEL_PATHS:
+            reason = self.not_ready()
+            if reason:
+                await _refuse(send, 503, f"no model to answer with: {reason}")
+                return
+        if scope["method"] == "POST" and path in JSON_PATHS:
+            content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            if content_type != b"application/json":
+                shown = content_type.decode("latin-1") or "none"
+                await _refuse(send, 415, f"Content-Type must be application/json, not {shown}")
+                return
+            length = headers.get(b"content-length")
+            if length is not None:
+                if not length.isdigit():
+                    await _refuse(send, 400, "Content-Length is not a number")
+                    return
+                if int(length) > self.max_body_bytes:
+                    await _refuse(send, 413, self._too_large(int(length)))
+                    return
+            else:  # chunked: read it here, within the limit, and replay it
+                body = await self._read_limited(receive)
+                if body is None:
+                    await _refuse(send, 413, self._too_large(None))
+                    return
+                receive = _replay(body, receive)
+        await self.app(scope, receive, send)
+
+    def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        assert self.api_key is not None
+        supplied = headers.get(b"x-api-key")
+        if supplied is None:
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            supplied = token.strip() if scheme.lower() == b"bearer" else b""
+        return hmac.compare_digest(supplied, self.api_key)
+
+    def _too_large(self, length: int | None) -> str:
+        size = f"{length} bytes" if length is not None else "the body"
+        return (
+            f"request body too large: {size} over the limit of {self.max_body_bytes} bytes "
+            "(CHURN_MAX_BODY_BYTES); split the batch"
+        )
+
+    async def _read_limited(self, receive: Receive) -> bytes | None:
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body already read, then the client's own messages (such as its disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _refuse(
+    send: Send, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,217 @@
+"""The served model: a registry version loaded for scoring, and the watcher that hot-swaps it.
+
+The service serves whatever version a registry alias (`production`, `staging`) names. A watcher
+thread reads the alias every `refresh_seconds`; when it has moved (a promotion or a rollback), the
+new version is loaded and warmed up in the background, then swapped in by replacing one
+reference. A request reads that reference once and scores its whole batch with it, so requests in
+flight during a swap finish on the old version and later ones use the new one: none fails, and
+each response names the version that answered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churn_assets.features.pipeline import OneHotCategories, RawRecords
+from churn_assets.registry.model_registry import ModelRegistry
+from churn_assets.resources import MlflowResource
+from serving.contract import EXAMPLE_CUSTOMER, FEATURE_FIELDS, ModelCard
+
+logger = logging.getLogger(__name__)
+
+METRIC_TAGS = ("f1", "accuracy", "precision", "recall", "roc_auc", "probability_rmse")
+
+
+class IncompatibleModelError(ValueError):
+    """A registry version this service cannot serve (its inputs are not the service's contract)."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded registry version, ready to score raw customer records."""
+
+    name: str
+    alias: str
+    version: str
+    pipeline: Any
+    threshold: float
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    categories: dict[str, frozenset[str]]
+    card: ModelCard
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def score(self, columns: dict[str, list[Any]]) -> np.ndarray:
+        """Churn probabilities of records given column-wise (feature name -> values)."""
+        import sklearn
+
+        frame = pd.DataFrame({name: columns[name] for name in (*self.numeric, *self.categorical)})
+        # Inputs were validated by the contract: scikit-learn's own re-checks cost more than the
+        # model itself on a single record.
+        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+            probabilities: np.ndarray = self.pipeline.predict_proba(frame)[:, 1]
+        return probabilities
+
+
+def load_served_model(
+    mlflow_resource: MlflowResource, alias: str, version: str, client: Any
+) -> ServedModel:
+    """Load `version` of the registered model, check it fits the contract, and warm it up."""
+    import mlflow
+
+    name = mlflow_resource.model_name
+    model_version = client.get_model_version(name, version)
+    mlflow.set_tracking_uri(mlflow_resource.tracking_uri)
+    churn_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    features = churn_model.pipeline.named_steps["features"]
+    raw: RawRecords = features.named_steps["raw_records"]
+    missing = sorted({*raw.numeric, *raw.categorical} - set(FEATURE_FIELDS))
+    if missing:
+        raise IncompatibleModelError(
+            f"version {version} of {name!r} needs columns the service's contract does not "
+            f"have: {', '.join(missing)} (the service takes Telco-schema records)"
+        )
+    encoder = features.named_steps["encode"].named_transformers_["categories"]
+    categories = (
+        {column: frozenset(seen) for column, seen in encoder.seen_categories().items()}
+        if isinstance(encoder, OneHotCategories)
+        else {}
+    )
+    tags = model_version.tags or {}
+    served = ServedModel(
+        name=name,
+        alias=alias,
+        version=str(version),
+        pipeline=churn_model.pipeline,
+        threshold=float(churn_model.threshold),
+        numeric=tuple(raw.numeric),
+        categorical=tuple(raw.categorical),
+        categories={k: v for k, v in categories.items() if k in raw.categorical},
+        card=ModelCard(
+            model_name=name,
+            model_alias=alias,
+            model_version=str(version),
+            algorithm=tags.get("algorithm", ""),
+            threshold=float(churn_model.threshold),
+            data_version=tags.get("data_version", ""),
+            metrics={tag: float(tags[tag]) for tag in METRIC_TAGS if tag in tags},
+            promoted_at=promotion_time(ModelRegistry(client, name), alias, str(version)),
+            loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            run_id=model_version.run_id or "",
+            features=[*raw.numeric, *raw.categorical],
+        ),
+    )
+    example = {name: [value] for name, value in EXAMPLE_CUSTOMER.items()}
+    for _ in range(3):  # first calls pay for lazy imports and caches, not the first customer
+        served.score(example)
+    return served
+
+
+def promotion_time(registry: ModelRegistry, alias: str, version: str) -> str | None:
+    """When `alias` last moved to `version`, from the registry's audit trail."""
+    arrivals = [e for e in registry.audit() if e.alias == alias and e.to_version == version]
+    return arrivals[-1].time if arrivals else None
+
+
+@dataclass
+class WatcherStatus:
+    """What the watcher last saw, for `/model`, `/readyz` and the logs."""
+
+    checked_at: datetime | None = None
+    problem: str | None = None
+
+
+class ModelWatcher:
+    """Keeps the served model in step with a registry alias, from a background thread.
+
+    Args:
+        mlflow_resource: the tracking store and registered model name.
+        alias: the registry alias to serve.
+        refresh_seconds: how often the alias is read.
+        on_swap: called with the previous model (or None) and the new one after every swap.
+        on_failure: called when a check or a load fails (the served model stays).
+
+    """
+
+    def __init__(
+        self,
+        mlflow_resource: MlflowResource,
+        alias: str,
+        refresh_seconds: float,
+        on_swap: Callable[[ServedModel | None, ServedModel], None] = lambda old, new: None,
+        on_failure: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.mlflow = mlflow_resource
+        self.alias = alias
+        self.refresh_seconds = refresh_seconds
+        self.on_swap = on_swap
+        self.on_failure = on_failure
+        self.current: ServedModel | None = None
+        self.status = WatcherStatus(problem="the service is starting: no model loaded yet")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
+
+    def check(self) -> ServedModel | None:
+        """Read the alias once; load and swap in its version if it changed. Never raises."""
+        try:
+            if self._client is None:
+                self._client = self.mlflow.client()
+            version = ModelRegistry(self._client, self.mlflow.model_name).alias_version(self.alias)
+            if version is None:
+                self.status = WatcherStatus(
+                    datetime.now(UTC),
+                    f"no version of {self.mlflow.model_name!r} has the alias {self.alias!r} "
+                    "in the registry yet",
+                )
+                return self.current
+            if self.current is None or self.current.version != version:
+                started = time.perf_counter()
+                loaded = load_served_model(self.mlflow, self.alias, version, self._client)
+                previous, self.current = self.current, loaded
+                logger.info(
+                    "serving %s version %s (%s) after %.1f s of loading, replacing %s",
+                    loaded.name,
+                    loaded.version,
+                    self.alias,
+                    time.perf_counter() - started,
+                    previous.version if previous else "nothing",
+                )
+                self.on_swap(previous, loaded)
+            self.status = WatcherStatus(datetime.now(UTC), None)
+        except Exception as error:  # a bad version must not stop the one being served
+            logger.exception("checking the %r alias failed", self.alias)
+            self.status = WatcherStatus(datetime.now(UTC), f"{type(error).__name__}: {error}")
+            self.on_failure()
+        return self.current
+
+    def start(self) -> ModelWatcher:
+        """Check now and then every `refresh_seconds`, in a daemon thread."""
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop checking (a load in progress finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.check()
+            self._stop.wait(self.refresh_seconds)
+
+
+def columns_of(records: Sequence[Any], names: Sequence[str]) -> dict[str, list[Any]]:
+    """Validated records (pydantic objects) as column lists, the cheapest way to a DataFrame."""
+    return {name: [getattr(record, name) for record in records] for name in names}

@@ -1,0 +1,268 @@
+"""The churn prediction service: the registry's `production` (or `staging`) model over HTTP.
+
+    bentoml serve                                   # production, from bentofile.yaml
+    CHURN_SERVING_ALIAS=staging bentoml serve --port 8001
+
+Endpoints: `POST /predict` (adaptive batching), `POST /feedback`, `GET /model`, BentoML's
+`/livez`, `/readyz` (ready once a model is loaded), `/metrics` and the Swagger UI at `/`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import bentoml
+import numpy as np
+import pyarrow as pa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from churn_assets.parquet_log import ParquetLog
+from churn_assets.resources import MlflowResource, PlatformHome
+from serving.contract import (
+    FEATURE_FIELDS,
+    CustomerRecord,
+    FeedbackReceipt,
+    FeedbackRequest,
+    ModelCard,
+    Outcome,
+    Prediction,
+    PredictRequest,
+    max_records,
+)
+from serving.guard import RequestGuard
+from serving.model import ModelWatcher, ServedModel, columns_of
+from serving.settings import ServingSettings
+from serving.telemetry import ServingMetrics
+
+SETTINGS = ServingSettings.from_env()
+
+_TEXT = {name for name in FEATURE_FIELDS} - {
+    "senior_citizen",
+    "tenure",
+    "monthly_charges",
+    "total_charges",
+}
+PREDICTION_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("prediction_id", pa.string()),
+        ("predicted_at", pa.timestamp("us", tz="UTC")),
+        ("model_name", pa.string()),
+        ("model_version", pa.string()),
+        ("model_alias", pa.string()),
+        ("customer_id", pa.string()),
+        *[
+            (
+                name,
+                pa.string()
+                if name in _TEXT
+                else pa.float64()
+                if name.endswith("charges")
+                else pa.int64(),
+            )
+            for name in FEATURE_FIELDS
+        ],
+        ("churn_probability", pa.float64()),
+        ("churn_label", pa.int8()),
+        ("unknown_categories", pa.string()),
+    ]
+)
+FEEDBACK_SCHEMA = pa.schema(
+    [
+        ("request_id", pa.string()),
+        ("received_at", pa.timestamp("us", tz="UTC")),
+        ("customer_id", pa.string()),
+        ("churned", pa.bool_()),
+        ("observed_at", pa.timestamp("us", tz="UTC")),
+        ("prediction_id", pa.string()),
+    ]
+)
+
+
+async def model_endpoint(request: Request) -> JSONResponse:
+    """GET /model: the version being served and what the registry says about it."""
+    service: ChurnService = bentoml.get_current_service()
+    return JSONResponse(service.describe().model_dump())
+
+
+model_app = Starlette(routes=[Route("/model", model_endpoint, methods=["GET"])])
+
+
+def not_ready_reason() -> str | None:
+    """Why no model can answer yet (for the request guard), or None when one can."""
+    try:
+        service: ChurnService = bentoml.get_current_service()
+    except bentoml.exceptions.BentoMLException:
+        return "the service is starting"
+    return service.not_ready_reason()
+
+
+@bentoml.service(
+    name="churn",
+    workers=SETTINGS.workers,
+    traffic={"timeout": 30},
+    labels={"project": "churn", "alias": SETTINGS.alias},
+)
+@bentoml.asgi_app(model_app, path="/")
+class ChurnService:
+    """Scores raw customer records with the model a registry alias names, and logs them."""
+
+    def __init__(self) -> None:
+        self.settings = SETTINGS
+        alias = self.settings.alias
+        home = PlatformHome.from_env()
+        self.metrics = ServingMetrics(alias)
+        folder = home.root / "serving" / alias
+        self.prediction_log = ParquetLog(
+            folder / "predictions",
+            PREDICTION_SCHEMA,
+            "predicted_at",
+            flush_seconds=self.settings.log_flush_seconds,
+            on_backlog=lambda records: self.metrics.backlog("predictions", records),
+        ).start()
+        self.feedback_log = ParquetLog(
+            folder / "feedback",
+            FEEDBACK_SCHEMA,
+            "received_at",
+            flush_seconds=self.settings.log_flush_seconds,
+            on_backlog=lambda records: self.metrics.backlog("feedback", records),
+        ).start()
+        self.watcher = ModelWatcher(
+            MlflowResource.from_env(home),
+            alias,
+            self.settings.refresh_seconds,
+            on_swap=self.metrics.swapped,
+            on_failure=self.metrics.load_failures.labels(alias).inc,
+        ).start()
+
+    def __is_ready__(self) -> bool:
+        """Ready once a model is loaded (BentoML's /readyz)."""
+        return self.watcher.current is not None
+
+    def not_ready_reason(self) -> str | None:
+        """Why no model is loaded, or None when one is."""
+        if self.watcher.current is not None:
+            return None
+        return self.watcher.status.problem or "no model loaded yet"
+
+    @bentoml.api(
+        input_spec=PredictRequest,
+        batchable=True,
+        max_batch_size=max_records(),
+        max_latency_ms=SETTINGS.batch_max_latency_ms,
+    )
+    def predict(self, records: list[CustomerRecord]) -> list[Prediction]:
+        """Churn probability and label for each customer record, and the model that answered."""
+        model = self.watcher.current
+        if model is None:  # the guard answers 503 before; a model once loaded is never unloaded
+            raise bentoml.exceptions.ServiceUnavailable("no model loaded")
+        columns = columns_of(records, FEATURE_FIELDS)
+        probabilities = model.score(columns)
+        labels = (probabilities >= model.threshold).astype(np.int8)
+        unknown = _unknown_categories(model, columns, len(records))
+        request_ids = [record._request_id for record in records]
+        prediction_ids = [uuid.uuid4().hex for _ in records]
+        customer_ids = [record.customer_id for record in records]
+        probability_list = probabilities.tolist()
+        label_list = labels.tolist()
+        predictions = [
+            Prediction.model_construct(
+                customer_id=customer_ids[i],
+                churn_probability=probability_list[i],
+                churn_label=label_list[i],
+                threshold=model.threshold,
+                unknown_categories=unknown[i] if unknown else {},
+                model_name=model.name,
+                model_version=model.version,
+                model_alias=model.alias,
+                request_id=request_ids[i],
+                prediction_id=prediction_ids[i],
+            )
+            for i in range(len(records))
+        ]
+        now = datetime.now(UTC)
+        self.prediction_log.append(
+            {
+                **columns,
+                "request_id": request_ids,
+                "prediction_id": prediction_ids,
+                "predicted_at": [now] * len(records),
+                "model_name": [model.name] * len(records),
+                "model_version": [model.version] * len(records),
+                "model_alias": [model.alias] * len(records),
+                "customer_id": customer_ids,
+                "churn_probability": probability_list,
+                "churn_label": label_list,
+                "unknown_categories": [
+                    ",".join(f"{k}={v}" for k, v in u.items()) or None for u in unknown
+                ]
+                if unknown
+                else [None] * len(records),
+            }
+        )
+        counts: dict[str, int] = {}
+        for fields in unknown:
+            for field in fields:
+                counts[field] = counts.get(field, 0) + 1
+        self.metrics.predicted(model.version, probability_list, labels, counts)
+        return predictions
+
+    @bentoml.api(input_spec=FeedbackRequest)
+    def feedback(self, outcomes: list[Outcome]) -> FeedbackReceipt:
+        """Store what became of customers, for live performance and retraining."""
+        now = datetime.now(UTC)
+        request_id = uuid.uuid4().hex
+        self.feedback_log.append(
+            {
+                "request_id": [request_id] * len(outcomes),
+                "received_at": [now] * len(outcomes),
+                "customer_id": [outcome.customer_id for outcome in outcomes],
+                "churned": [outcome.churned for outcome in outcomes],
+                "observed_at": [outcome.observed_at or now for outcome in outcomes],
+                "prediction_id": [outcome.prediction_id for outcome in outcomes],
+            }
+        )
+        churned = sum(outcome.churned for outcome in outcomes)
+        self.metrics.feedback.labels(self.settings.alias, "yes").inc(churned)
+        self.metrics.feedback.labels(self.settings.alias, "no").inc(len(outcomes) - churned)
+        return FeedbackReceipt(accepted=len(outcomes), request_id=request_id)
+
+    def describe(self) -> ModelCard:
+        """The card of the model being served (the guard answers 503 while there is none)."""
+        model = self.watcher.current
+        assert model is not None
+        return model.card
+
+    @bentoml.on_shutdown
+    def close(self) -> None:
+        """Stop watching the registry and write every buffered log record."""
+        self.watcher.stop()
+        self.prediction_log.close()
+        self.feedback_log.close()
+
+
+def _unknown_categories(
+    model: ServedModel, columns: dict[str, list[Any]], rows: int
+) -> list[dict[str, str]]:
+    """Per record, the fields whose category the model never saw; [] when there are none."""
+    unknown: list[dict[str, str]] = []
+    for name, known in model.categories.items():
+        for row, value in enumerate(columns[name]):
+            if value not in known:
+                if not unknown:
+                    unknown = [{} for _ in range(rows)]
+                unknown[row][name] = str(value)
+    return unknown
+
+
+ChurnService.add_asgi_middleware(
+    RequestGuard,
+    api_key=SETTINGS.api_key,
+    max_body_bytes=SETTINGS.max_body_bytes,
+    not_ready=not_ready_reason,
+)

@@ -1,0 +1,70 @@
+"""The service's settings, from environment variables, so one Bento serves any deployment."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pydantic import BaseModel, Field
+
+from churn_assets.registry.model_registry import PRODUCTION, STAGING
+
+MIB = 1024**2
+
+# Environment variable -> field.
+SERVING_ENVIRONMENT = {
+    "CHURN_SERVING_ALIAS": "alias",
+    "CHURN_MODEL_REFRESH_SECONDS": "refresh_seconds",
+    "CHURN_MAX_BODY_BYTES": "max_body_bytes",
+    "CHURN_API_KEY": "api_key",
+    "CHURN_LOG_FLUSH_SECONDS": "log_flush_seconds",
+    "CHURN_SERVING_WORKERS": "workers",
+    "CHURN_BATCH_MAX_LATENCY_MS": "batch_max_latency_ms",
+}
+
+
+class ServingSettings(BaseModel):
+    """How one deployment of the churn service behaves."""
+
+    alias: str = Field(
+        default=PRODUCTION, description=f"Registry alias to serve: {PRODUCTION} or {STAGING}."
+    )
+    refresh_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the alias is read; a moved alias is served within this plus the "
+        "load time (about a second).",
+    )
+    max_body_bytes: int = Field(default=4 * MIB, gt=0, description="Largest request body.")
+    api_key: str | None = Field(
+        default=None, description="Key required on /predict, /feedback, /model; unset: open."
+    )
+    log_flush_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often the prediction and feedback logs are written: what a crash can "
+        "lose at most.",
+    )
+    workers: int = Field(default=1, ge=1, description="BentoML worker processes.")
+    batch_max_latency_ms: int = Field(
+        default=200,
+        gt=0,
+        description="Adaptive batching: the longest a request may wait for a batch before "
+        "it is refused with 503 (overload).",
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:
+        """The settings the environment gives; unset variables keep the defaults."""
+        environ = os.environ if environ is None else environ
+        values = {
+            field: environ[variable].strip()
+            for variable, field in SERVING_ENVIRONMENT.items()
+            if environ.get(variable, "").strip()
+        }
+        settings = cls(**values)  # type: ignore[arg-type]
+        if settings.alias not in (PRODUCTION, STAGING):
+            raise ValueError(
+                f"CHURN_SERVING_ALIAS={settings.alias!r}: serve {PRODUCTION!r} or {STAGING!r}"
+            )
+        return settings

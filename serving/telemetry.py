@@ -1,0 +1,118 @@
+"""The service's own Prometheus metrics, served by BentoML's `/metrics` next to its built-in ones.
+
+BentoML already counts requests, their latency and their errors per endpoint
+(`bentoml_service_request_total`, `bentoml_service_request_duration_seconds`). These add what
+only the service knows: what it predicted, with which model, and the health of its logs.
+
+`prometheus_client` is imported when the metrics are created, inside the worker: BentoML sets
+`PROMETHEUS_MULTIPROC_DIR` only after importing the service module, and prometheus_client picks
+its (multi-process) storage when first imported. Each instance keeps its own registry so that
+several services in one test process do not collide; in a BentoML worker the values reach
+`/metrics` through the multi-process files whatever the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+PROBABILITY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+
+
+class ServingMetrics:
+    """Counters and gauges of one service (one alias)."""
+
+    def __init__(self, alias: str) -> None:
+        import prometheus_client as prom
+
+        self.alias = alias
+        self.registry = prom.CollectorRegistry()
+        labels = {"registry": self.registry}
+        self.predictions = prom.Counter(
+            "churn_predictions",
+            "Predictions made, by predicted label and model version.",
+            ["alias", "model_version", "label"],
+            **labels,
+        )
+        self.probability = prom.Histogram(
+            "churn_prediction_probability",
+            "Predicted churn probabilities.",
+            ["alias"],
+            buckets=PROBABILITY_BUCKETS,
+            **labels,
+        )
+        self.unknown_categories = prom.Counter(
+            "churn_unknown_categories",
+            "Records carrying a category the served model never saw, by field.",
+            ["alias", "field"],
+            **labels,
+        )
+        self.model_version = prom.Gauge(
+            "churn_served_model_version",
+            "Registry version being served (0: none loaded).",
+            ["alias"],
+            multiprocess_mode="livemax",
+            **labels,
+        )
+        self.model_info = prom.Gauge(
+            "churn_served_model_info",
+            "1 for the model version being served, 0 for one served before.",
+            ["alias", "model_name", "model_version", "algorithm"],
+            multiprocess_mode="livemax",
+            **labels,
+        )
+        self.swaps = prom.Counter(
+            "churn_model_swaps",
+            "Served model changes (first load, promotion, rollback).",
+            ["alias"],
+            **labels,
+        )
+        self.load_failures = prom.Counter(
+            "churn_model_load_failures",
+            "Failed checks or loads of the registry alias; the served model stays.",
+            ["alias"],
+            **labels,
+        )
+        self.log_backlog = prom.Gauge(
+            "churn_log_backlog_records",
+            "Records buffered in memory, not yet written to the prediction or feedback log.",
+            ["alias", "log"],
+            multiprocess_mode="livesum",
+            **labels,
+        )
+        self.feedback = prom.Counter(
+            "churn_feedback_outcomes",
+            "Outcomes received on /feedback, by outcome.",
+            ["alias", "churned"],
+            **labels,
+        )
+        self.model_version.labels(alias).set(0)
+
+    def predicted(
+        self, version: str, probabilities: Sequence[float], labels: Any, unknown: dict[str, int]
+    ) -> None:
+        """Count one scored batch."""
+        churned = int(labels.sum())
+        if churned:
+            self.predictions.labels(self.alias, version, "churn").inc(churned)
+        if len(labels) - churned:
+            self.predictions.labels(self.alias, version, "stay").inc(len(labels) - churned)
+        histogram = self.probability.labels(self.alias)
+        for probability in probabilities:
+            histogram.observe(probability)
+        for field, count in unknown.items():
+            self.unknown_categories.labels(self.alias, field).inc(count)
+
+    def swapped(self, previous: Any, new: Any) -> None:
+        """Record a model swap (`previous` and `new` are `ServedModel`s, previous maybe None)."""
+        if previous is not None:
+            self.model_info.labels(
+                self.alias, previous.name, previous.version, previous.card.algorithm
+            ).set(0)
+        self.model_info.labels(self.alias, new.name, new.version, new.card.algorithm).set(1)
+        self.model_version.labels(self.alias).set(float(new.version))
+        self.swaps.labels(self.alias).inc()
+
+    def backlog(self, log: str, records: int) -> None:
+        """Set the number of records waiting in one log's buffer."""
+        self.log_backlog.labels(self.alias, log).set(records)
