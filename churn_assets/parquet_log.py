@@ -181,4 +181,5 @@ def read_log(folder: Path, since: date | None = None, until: date | None = None)
     ]
     if not files:
         return pd.DataFrame()
-    return ds.dataset(files, format="parquet").to_table().to_pandas()
+    frame: pd.DataFrame = ds.dataset(files, format="parquet").to_table().to_pandas()
+    return frame

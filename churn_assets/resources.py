@@ -214,6 +214,10 @@ class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
         """A client of this tracking store and registry."""
         from mlflow import MlflowClient
 
+        if self.tracking_uri.startswith("sqlite:///"):
+            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
+                parents=True, exist_ok=True
+            )
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def run_url(self, experiment_id: str, run_id: str) -> str:

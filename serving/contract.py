@@ -77,7 +77,7 @@ class CustomerRecord(BaseModel):
         extra="forbid",
         allow_inf_nan=False,
         title="customer",
-        json_schema_extra={"examples": [EXAMPLE_CUSTOMER]},
+        json_schema_extra={"example": EXAMPLE_CUSTOMER},
     )
 
     customer_id: str | None = Field(
@@ -111,13 +111,13 @@ class CustomerRecord(BaseModel):
 FEATURE_FIELDS = tuple(name for name in CustomerRecord.model_fields if name != "customer_id")
 
 
-class PredictRequest(IODescriptor):
+class PredictRequest(IODescriptor):  # type: ignore[misc]
     """Customers to score: one record or a batch."""
 
     model_config = ConfigDict(
         extra="forbid",
         title="predict request",
-        json_schema_extra={"examples": [{"records": [EXAMPLE_CUSTOMER]}]},
+        json_schema_extra={"example": {"records": [EXAMPLE_CUSTOMER]}},
     )
 
     records: list[CustomerRecord] = Field(
@@ -171,9 +171,11 @@ class Outcome(BaseModel):
         extra="forbid",
         title="outcome",
         json_schema_extra={
-            "examples": [
-                {"customer_id": "7590-VHVEG", "churned": True, "observed_at": "2026-11-20T00:00Z"}
-            ]
+            "example": {
+                "customer_id": "7590-VHVEG",
+                "churned": True,
+                "observed_at": "2026-11-20T00:00:00Z",
+            }
         },
     )
 
@@ -198,7 +200,7 @@ class Outcome(BaseModel):
         return self
 
 
-class FeedbackRequest(IODescriptor):
+class FeedbackRequest(IODescriptor):  # type: ignore[misc]
     """Actual outcomes of customers, for live performance and retraining."""
 
     model_config = ConfigDict(extra="forbid", title="feedback request")

@@ -150,7 +150,7 @@ class ChurnService:
             return None
         return self.watcher.status.problem or "no model loaded yet"
 
-    @bentoml.api(
+    @bentoml.api(  # type: ignore[untyped-decorator]
         input_spec=PredictRequest,
         batchable=True,
         max_batch_size=max_records(),
@@ -212,7 +212,7 @@ class ChurnService:
         self.metrics.predicted(model.version, probability_list, labels, counts)
         return predictions
 
-    @bentoml.api(input_spec=FeedbackRequest)
+    @bentoml.api(input_spec=FeedbackRequest)  # type: ignore[untyped-decorator]
     def feedback(self, outcomes: list[Outcome]) -> FeedbackReceipt:
         """Store what became of customers, for live performance and retraining."""
         now = datetime.now(UTC)
@@ -238,7 +238,7 @@ class ChurnService:
         assert model is not None
         return model.card
 
-    @bentoml.on_shutdown
+    @bentoml.on_shutdown  # type: ignore[untyped-decorator]
     def close(self) -> None:
         """Stop watching the registry and write every buffered log record."""
         self.watcher.stop()
@@ -260,7 +260,7 @@ def _unknown_categories(
     return unknown
 
 
-ChurnService.add_asgi_middleware(
+ChurnService.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard,
     api_key=SETTINGS.api_key,
     max_body_bytes=SETTINGS.max_body_bytes,

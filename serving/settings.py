@@ -62,7 +62,7 @@ class ServingSettings(BaseModel):
             for variable, field in SERVING_ENVIRONMENT.items()
             if environ.get(variable, "").strip()
         }
-        settings = cls(**values)  # type: ignore[arg-type]
+        settings = cls.model_validate(values)
         if settings.alias not in (PRODUCTION, STAGING):
             raise ValueError(
                 f"CHURN_SERVING_ALIAS={settings.alias!r}: serve {PRODUCTION!r} or {STAGING!r}"

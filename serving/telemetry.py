@@ -27,64 +27,64 @@ class ServingMetrics:
 
         self.alias = alias
         self.registry = prom.CollectorRegistry()
-        labels = {"registry": self.registry}
+        registry = self.registry
         self.predictions = prom.Counter(
             "churn_predictions",
             "Predictions made, by predicted label and model version.",
             ["alias", "model_version", "label"],
-            **labels,
+            registry=registry,
         )
         self.probability = prom.Histogram(
             "churn_prediction_probability",
             "Predicted churn probabilities.",
             ["alias"],
             buckets=PROBABILITY_BUCKETS,
-            **labels,
+            registry=registry,
         )
         self.unknown_categories = prom.Counter(
             "churn_unknown_categories",
             "Records carrying a category the served model never saw, by field.",
             ["alias", "field"],
-            **labels,
+            registry=registry,
         )
         self.model_version = prom.Gauge(
             "churn_served_model_version",
             "Registry version being served (0: none loaded).",
             ["alias"],
             multiprocess_mode="livemax",
-            **labels,
+            registry=registry,
         )
         self.model_info = prom.Gauge(
             "churn_served_model_info",
             "1 for the model version being served, 0 for one served before.",
             ["alias", "model_name", "model_version", "algorithm"],
             multiprocess_mode="livemax",
-            **labels,
+            registry=registry,
         )
         self.swaps = prom.Counter(
             "churn_model_swaps",
             "Served model changes (first load, promotion, rollback).",
             ["alias"],
-            **labels,
+            registry=registry,
         )
         self.load_failures = prom.Counter(
             "churn_model_load_failures",
             "Failed checks or loads of the registry alias; the served model stays.",
             ["alias"],
-            **labels,
+            registry=registry,
         )
         self.log_backlog = prom.Gauge(
             "churn_log_backlog_records",
             "Records buffered in memory, not yet written to the prediction or feedback log.",
             ["alias", "log"],
             multiprocess_mode="livesum",
-            **labels,
+            registry=registry,
         )
         self.feedback = prom.Counter(
             "churn_feedback_outcomes",
             "Outcomes received on /feedback, by outcome.",
             ["alias", "churned"],
-            **labels,
+            registry=registry,
         )
         self.model_version.labels(alias).set(0)
 

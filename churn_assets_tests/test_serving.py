@@ -1,0 +1,457 @@
+"""The churn service: in process, then as a real `bentoml serve` process over HTTP.
+
+The registry is made by the real pipeline (two materializations, so two versions); every
+service is a real BentoML server on a free loopback port, stopped gracefully so that its logs
+are flushed as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from churn_assets.parquet_log import read_log
+from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
+from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome
+from churn_assets_tests.conftest import REPOSITORY
+from churn_assets_tests.test_training_registry import run_pipeline
+from serving.contract import EXAMPLE_CUSTOMER
+
+BENTOML = Path(sys.executable).parent / "bentoml"
+MAX_RECORDS = 50
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Registry:
+    """A platform home whose registry holds two versions, version 1 in production."""
+
+    home: PlatformHome
+
+    def registry(self) -> ModelRegistry:
+        tracking = MlflowResource.from_env(self.home)
+        return ModelRegistry(tracking.client(), tracking.model_name)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    home = PlatformHome(path=str(tmp_path_factory.mktemp("serving") / "home"))
+    for seed in (42, 7):
+        result = run_pipeline(home, DatasetResource(synthetic_rows=3_000, synthetic_seed=seed))
+        assert result.success
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by mlflow during the runs
+    made = Registry(home)
+    if made.registry().alias_version(PRODUCTION) != "1":
+        made.registry().move_alias(PRODUCTION, "1", actor="tests", reason="start from version 1")
+    return made
+
+
+def customer(**changes: Any) -> dict[str, Any]:
+    return {**EXAMPLE_CUSTOMER, **changes}
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Server:
+    """A running `bentoml serve` of the churn service."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, home: PlatformHome) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+        self.home = home
+
+    def request(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            headers={"Content-Type": "application/json", **(headers or {})},
+            method="GET" if data is None else "POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return Answer(response.status, _json(response.read()), dict(response.headers))
+        except urllib.error.HTTPError as error:
+            return Answer(error.code, _json(error.read()), dict(error.headers))
+
+    def predict(self, *records: dict[str, Any], **headers: str) -> Answer:
+        return self.request("/predict", {"records": list(records)}, headers=headers)
+
+    def log(self, name: str) -> pd.DataFrame:
+        return read_log(self.home.root / "serving" / "production" / name)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(home: PlatformHome, ready: bool = True, **settings: str) -> Iterator[Server]:
+    """Start `bentoml serve` on a free port; stop it with SIGTERM, as an orchestrator would."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "CHURN_HOME": str(home.root),
+        "CHURN_MODEL_REFRESH_SECONDS": "1",
+        "CHURN_LOG_FLUSH_SECONDS": "1",
+        "CHURN_MAX_BATCH_RECORDS": str(MAX_RECORDS),
+        "CHURN_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        **settings,
+    }
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    log = home.root.parent / f"bentoml-{port}.log"
+    home.root.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [str(BENTOML), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPOSITORY,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, port, home)
+    try:
+        _wait_for(server, "/readyz" if ready else "/livez", log)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, log.read_text()[-3000:]
+
+
+def _wait_for(server: Server, path: str, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(server.url + path, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"{path} never answered 200:\n{log.read_text()[-3000:]}")
+
+
+def test_the_service_class_scores_like_the_registered_model(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    from serving.contract import CustomerRecord
+    from serving.service import ChurnService
+
+    monkeypatch.setenv("CHURN_HOME", str(registry.home.root))
+    service = ChurnService()
+    try:
+        deadline = time.monotonic() + 60
+        while not service.__is_ready__() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert service.__is_ready__(), service.not_ready_reason()
+        records = [customer(customer_id=f"c{i}", tenure=i) for i in range(5)]
+        predictions = service.predict([CustomerRecord(**record) for record in records])
+    finally:
+        service.close()
+    tracking = MlflowResource.from_env(registry.home)
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    expected = mlflow.pyfunc.load_model(f"models:/{tracking.model_name}/1").predict(
+        pd.DataFrame(records)
+    )
+    assert [p.model_version for p in predictions] == ["1"] * 5
+    assert [p.customer_id for p in predictions] == expected["customer_id"].tolist()
+    assert [p.churn_probability for p in predictions] == pytest.approx(
+        expected["churn_probability"].tolist(), abs=1e-12
+    )
+    assert [p.churn_label for p in predictions] == expected["churn_label"].tolist()
+    logged = read_log(registry.home.root / "serving" / "production" / "predictions")
+    assert logged["prediction_id"].tolist() == [p.prediction_id for p in predictions]
+    assert logged["tenure"].tolist() == list(range(5))
+
+
+@pytest.fixture(scope="module")
+def production(registry: Registry) -> Iterator[Server]:
+    with serve(registry.home) as server:
+        yield server
+
+
+def test_single_and_batch_predictions_over_http(production: Server) -> None:
+    single = production.predict(customer())
+    assert single.status == 200
+    [prediction] = single.body
+    assert prediction["customer_id"] == EXAMPLE_CUSTOMER["customer_id"]
+    assert 0 <= prediction["churn_probability"] <= 1
+    assert prediction["churn_label"] == int(
+        prediction["churn_probability"] >= prediction["threshold"]
+    )
+    assert (prediction["model_name"], prediction["model_version"], prediction["model_alias"]) == (
+        "churn-predictor",
+        "1",
+        "production",
+    )
+    batch = production.predict(
+        *[customer(customer_id=f"b{i}", tenure=i) for i in range(MAX_RECORDS)]
+    )
+    assert batch.status == 200
+    assert [p["customer_id"] for p in batch.body] == [f"b{i}" for i in range(MAX_RECORDS)]
+    assert len({p["request_id"] for p in batch.body}) == 1
+    assert len({p["prediction_id"] for p in batch.body}) == MAX_RECORDS
+    # A key is optional; an unseen category is scored and reported.
+    anonymous = production.predict(customer(customer_id=None, payment_method="Crypto"))
+    assert anonymous.status == 200
+    assert anonymous.body[0]["customer_id"] is None
+    assert anonymous.body[0]["unknown_categories"] == {"payment_method": "Crypto"}
+
+
+BAD_REQUESTS = [
+    pytest.param({"raw": b'{"records": [{"gender": '}, 400, "json", id="malformed JSON"),
+    pytest.param(
+        {"body": {"records": [customer()]}, "headers": {"Content-Type": "text/csv"}},
+        415,
+        "application/json",
+        id="wrong content type",
+    ),
+    pytest.param(
+        {"body": {"records": [{k: v for k, v in customer().items() if k != "tenure"}]}},
+        400,
+        "tenure",
+        id="missing field",
+    ),
+    pytest.param(
+        {"body": {"records": [customer(loyalty="gold")]}}, 400, "loyalty", id="extra field"
+    ),
+    pytest.param({"body": {"records": [customer()], "mode": "fast"}}, 400, "mode", id="extra key"),
+    pytest.param({"body": {"records": [customer(tenure="long")]}}, 400, "tenure", id="wrong type"),
+    pytest.param({"body": {"records": [customer(gender=1)]}}, 400, "gender", id="number as text"),
+    pytest.param(
+        {"raw": json.dumps({"records": [customer()]}).replace("29.85,", "NaN,", 1).encode()},
+        400,
+        "monthly_charges",
+        id="NaN",
+    ),
+    pytest.param(
+        {"raw": json.dumps({"records": [customer()]}).replace("29.85}", "Infinity}").encode()},
+        400,
+        "total_charges",
+        id="Infinity",
+    ),
+    pytest.param(
+        {"body": {"records": [customer(monthly_charges=-5)]}}, 400, "monthly_charges", id="negative"
+    ),
+    pytest.param({"body": {"records": [customer(tenure=900)]}}, 400, "tenure", id="implausible"),
+    pytest.param({"body": {"records": []}}, 400, "records", id="empty list"),
+    pytest.param({"body": {"records": customer()}}, 400, "records", id="record not in a list"),
+    pytest.param({"body": {}}, 400, "records", id="no records"),
+    pytest.param(
+        {"body": {"records": [customer()] * (MAX_RECORDS + 1)}},
+        400,
+        "records",
+        id="batch too large",
+    ),
+    pytest.param(
+        {"body": {"records": [customer(customer_id="x" * MAX_BODY_BYTES)]}},
+        413,
+        "too large",
+        id="body too large",
+    ),
+    pytest.param({"body": [customer()]}, 400, "", id="bare list"),
+]
+
+
+@pytest.mark.parametrize(("request_args", "status", "named"), BAD_REQUESTS)
+def test_bad_input_gets_a_4xx_naming_the_problem_and_the_worker_keeps_serving(
+    production: Server, request_args: dict[str, Any], status: int, named: str
+) -> None:
+    answer = production.request(
+        "/predict",
+        request_args.get("body"),
+        **{k: v for k, v in request_args.items() if k != "body"},
+    )
+    assert answer.status == status, answer.body
+    assert named.lower() in json.dumps(answer.body).lower()
+    assert production.predict(customer()).status == 200
+
+
+def test_an_oversized_chunked_body_is_refused_without_reading_it_all(production: Server) -> None:
+    host, port = production.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        chunk = b" " * 16_384
+        for _ in range(MAX_BODY_BYTES // len(chunk) + 2):
+            connection.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        reply = connection.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 413"), reply
+    assert production.predict(customer()).status == 200
+
+
+def test_feedback_model_card_readiness_and_metrics(production: Server) -> None:
+    receipt = production.request(
+        "/feedback",
+        {
+            "outcomes": [
+                {"customer_id": "a1", "churned": True, "observed_at": "2026-11-01T10:00:00Z"},
+                {"customer_id": "a2", "churned": "No"},
+            ]
+        },
+    )
+    assert receipt.status == 200 and receipt.body["accepted"] == 2
+    future = production.request(
+        "/feedback",
+        {"outcomes": [{"customer_id": "a3", "churned": True, "observed_at": "2999-01-01"}]},
+    )
+    assert future.status == 400 and "observed_at" in json.dumps(future.body)
+    card = production.request("/model")
+    assert card.status == 200
+    assert card.body["model_version"] == "1" and card.body["model_alias"] == "production"
+    assert {"f1", "recall", "precision"} <= set(card.body["metrics"])
+    assert card.body["data_version"] and card.body["promoted_at"]
+    assert 0 < card.body["threshold"] < 1
+    assert production.request("/readyz").status == 200
+    production.predict(customer())
+    metrics = production.request("/metrics").body
+    for name in (
+        "bentoml_service_request_total",
+        "bentoml_service_request_duration_seconds_bucket",
+        'churn_predictions_total{alias="production",label=',
+        "churn_prediction_probability_bucket",
+        'churn_served_model_version{alias="production"} 1.0',
+        "churn_served_model_info{",
+        "churn_log_backlog_records",
+        "churn_model_swaps_total",
+        "churn_feedback_outcomes_total",
+    ):
+        assert name in metrics, name
+
+
+def test_the_api_key_is_required_when_configured(registry: Registry) -> None:
+    with serve(registry.home, CHURN_API_KEY="s3cret") as server:
+        assert server.predict(customer()).status == 401
+        wrong = server.predict(customer(), **{"X-API-Key": "guess"})
+        assert wrong.status == 401 and "API key" in wrong.body["error"]
+        assert server.request("/model").status == 401
+        assert server.predict(customer(), **{"X-API-Key": "s3cret"}).status == 200
+        assert server.predict(customer(), Authorization="Bearer s3cret").status == 200
+        for open_path in ("/livez", "/readyz", "/metrics"):
+            assert server.request(open_path).status == 200
+
+
+def test_without_a_model_the_service_starts_not_ready_and_answers_503(tmp_path: Path) -> None:
+    empty = PlatformHome(path=str(tmp_path / "empty-home"))
+    with serve(empty, ready=False) as server:
+        assert server.request("/livez").status == 200
+        assert server.request("/readyz").status == 503
+        answer = server.predict(customer())
+        deadline = time.monotonic() + 60
+        while "starting" in answer.body["error"] and time.monotonic() < deadline:
+            time.sleep(0.5)  # the first look at the registry is under way
+            answer = server.predict(customer())
+        assert answer.status == 503
+        assert "churn-predictor" in answer.body["error"] and "production" in answer.body["error"]
+        assert server.request("/model").status == 503
+
+
+def test_promotion_swaps_the_served_model_without_a_failed_request(registry: Registry) -> None:
+    staging = registry.registry()
+    with serve(registry.home) as server:
+        sent: list[int] = []
+        answers: list[tuple[float, int, str]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            index = 0
+            while not stop.is_set():
+                records = [customer(customer_id=f"swap-{index}-{n}") for n in range(1 + index % 3)]
+                answer = server.predict(*records)
+                sent.append(len(records))
+                version = answer.body[0]["model_version"] if answer.status == 200 else "?"
+                answers.append((time.monotonic(), answer.status, version))
+                index += 1
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        try:
+            time.sleep(2)
+            promoted_at = time.monotonic()
+            staging.promote("2", actor="tests", reason="hot swap test")
+            deadline = promoted_at + 30
+            while time.monotonic() < deadline and not any(v == "2" for _, _, v in answers):
+                time.sleep(0.2)
+            time.sleep(2)
+            staging.rollback(actor="tests", reason="back to version 1")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and answers[-1][2] != "1":
+                time.sleep(0.2)
+            time.sleep(1)
+        finally:
+            stop.set()
+            thread.join()
+        feedback = server.request(
+            "/feedback",
+            {"outcomes": [{"customer_id": f"swap-{i}-0", "churned": i % 2 == 0} for i in range(7)]},
+        )
+        assert feedback.status == 200
+    statuses = {status for _, status, _ in answers}
+    assert statuses == {200}, f"failed requests during the swap: {statuses}"
+    versions = [version for _, _, version in answers]
+    assert "2" in versions, "the promotion was never served"
+    first_v2 = versions.index("2")
+    assert set(versions[:first_v2]) == {"1"}
+    assert answers[first_v2][0] - promoted_at < 30
+    assert versions[-1] == "1", "the rollback was not served"
+    # Flushed on the graceful stop: every record sent is in the log, exactly once.
+    predictions = read_log(registry.home.root / "serving" / "production" / "predictions")
+    swap_rows = predictions[predictions["customer_id"].str.startswith("swap-", na=False)]
+    assert len(swap_rows) == sum(sent)
+    assert swap_rows["prediction_id"].is_unique
+    assert set(swap_rows["model_version"]) == {"1", "2"}
+    outcomes = read_log(registry.home.root / "serving" / "production" / "feedback")
+    answered = outcomes[outcomes["customer_id"].str.startswith("swap-")]
+    assert sorted(answered["customer_id"]) == sorted(f"swap-{i}-0" for i in range(7))
+    assert answered["churned"].tolist() == [i % 2 == 0 for i in range(7)]
