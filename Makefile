@@ -15,19 +15,24 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export BENTOML_DO_NOT_TRACK := True
 export DO_NOT_TRACK := 1
 export DAGSTER_DISABLE_TELEMETRY := true
+# Bentos built by `make bento` stay under the platform home.
+export BENTOML_HOME ?= $(CHURN_HOME)/bentoml
 
 DAGSTER_HOST ?= 127.0.0.1
 DAGSTER_PORT ?= 3000
 MLFLOW_HOST ?= 127.0.0.1
 MLFLOW_PORT ?= 5000
 MLFLOW_STORE := sqlite:///$(CHURN_HOME)/mlflow/mlflow.db
+SERVING_HOST ?= 127.0.0.1
+PRODUCTION_PORT ?= 8000
+STAGING_PORT ?= 8001
 # With no tracking server configured, `make up` serves the local store's UI and links point there.
 ifeq ($(strip $(MLFLOW_TRACKING_URI)),)
 LOCAL_MLFLOW_UI := http://$(MLFLOW_HOST):$(MLFLOW_PORT)
 export MLFLOW_UI_URL ?= $(LOCAL_MLFLOW_UI)
 endif
 
-.PHONY: install instance materialize up test lint format constraints clean
+.PHONY: install instance materialize up serve bento test lint format constraints clean
 
 install: $(BIN)/.installed
 
@@ -46,8 +51,8 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 materialize: install instance
 	$(BIN)/dagster asset materialize --select '*' -m churn_assets.definitions
 
-## Set up, materialize once, then start Dagster (webserver and daemon) and the MLflow UI.
-## Ctrl-C stops them all.
+## Set up, materialize once, then start Dagster (webserver and daemon), the MLflow UI and the
+## production and staging prediction services. Ctrl-C stops them all.
 up: materialize
 	@mkdir -p $(CHURN_HOME)/logs
 	@trap 'kill 0' EXIT; \
@@ -55,11 +60,25 @@ up: materialize
 		$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) \
 			--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) > $(CHURN_HOME)/logs/mlflow.log 2>&1 & \
 	fi; \
+	CHURN_SERVING_ALIAS=production $(BIN)/bentoml serve --host $(SERVING_HOST) \
+		--port $(PRODUCTION_PORT) > $(CHURN_HOME)/logs/serving-production.log 2>&1 & \
+	CHURN_SERVING_ALIAS=staging $(BIN)/bentoml serve --host $(SERVING_HOST) \
+		--port $(STAGING_PORT) > $(CHURN_HOME)/logs/serving-staging.log 2>&1 & \
 	echo; \
-	echo "Dagster UI: http://$(DAGSTER_HOST):$(DAGSTER_PORT)"; \
-	echo "MLflow UI:  $${MLFLOW_UI_URL:-$(MLFLOW_TRACKING_URI)}"; \
+	echo "Dagster UI:         http://$(DAGSTER_HOST):$(DAGSTER_PORT)"; \
+	echo "MLflow UI:          $${MLFLOW_UI_URL:-$(MLFLOW_TRACKING_URI)}"; \
+	echo "Production service: http://$(SERVING_HOST):$(PRODUCTION_PORT)  (Swagger UI; logs in $(CHURN_HOME)/logs)"; \
+	echo "Staging service:    http://$(SERVING_HOST):$(STAGING_PORT)"; \
 	echo; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
+
+## Serve one alias in the foreground (CHURN_SERVING_ALIAS, default production) on PORT.
+serve: install
+	$(BIN)/bentoml serve --host $(SERVING_HOST) --port $${PORT:-$(PRODUCTION_PORT)}
+
+## Package the service as a Bento (under $(BENTOML_HOME)).
+bento: install
+	$(BIN)/bentoml build
 
 ## Run the tests.
 test: install
