@@ -141,16 +141,14 @@ class ParquetLog:
                 logger.exception("writing %s failed; the records stay buffered", self.folder)
 
     def _write(self, batches: list[Mapping[str, Sequence[Any]]]) -> None:
-        table = pa.concat_tables(
-            pa.Table.from_pydict(
-                {
-                    name: batch.get(name, [None] * len(batch[self.time_column]))
-                    for name in self.schema.names
-                },
-                schema=self.schema,
-            )
-            for batch in batches
-        )
+        # One table from the concatenated columns: per-batch tables would cost a conversion per
+        # request, and most requests hold one record.
+        merged: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        for batch in batches:
+            rows = len(batch[self.time_column])
+            for name, values in merged.items():
+                values.extend(batch.get(name) or [None] * rows)
+        table = pa.Table.from_pydict(merged, schema=self.schema)
         days = pc.strftime(table[self.time_column], format="%Y-%m-%d").to_numpy(
             zero_copy_only=False
         )

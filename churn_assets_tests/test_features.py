@@ -12,6 +12,7 @@ from churn_assets.features.pipeline import (
     SERVICE_COLUMNS,
     TENURE_BUCKETS,
     TENURE_LABELS,
+    MedianScaler,
     OneHotCategories,
     build_feature_pipeline,
     feature_columns,
@@ -74,9 +75,8 @@ def test_preprocessing_is_fitted_on_the_training_split_only(customers: pd.DataFr
     numeric, categorical = feature_columns(customers, "churn", "customer_id", ())
     pipeline = build_feature_pipeline(numeric, categorical).fit(train, train["churn"])
     encode = pipeline.named_steps["encode"]
-    scaler = encode.named_transformers_["numbers"].named_steps["scale"]
-    [numbers] = [columns for name, _, columns in encode.transformers_ if name == "numbers"]
-    tenure = list(numbers).index("tenure")
+    scaler = encode.numbers_
+    tenure = list(encode.numeric).index("tenure")
     assert scaler.mean_[tenure] == pytest.approx(train["tenure"].mean())
     # Transforming other data never refits: the same training statistics apply.
     pipeline.transform(shifted_test)
@@ -155,3 +155,23 @@ def test_tenure_buckets_match_pandas_cut() -> None:
     actual = tenure_buckets(tenure)
     for got, want in zip(actual, expected, strict=True):
         assert (pd.isna(got) and pd.isna(want)) or got == want
+
+
+def test_median_scaler_matches_scikit_learns_imputer_and_scaler() -> None:
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(5)
+    train = pd.DataFrame(
+        {
+            "charges": np.where(rng.random(300) < 0.1, np.nan, rng.normal(70, 30, 300)),
+            "constant": np.full(300, 4.0),
+            "tenure": rng.integers(0, 72, 300).astype(float),
+        }
+    )
+    served = pd.DataFrame({"charges": [np.nan, 10.0], "constant": [4.0, 9.0], "tenure": [1, 500]})
+    reference = make_pipeline(SimpleImputer(strategy="median"), StandardScaler()).fit(train)
+    ours = MedianScaler().fit(train)
+    for frame in (train, served):
+        np.testing.assert_allclose(ours.transform(frame), reference.transform(frame), rtol=1e-12)

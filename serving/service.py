@@ -260,6 +260,8 @@ def _unknown_categories(
     return unknown
 
 
+# BentoML derives a response's media type from its JSON schema on every response unless told.
+ChurnService.apis["predict"].output_spec.media_type = "application/json"  # type: ignore[attr-defined]
 ChurnService.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard,
     api_key=SETTINGS.api_key,

@@ -1,0 +1,340 @@
+"""The churn service under load, against `mlflow models serve` on the same model version.
+
+Trains a production model with the real pipeline in a fresh platform home (the real Telco file
+when it is beside the repository, else the built-in data), starts `bentoml serve` (the churn
+service) and `mlflow models serve` (MLflow's own scoring server, one worker each, as the churn
+service), and drives both from `wrk` (Debian's package; a light client, because it shares the two
+cores with the server):
+
+- single-record requests at fixed rates (50, 100, 200 requests/s): p50 and p99 latency, errors;
+- a rising rate until p99 exceeds 200 ms or a request fails: the highest rate sustained;
+- 1,000-record batches, one at a time: latency.
+
+Rates are paced by wrk's `delay()` hook with jitter, ten requests/s per connection, so that a
+slower answer barely lowers the offered rate. The achieved rate is what is reported.
+
+    .venv/bin/python benchmarks/serving.py
+    .venv/bin/python benchmarks/serving.py --seconds 30 --source synthetic
+
+Targets (issue 4): single-record p99 <= 25 ms at 100 requests/s with zero errors; at least 1.5x
+the throughput of `mlflow models serve` at the same p99 bound; a 1,000-record batch in < 150 ms.
+"""
+
+import argparse
+import functools
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+print = functools.partial(print, flush=True)
+REPOSITORY = Path(__file__).resolve().parents[1]
+TELCO = REPOSITORY.parent / "shared" / "data" / "telco_customer_churn.csv"
+BIN = Path(sys.executable).parent
+FIXED_RATES = (50, 100, 200)
+RAMP = (300, 400, 500, 600, 700, 800, 1000, 1200, 1500, 2000)
+P99_BOUND_MS = 200.0
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local file = io.open(os.getenv("WRK_BODY"), "r")
+wrk.body = file:read("*a")
+file:close()
+local pause = tonumber(os.getenv("WRK_PAUSE_MS"))
+function setup(thread) thread:set("seed", math.random(1, 1000000)) end
+function init(args) math.randomseed(seed) end
+function delay() return pause * (0.5 + math.random()) end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "socket_errors": %d, "status_errors": %d, '
+    .. '"p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default=str(TELCO) if TELCO.exists() else "synthetic")
+    parser.add_argument("--seconds", type=int, default=20, help="length of each load step")
+    arguments = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    with tempfile.TemporaryDirectory(prefix="churn-serving-bench-") as directory:
+        home = Path(directory)
+        environment = platform_environment(home, arguments.source)
+        version, record = train(home, environment)
+        print(f"model: churn-predictor version {version} (source {arguments.source})")
+        bento_body = home / "bento-single.json"
+        bento_body.write_text(json.dumps({"records": [record]}))
+        mlflow_body = home / "mlflow-single.json"
+        mlflow_body.write_text(json.dumps({"dataframe_records": [record]}))
+        batch = [{**record, "customer_id": f"batch-{i}"} for i in range(1_000)]
+        servers = {
+            "bentoml serve (churn service)": (
+                [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"],
+                "/readyz",
+                "/predict",
+                bento_body,
+                {"records": batch},
+            ),
+            "mlflow models serve": (
+                [
+                    *(str(BIN / "mlflow"), "models", "serve", "--env-manager", "local"),
+                    *("-m", f"models:/churn-predictor/{version}", "-w", "1"),
+                    *("--host", "127.0.0.1", "--port", "{port}"),
+                ],
+                "/ping",
+                "/invocations",
+                mlflow_body,
+                {"dataframe_records": batch},
+            ),
+        }
+        results: dict[str, dict[str, Any]] = {}
+        for name, (command, health, path, body, batch_body) in servers.items():
+            with server(command, health, environment, home) as url:
+                check_answer(url + path, json.loads(body.read_text()))
+                results[name] = measure(url + path, body, batch_body, arguments.seconds, home)
+        report(results)
+
+
+def platform_environment(home: Path, source: str) -> dict[str, str]:
+    environment = {
+        **os.environ,
+        "CHURN_HOME": str(home),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "CHURN_SOURCE": source,
+        "CHURN_GATES": "telco" if source != "synthetic" else "brief",
+        "GX_ANALYTICS_ENABLED": "False",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "BENTOML_DO_NOT_TRACK": "True",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        # `mlflow models serve` starts `uvicorn` from the PATH.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    return environment
+
+
+def train(home: Path, environment: dict[str, str]) -> tuple[str, dict[str, Any]]:
+    """Materialize the whole graph; return the production version and one raw customer record."""
+    (home / "dagster").mkdir(parents=True)
+    shutil.copy(REPOSITORY / "dagster.yaml", home / "dagster" / "dagster.yaml")
+    subprocess.run(
+        [
+            str(BIN / "dagster"),
+            "asset",
+            "materialize",
+            "--select",
+            "*",
+            "-m",
+            "churn_assets.definitions",
+        ],
+        cwd=REPOSITORY,
+        env={k: v for k, v in environment.items() if k != "MLFLOW_TRACKING_URI"},
+        check=True,
+        capture_output=True,
+    )
+    from mlflow import MlflowClient
+
+    from churn_assets.ingestion.normalise import normalise
+    from churn_assets.ingestion.sources import read_table
+    from churn_assets.ingestion.synthetic import generate_customers
+
+    client = MlflowClient(environment["MLFLOW_TRACKING_URI"])
+    version = str(client.get_model_version_by_alias("churn-predictor", "production").version)
+    source = environment["CHURN_SOURCE"]
+    raw = (
+        generate_customers(10, seed=1)
+        if source == "synthetic"
+        else read_table(source, 1 << 30, 30.0, home / "tmp")
+    )
+    frame, _ = normalise(raw.head(10), "Churn")
+    row = frame.drop(columns=["churn"]).iloc[0]
+    record = {str(k): (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+    return version, record
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextmanager
+def server(
+    command: list[str], health: str, environment: dict[str, str], home: Path
+) -> Iterator[str]:
+    port = free_port()
+    log = open(home / f"server-{port}.log", "wb")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(
+        [part.format(port=port) for part in command],
+        cwd=REPOSITORY,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((home / f"server-{port}.log").read_text()[-3000:])
+            try:
+                with urllib.request.urlopen(url + health, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+        log.close()
+
+
+def post(url: str, body: Any) -> tuple[float, Any]:
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    return (time.perf_counter() - started) * 1000, answer
+
+
+def check_answer(url: str, body: Any) -> None:
+    _, answer = post(url, body)
+    print(f"  {url}: {json.dumps(answer)[:160]}")
+
+
+def wrk(
+    url: str, body: Path, rate: int, seconds: int, home: Path, latency_ms: float = 0.0
+) -> dict[str, float]:
+    """Offer `rate` requests/s for `seconds`; return wrk's figures.
+
+    Each connection waits for its answer, then pauses: the pause is shortened by the typical
+    latency (`latency_ms`) so that the offered rate is the one asked for.
+    """
+    script = home / "paced.lua"
+    script.write_text(WRK_SCRIPT)
+    connections = max(2, math.ceil(rate / 10))
+    pause_ms = max(0.0, 1000 * connections / rate - latency_ms)
+    completed = subprocess.run(
+        [
+            *("wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s"),
+            "-s",
+            str(script),
+            url,
+        ],
+        env={**os.environ, "WRK_BODY": str(body), "WRK_PAUSE_MS": f"{pause_ms:.3f}"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    return {
+        "offered": rate,
+        "achieved": figures["requests"] / (figures["duration_us"] / 1e6),
+        "p50_ms": figures["p50_us"] / 1000,
+        "p99_ms": figures["p99_us"] / 1000,
+        "errors": figures["socket_errors"] + figures["status_errors"],
+    }
+
+
+def measure(url: str, single: Path, batch_body: Any, seconds: int, home: Path) -> dict[str, Any]:
+    print(f"load on {url}")
+    # Warm-up (caches, the batching optimizer's first samples) and the typical latency.
+    typical = wrk(url, single, 50, 5, home)["p50_ms"]
+    fixed = []
+    for rate in FIXED_RATES:
+        fixed.append(wrk(url, single, rate, seconds, home, typical))
+        print(f"  {fixed[-1]}")
+    sustained = max(
+        (step for step in fixed if sustained_ok(step)), key=lambda s: s["achieved"], default=None
+    )
+    for rate in RAMP:
+        step = wrk(url, single, rate, seconds, home, typical)
+        print(f"  {step}")
+        if not sustained_ok(step):
+            break
+        sustained = step
+    batch_ms = [post(url, batch_body)[0] for _ in range(3)]  # warm-up
+    batch_ms = [post(url, batch_body)[0] for _ in range(30)]
+    return {
+        "fixed": fixed,
+        "sustained": sustained,
+        "batch_p50_ms": statistics.median(batch_ms),
+        "batch_p99_ms": float(np.percentile(batch_ms, 99)),
+    }
+
+
+def sustained_ok(step: dict[str, float]) -> bool:
+    return (
+        step["errors"] == 0
+        and step["p99_ms"] <= P99_BOUND_MS
+        and step["achieved"] >= 0.95 * step["offered"]
+    )
+
+
+def report(results: dict[str, dict[str, Any]]) -> None:
+    print()
+    print("| server | rate offered | achieved | p50 | p99 | errors |")
+    print("|---|---|---|---|---|---|")
+    for name, result in results.items():
+        for step in result["fixed"]:
+            print(
+                f"| {name} | {step['offered']}/s | {step['achieved']:.0f}/s | "
+                f"{step['p50_ms']:.1f} ms | {step['p99_ms']:.1f} ms | {step['errors']:.0f} |"
+            )
+    print()
+    print(
+        "| server | highest rate (p99 <= 200 ms, 0 errors) | p99 there "
+        "| 1,000-record batch p50, p99 |"
+    )
+    print("|---|---|---|---|")
+    for name, result in results.items():
+        sustained = result["sustained"]
+        shown = (
+            f"{sustained['achieved']:.0f}/s | {sustained['p99_ms']:.1f} ms"
+            if sustained
+            else "none | -"
+        )
+        print(
+            f"| {name} | {shown} | {result['batch_p50_ms']:.1f} / {result['batch_p99_ms']:.1f} ms |"
+        )
+    bento, mlflow = results.values()
+    if bento["sustained"] and mlflow["sustained"]:
+        ratio = bento["sustained"]["achieved"] / mlflow["sustained"]["achieved"]
+        print(f"\nthroughput ratio at p99 <= 200 ms: {ratio:.2f}x")
+    for step_b, step_m in zip(bento["fixed"], mlflow["fixed"], strict=True):
+        print(
+            f"p99 at {step_b['offered']}/s: {step_b['p99_ms']:.1f} ms vs {step_m['p99_ms']:.1f} ms "
+            f"({step_m['p99_ms'] / step_b['p99_ms']:.1f}x lower)"
+        )
+    print(
+        f"1,000-record batch p50: {bento['batch_p50_ms']:.1f} ms vs {mlflow['batch_p50_ms']:.1f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
