@@ -455,3 +455,32 @@ def test_promotion_swaps_the_served_model_without_a_failed_request(registry: Reg
     answered = outcomes[outcomes["customer_id"].str.startswith("swap-")]
     assert sorted(answered["customer_id"]) == sorted(f"swap-{i}-0" for i in range(7))
     assert answered["churned"].tolist() == [i % 2 == 0 for i in range(7)]
+
+
+def test_the_openapi_document_shows_the_contract_and_its_example(production: Server) -> None:
+    document = production.request("/docs.json")
+    assert document.status == 200
+    schemas = document.body["components"]["schemas"]
+    customer_schema = next(s for name, s in schemas.items() if name.lower() == "customer")
+    assert customer_schema["additionalProperties"] is False
+    assert customer_schema["example"] == EXAMPLE_CUSTOMER
+    assert "Months as a customer" in customer_schema["properties"]["tenure"]["description"]
+    assert "/predict" in document.body["paths"] and "/feedback" in document.body["paths"]
+
+
+def test_bentoml_build_packages_the_service(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [str(BENTOML), "build", "--output", "tag"],
+        cwd=REPOSITORY,
+        env={**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "True"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    [bento] = [path for path in (tmp_path / "bentos" / "churn-service").iterdir() if path.is_dir()]
+    assert (bento / "src" / "serving" / "service.py").exists()
+    assert (bento / "src" / "churn_assets" / "features" / "pipeline.py").exists()
+    assert "serving.service:ChurnService" in (bento / "bento.yaml").read_text()
+    requirements = (bento / "env" / "python" / "requirements.txt").read_text()
+    assert "bentoml" in requirements and "scikit-learn" in requirements
