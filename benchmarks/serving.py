@@ -7,8 +7,9 @@ service), and drives both from `wrk` (Debian's package; a light client, because 
 cores with the server):
 
 - single-record requests at fixed rates (50, 100, 200 requests/s): p50 and p99 latency, errors;
-- a rising rate until p99 exceeds 200 ms, a request fails or the server falls 10 % behind the
-  offered rate: the highest rate sustained;
+- a rising rate until p99 exceeds 200 ms or a request fails: the highest rate achieved within
+  that bound is the rate sustained (a saturated server answers slower, so its connections send
+  less than offered: the achieved rate is its capacity);
 - 1,000-record batches, one at a time: latency.
 
 Rates are paced by wrk's `delay()` hook with jitter, ten requests/s per connection, so that a
@@ -290,11 +291,8 @@ def measure(url: str, single: Path, batch_body: Any, seconds: int, home: Path) -
 
 
 def sustained_ok(step: dict[str, float]) -> bool:
-    return (
-        step["errors"] == 0
-        and step["p99_ms"] <= P99_BOUND_MS
-        and step["achieved"] >= 0.9 * step["offered"]
-    )
+    """Whether a step stayed within the latency bound without an error (at the rate achieved)."""
+    return step["errors"] == 0 and step["p99_ms"] <= P99_BOUND_MS
 
 
 def report(results: dict[str, dict[str, Any]]) -> None:
