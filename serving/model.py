@@ -95,6 +95,11 @@ def load_served_model(
         if isinstance(encoder, OneHotCategories)
         else {}
     )
+    # One thread per prediction: the server works on several requests at once, and a model's
+    # own threads (LightGBM's OpenMP, a forest's joblib) only fight them for the same cores.
+    estimator = churn_model.pipeline.steps[-1][1]
+    if "n_jobs" in estimator.get_params():
+        estimator.set_params(n_jobs=1)
     tags = model_version.tags or {}
     served = ServedModel(
         name=name,
