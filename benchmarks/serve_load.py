@@ -15,8 +15,8 @@ cores with the server):
 Rates are paced by wrk's `delay()` hook with jitter, ten requests/s per connection, so that a
 slower answer barely lowers the offered rate. The achieved rate is what is reported.
 
-    .venv/bin/python benchmarks/serving.py
-    .venv/bin/python benchmarks/serving.py --seconds 30 --source synthetic
+    .venv/bin/python benchmarks/serve_load.py
+    .venv/bin/python benchmarks/serve_load.py --seconds 30 --source synthetic
 
 Targets (issue 4): single-record p99 <= 25 ms at 100 requests/s with zero errors; at least 1.5x
 the throughput of `mlflow models serve` at the same p99 bound; a 1,000-record batch in < 150 ms.
