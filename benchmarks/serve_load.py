@@ -10,7 +10,8 @@ cores with the server):
 - a rising rate until p99 exceeds 200 ms or a request fails: the highest rate achieved within
   that bound is the rate sustained (a saturated server answers slower, so its connections send
   less than offered: the achieved rate is its capacity);
-- 1,000-record batches, one at a time: latency.
+- 1,000-record batches, one at a time: latency;
+- mixed traffic: single records at 100/s while a client sends 1,000-record batches: errors.
 
 Rates are paced by wrk's `delay()` hook with jitter, ten requests/s per connection, so that a
 slower answer barely lowers the offered rate. The achieved rate is what is reported.
@@ -34,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -282,11 +284,27 @@ def measure(url: str, single: Path, batch_body: Any, seconds: int, home: Path) -
         sustained = step
     batch_ms = [post(url, batch_body)[0] for _ in range(3)]  # warm-up
     batch_ms = [post(url, batch_body)[0] for _ in range(30)]
+    # Mixed traffic: single records at 100/s while a client sends 1,000-record batches.
+    mixed: dict[str, float] = {}
+    load = threading.Thread(
+        target=lambda: mixed.update(wrk(url, single, 100, seconds, home, typical))
+    )
+    load.start()
+    batch_errors = 0
+    while load.is_alive():
+        try:
+            post(url, batch_body)
+        except urllib.error.HTTPError:
+            batch_errors += 1
+    load.join()
+    mixed["batch_errors"] = batch_errors
+    print(f"  mixed: {mixed}")
     return {
         "fixed": fixed,
         "sustained": sustained,
         "batch_p50_ms": statistics.median(batch_ms),
         "batch_p99_ms": float(np.percentile(batch_ms, 99)),
+        "mixed": mixed,
     }
 
 

@@ -7,6 +7,7 @@ are flushed as in production.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -197,7 +198,7 @@ def test_the_service_class_scores_like_the_registered_model(
         records = [customer(customer_id=f"c{i}", tenure=i) for i in range(5)]
         # What BentoML does with the answer: validate it as the declared response type.
         predictions = TypeAdapter(list[Prediction]).validate_python(
-            service.predict([CustomerRecord(**record) for record in records])
+            asyncio.run(service.predict([CustomerRecord(**record) for record in records]))
         )
     finally:
         service.close()
@@ -488,3 +489,39 @@ def test_bentoml_build_packages_the_service(tmp_path: Path) -> None:
     assert "serving.service:ChurnService" in (bento / "bento.yaml").read_text()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml" in requirements and "scikit-learn" in requirements
+
+
+def test_continuous_batching_merges_concurrent_requests_and_returns_each_its_own() -> None:
+    from serving.batching import ContinuousBatcher
+
+    calls: list[list[int]] = []
+
+    def score(items: list[int]) -> list[int]:
+        calls.append(items)
+        if -1 in items:
+            raise ValueError("a poisoned batch")
+        time.sleep(0.05)
+        return [item * 10 for item in items]
+
+    async def scenario() -> list[object]:
+        batcher = ContinuousBatcher(score, max_records=5)
+        requests = [[1], [2, 3], [4], [5, 6, 7], [8]]
+        return await asyncio.gather(
+            *(batcher.submit(items) for items in requests), return_exceptions=True
+        )
+
+    results = asyncio.run(scenario())
+    assert results == [[10], [20, 30], [40], [50, 60, 70], [80]]
+    # Requests queued together share calls of up to 5 records; a request is never split.
+    assert calls == [[1, 2, 3, 4], [5, 6, 7, 8]]
+
+    async def failing() -> list[object]:
+        batcher = ContinuousBatcher(score, max_records=5)
+        first = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.sleep(0)
+        rest = [batcher.submit([-1]), batcher.submit([2])]
+        return [await first, *await asyncio.gather(*rest, return_exceptions=True)]
+
+    first, poisoned, neighbour = asyncio.run(failing())
+    assert first == [10]
+    assert isinstance(poisoned, ValueError) and isinstance(neighbour, ValueError)

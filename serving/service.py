@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from churn_assets.parquet_log import ParquetLog
 from churn_assets.resources import MlflowResource, PlatformHome
+from serving.batching import ContinuousBatcher
 from serving.contract import (
     FEATURE_FIELDS,
     CustomerRecord,
@@ -132,6 +133,9 @@ class ChurnService:
             flush_seconds=self.settings.log_flush_seconds,
             on_backlog=lambda records: self.metrics.backlog("feedback", records),
         ).start()
+        self.batcher = ContinuousBatcher(
+            self.score, max_records(), on_batch=self.metrics.batch_records.labels(alias).observe
+        )
         self.watcher = ModelWatcher(
             MlflowResource.from_env(home),
             alias,
@@ -150,14 +154,13 @@ class ChurnService:
             return None
         return self.watcher.status.problem or "no model loaded yet"
 
-    @bentoml.api(  # type: ignore[untyped-decorator]
-        input_spec=PredictRequest,
-        batchable=True,
-        max_batch_size=max_records(),
-        max_latency_ms=SETTINGS.batch_max_latency_ms,
-    )
-    def predict(self, records: list[CustomerRecord]) -> list[Prediction]:
+    @bentoml.api(input_spec=PredictRequest)  # type: ignore[untyped-decorator]
+    async def predict(self, records: list[CustomerRecord]) -> list[Prediction]:
         """Churn probability and label for each customer record, and the model that answered."""
+        return list(await self.batcher.submit(records))
+
+    def score(self, records: list[CustomerRecord]) -> list[Prediction]:
+        """Score records (of one or several requests), log them, and count them."""
         model = self.watcher.current
         if model is None:  # the guard answers 503 before; a model once loaded is never unloaded
             raise bentoml.exceptions.ServiceUnavailable("no model loaded")

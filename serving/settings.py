@@ -19,7 +19,6 @@ SERVING_ENVIRONMENT = {
     "CHURN_API_KEY": "api_key",
     "CHURN_LOG_FLUSH_SECONDS": "log_flush_seconds",
     "CHURN_SERVING_WORKERS": "workers",
-    "CHURN_BATCH_MAX_LATENCY_MS": "batch_max_latency_ms",
 }
 
 
@@ -46,12 +45,6 @@ class ServingSettings(BaseModel):
         "lose at most.",
     )
     workers: int = Field(default=1, ge=1, description="BentoML worker processes.")
-    batch_max_latency_ms: int = Field(
-        default=200,
-        gt=0,
-        description="Adaptive batching: the longest a request may wait for a batch before "
-        "it is refused with 503 (overload).",
-    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:

@@ -41,6 +41,13 @@ class ServingMetrics:
             buckets=PROBABILITY_BUCKETS,
             registry=registry,
         )
+        self.batch_records = prom.Histogram(
+            "churn_batch_records",
+            "Records per model call (requests merged by continuous batching).",
+            ["alias"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+            registry=registry,
+        )
         self.unknown_categories = prom.Counter(
             "churn_unknown_categories",
             "Records carrying a category the served model never saw, by field.",
