@@ -148,7 +148,12 @@ class ParquetLog:
             rows = len(batch[self.time_column])
             for name, values in merged.items():
                 values.extend(batch.get(name) or [None] * rows)
-        table = pa.Table.from_pydict(merged, schema=self.schema)
+        # Column by column: converting Python objects holds the GIL, and one call for the whole
+        # table would stall the requests being served for as long as it takes.
+        table = pa.table(
+            [pa.array(merged[field.name], type=field.type) for field in self.schema],
+            schema=self.schema,
+        )
         days = pc.strftime(table[self.time_column], format="%Y-%m-%d").to_numpy(
             zero_copy_only=False
         )

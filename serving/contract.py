@@ -129,8 +129,8 @@ class PredictRequest(IODescriptor):  # type: ignore[misc]
 
     @model_validator(mode="after")
     def _stamp_request(self) -> PredictRequest:
-        # Adaptive batching merges several requests into one model call; the id travels with
-        # each record so that the prediction log still says which request a prediction answered.
+        # Batching merges several requests into one model call; the id travels with each record
+        # so that the prediction log still says which request a prediction answered.
         request_id = uuid.uuid4().hex
         for record in self.records:
             record._request_id = request_id

@@ -1,9 +1,8 @@
 """What every request meets before the service: API key, content type, body size, readiness.
 
 An ASGI middleware rather than checks inside the endpoints, because BentoML parses the body
-before an endpoint runs (and reads any content type as JSON), and because adaptive batching runs
-the endpoint on a batch merged from several requests, where a per-request refusal is no longer
-possible. Every refusal is a JSON body `{"error": ...}` that says what to change.
+before an endpoint runs (and reads any content type as JSON): an oversized or mistyped body must
+be refused before that. Every refusal is a JSON body `{"error": ...}` that says what to change.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
     bentoml serve                                   # production, from bentofile.yaml
     CHURN_SERVING_ALIAS=staging bentoml serve --port 8001
 
-Endpoints: `POST /predict` (adaptive batching), `POST /feedback`, `GET /model`, BentoML's
+Endpoints: `POST /predict` (batched), `POST /feedback`, `GET /model`, BentoML's
 `/livez`, `/readyz` (ready once a model is loaded), `/metrics` and the Swagger UI at `/`.
 """
 
