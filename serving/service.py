@@ -42,11 +42,12 @@ from serving.telemetry import ServingMetrics
 
 SETTINGS = ServingSettings.from_env()
 
-_TEXT = {name for name in FEATURE_FIELDS} - {
-    "senior_citizen",
-    "tenure",
-    "monthly_charges",
-    "total_charges",
+# How the log stores the contract's inputs: its numbers as numbers, every other field as text.
+_NUMBER_TYPES = {
+    "senior_citizen": pa.int64(),
+    "tenure": pa.int64(),
+    "monthly_charges": pa.float64(),
+    "total_charges": pa.float64(),
 }
 PREDICTION_SCHEMA = pa.schema(
     [
@@ -57,17 +58,7 @@ PREDICTION_SCHEMA = pa.schema(
         ("model_version", pa.string()),
         ("model_alias", pa.string()),
         ("customer_id", pa.string()),
-        *[
-            (
-                name,
-                pa.string()
-                if name in _TEXT
-                else pa.float64()
-                if name.endswith("charges")
-                else pa.int64(),
-            )
-            for name in FEATURE_FIELDS
-        ],
+        *[(name, _NUMBER_TYPES.get(name, pa.string())) for name in FEATURE_FIELDS],
         ("churn_probability", pa.float64()),
         ("churn_label", pa.int8()),
         ("unknown_categories", pa.string()),
