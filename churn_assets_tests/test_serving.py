@@ -409,18 +409,21 @@ def test_promotion_swaps_the_served_model_without_a_failed_request(registry: Reg
         answers: list[tuple[float, int, str]] = []
         stop = threading.Event()
 
-        def client() -> None:
+        def client(batch: int) -> None:
             index = 0
             while not stop.is_set():
-                records = [customer(customer_id=f"swap-{index}-{n}") for n in range(1 + index % 3)]
+                size = 1 + index % 3 if batch == 1 else batch
+                records = [customer(customer_id=f"swap-{batch}-{index}-{n}") for n in range(size)]
                 answer = server.predict(*records)
                 sent.append(len(records))
                 version = answer.body[0]["model_version"] if answer.status == 200 else "?"
                 answers.append((time.monotonic(), answer.status, version))
                 index += 1
 
-        thread = threading.Thread(target=client)
-        thread.start()
+        # Two clients at once, single records and full batches, so requests are merged.
+        threads = [threading.Thread(target=client, args=(size,)) for size in (1, MAX_RECORDS)]
+        for thread in threads:
+            thread.start()
         try:
             time.sleep(2)
             promoted_at = time.monotonic()
@@ -436,10 +439,11 @@ def test_promotion_swaps_the_served_model_without_a_failed_request(registry: Reg
             time.sleep(1)
         finally:
             stop.set()
-            thread.join()
+            for thread in threads:
+                thread.join()
         feedback = server.request(
             "/feedback",
-            {"outcomes": [{"customer_id": f"swap-{i}-0", "churned": i % 2 == 0} for i in range(7)]},
+            {"outcomes": [{"customer_id": f"swap-{i}", "churned": i % 2 == 0} for i in range(7)]},
         )
         assert feedback.status == 200
     statuses = {status for _, status, _ in answers}
@@ -458,7 +462,7 @@ def test_promotion_swaps_the_served_model_without_a_failed_request(registry: Reg
     assert set(swap_rows["model_version"]) == {"1", "2"}
     outcomes = read_log(registry.home.root / "serving" / "production" / "feedback")
     answered = outcomes[outcomes["customer_id"].str.startswith("swap-")]
-    assert sorted(answered["customer_id"]) == sorted(f"swap-{i}-0" for i in range(7))
+    assert sorted(answered["customer_id"]) == sorted(f"swap-{i}" for i in range(7))
     assert answered["churned"].tolist() == [i % 2 == 0 for i in range(7)]
 
 
