@@ -529,3 +529,29 @@ def test_continuous_batching_merges_concurrent_requests_and_returns_each_its_own
     first, poisoned, neighbour = asyncio.run(failing())
     assert first == [10]
     assert isinstance(poisoned, ValueError) and isinstance(neighbour, ValueError)
+
+
+def test_churn_traffic_sends_drifted_requests_and_delayed_labels(production: Server) -> None:
+    from churn_assets.ingestion.synthetic import SyntheticDrift
+    from serving.traffic import send_traffic
+
+    summary = send_traffic(
+        production.url,
+        rate=20,
+        duration=2,
+        batch=2,
+        drift=SyntheticDrift(monthly_charges_shift=0.3, month_to_month_shift=0.5),
+        label_share=1.0,
+        label_delay=0.5,
+        seed=99,
+    )
+    assert summary.failed == 0 and summary.requests >= 30
+    assert summary.records == 2 * summary.requests == summary.labels_sent
+    assert set(summary.versions) == {"1"}
+    time.sleep(2.5)  # the service writes its logs every second in these tests
+    predictions = production.log("predictions")
+    sent = predictions[predictions["customer_id"].isin(summary.customer_ids)]
+    assert len(sent) == summary.records
+    assert sent["monthly_charges"].max() > 118.75  # beyond the undrifted maximum
+    outcomes = production.log("feedback")
+    assert outcomes["customer_id"].isin(summary.customer_ids).sum() == summary.labels_sent
