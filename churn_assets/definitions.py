@@ -15,21 +15,26 @@ from churn_assets.features.assets import customer_splits, feature_pipeline
 from churn_assets.ingestion.assets import raw_customers
 from churn_assets.registry.assets import production_model, registered_model
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
+from churn_assets.schedules import daily_schedule, step_retry_policy
 from churn_assets.training.assets import candidate_models
 from churn_assets.validation.assets import validated_customers
 
 home = PlatformHome.from_env()
 
+retries = step_retry_policy()
+
 ingest_and_validate_job = define_asset_job(
     name="ingest_and_validate",
     selection=AssetSelection.groups("ingestion", "validation"),
     description="Ingest the configured data set and validate it.",
+    op_retry_policy=retries,
 )
 
 churn_pipeline_job = define_asset_job(
     name="churn_pipeline",
     selection=AssetSelection.all(),
     description="The whole pipeline, from ingestion to the model registry.",
+    op_retry_policy=retries,
 )
 
 # The asset graph, in pipeline order.
@@ -50,6 +55,7 @@ defs = Definitions(
     executor=in_process_executor,
     assets=ASSETS,
     jobs=[ingest_and_validate_job, churn_pipeline_job],
+    schedules=[daily_schedule(churn_pipeline_job)],
     resources={
         "dataset": DatasetResource.from_env(),
         "home": home,

@@ -5,3 +5,7 @@ from __future__ import annotations
 
 class DatasetError(ValueError):
     """A data set cannot be ingested: the message says which source, which column and why."""
+
+
+class SourceUnavailable(DatasetError):
+    """The source could not be reached or read just now (network, server error): worth a retry."""

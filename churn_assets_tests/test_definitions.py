@@ -2,10 +2,24 @@
 
 import itertools
 import os
+import socket
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
-from dagster import AssetKey
+import pytest
+from dagster import (
+    AssetKey,
+    AssetSelection,
+    DagsterEventType,
+    DagsterInstance,
+    Definitions,
+    FilesystemIOManager,
+    RetryPolicy,
+    ScheduleDefinition,
+    define_asset_job,
+)
 
 from churn_assets.definitions import defs
 from churn_assets_tests.conftest import REPOSITORY
@@ -47,7 +61,13 @@ def test_every_definition_is_listed() -> None:
     jobs = {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
     assert jobs == {"ingest_and_validate", "churn_pipeline"}
     assert list(defs.sensors or []) == []
-    assert list(defs.schedules or []) == []
+    [schedule] = list(defs.schedules or [])
+    assert isinstance(schedule, ScheduleDefinition)
+    assert (schedule.name, schedule.cron_schedule) == ("daily_churn_pipeline", "@daily")
+    assert schedule.job_name == "churn_pipeline"
+    for name in ("ingest_and_validate", "churn_pipeline"):
+        policy = defs.resolve_job_def(name).op_retry_policy
+        assert policy is not None and (policy.max_retries, policy.delay) == (3, 300)
     lineage = [
         "raw_customers",
         "validated_customers",
@@ -74,3 +94,59 @@ def test_dagster_validates_the_code_location() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Validation successful" in result.stdout + result.stderr
+
+
+def retrying_ingestion(home_path: str) -> Any:
+    """The ingestion and validation steps as a job retrying once, at once."""
+    from churn_assets.definitions import ASSETS
+    from churn_assets.resources import DatasetResource, PlatformHome
+
+    home = PlatformHome(path=home_path)
+    return Definitions(
+        assets=ASSETS[:2],
+        jobs=[
+            define_asset_job(
+                "retrying", AssetSelection.all(), op_retry_policy=RetryPolicy(max_retries=1)
+            )
+        ],
+        resources={
+            "dataset": DatasetResource(),
+            "home": home,
+            "io_manager": FilesystemIOManager(base_dir=str(home.root / "storage")),
+        },
+    ).resolve_job_def("retrying")
+
+
+def retries_of(result: Any) -> int:
+    return sum(
+        event.event_type == DagsterEventType.STEP_UP_FOR_RETRY for event in result.all_events
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "retried"),
+    [
+        pytest.param("http://127.0.0.1:{port}/customers.csv", 1, id="unreachable server: retried"),
+        pytest.param("{broken}", 0, id="malformed file: not retried"),
+    ],
+)
+def test_only_failures_a_retry_can_fix_are_retried(
+    tmp_path: Path, source: str, retried: int
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"\x00\x01 not a table")
+    job = retrying_ingestion(str(tmp_path / "home"))
+    result = job.execute_in_process(
+        run_config={
+            "resources": {
+                "dataset": {"config": {"source": source.format(port=port, broken=broken)}}
+            }
+        },
+        instance=DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert retries_of(result) == retried

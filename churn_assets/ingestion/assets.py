@@ -14,7 +14,7 @@ from dagster import (
     asset,
 )
 
-from churn_assets.errors import DatasetError
+from churn_assets.errors import DatasetError, SourceUnavailable
 from churn_assets.ingestion.normalise import NormalisationReport, normalise, snake_case
 from churn_assets.ingestion.sources import read_table
 from churn_assets.ingestion.synthetic import SyntheticDrift, generate_customers
@@ -90,6 +90,8 @@ def raw_customers(
             description=f"Cannot ingest {dataset.source!r}: {error}. "
             "The previous data version stays current.",
             metadata={"source": dataset.source, "target": dataset.target},
+            # Retrying a bad file cannot help; retrying an unreachable server may.
+            allow_retries=isinstance(error, SourceUnavailable),
         ) from error
     manifest = home.snapshots().save(
         table.frame, table.dataset, table.source, table.target, table.id_column

@@ -23,7 +23,7 @@ from typing import Literal
 
 import pandas as pd
 
-from churn_assets.errors import DatasetError
+from churn_assets.errors import DatasetError, SourceUnavailable
 
 SUPPORTED_SCHEMES = ("file", "http", "https")
 _SNIFF_BYTES = 64 * 1024
@@ -116,13 +116,16 @@ def _download(url: str, destination: Path, max_bytes: int, timeout_seconds: floa
                         )
                     sink.write(chunk)
     except urllib.error.HTTPError as error:
-        raise DatasetError(f"HTTP {error.code} {error.reason} from {url}") from error
+        # A server error or rate limit may pass; a missing or forbidden file will not.
+        transient = error.code >= 500 or error.code in (408, 429)
+        problem = SourceUnavailable if transient else DatasetError
+        raise problem(f"HTTP {error.code} {error.reason} from {url}") from error
     except urllib.error.URLError as error:
-        raise DatasetError(_network_problem(url, error.reason, timeout_seconds)) from error
+        raise SourceUnavailable(_network_problem(url, error.reason, timeout_seconds)) from error
     except TimeoutError as error:
-        raise DatasetError(f"timed out after {timeout_seconds:g} s reading {url}") from error
+        raise SourceUnavailable(f"timed out after {timeout_seconds:g} s reading {url}") from error
     except ConnectionError as error:
-        raise DatasetError(_network_problem(url, error, timeout_seconds)) from error
+        raise SourceUnavailable(_network_problem(url, error, timeout_seconds)) from error
 
 
 def _network_problem(url: str, reason: object, timeout_seconds: float) -> str:

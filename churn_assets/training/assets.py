@@ -102,7 +102,8 @@ def candidate_models(
     if unknown or not config.algorithms:
         raise Failure(
             f"unknown or no algorithms {unknown or config.algorithms}; known: "
-            f"{', '.join(ALGORITHMS)}"
+            f"{', '.join(ALGORITHMS)}",
+            allow_retries=False,
         )
     try:
         return _train_candidates(

@@ -60,6 +60,7 @@ def validated_customers(
             description=f"Data version {table.version} of {table.dataset!r} failed validation, "
             f"so it is not used: {summary}",
             metadata={"data_version": table.version, "suite": origin},
+            allow_retries=False,  # the same data fails the same way
         )
 
     adopted = suites.adopt(table.dataset, suite)

@@ -1,0 +1,44 @@
+"""When the pipeline runs on its own, and how its steps retry.
+
+The brief's DAG runs daily and retries a failed step 3 times, 5 minutes apart. Failures that a
+retry cannot fix (a data set that fails validation, a malformed file, an unknown algorithm) are
+raised with `allow_retries=False` and fail at once; an unreachable source or an unexpected error
+is retried. A run whose process dies is retried by the instance (`run_retries` in
+`dagster.yaml`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from dagster import DefaultScheduleStatus, RetryPolicy, ScheduleDefinition
+
+DEFAULT_STEP_RETRIES = 3
+DEFAULT_STEP_RETRY_DELAY_SECONDS = 300
+
+
+def step_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
+    """How a failed step retries.
+
+    `CHURN_STEP_RETRIES` (3) times, `CHURN_STEP_RETRY_DELAY_SECONDS` (300) apart.
+    """
+    environ = os.environ if environ is None else environ
+    retries = int(environ.get("CHURN_STEP_RETRIES", DEFAULT_STEP_RETRIES))
+    delay = float(environ.get("CHURN_STEP_RETRY_DELAY_SECONDS", DEFAULT_STEP_RETRY_DELAY_SECONDS))
+    if retries < 0 or delay < 0:
+        raise ValueError("CHURN_STEP_RETRIES and CHURN_STEP_RETRY_DELAY_SECONDS must be >= 0")
+    return RetryPolicy(max_retries=retries, delay=delay)
+
+
+def daily_schedule(job: Any) -> ScheduleDefinition:
+    """Run `job` (an asset job) every day at midnight UTC, as the brief's `@daily` DAG."""
+    return ScheduleDefinition(
+        name="daily_churn_pipeline",
+        job=job,
+        cron_schedule="@daily",
+        execution_timezone="UTC",
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Ingest, validate, train, evaluate, register and promote-if-better, daily.",
+    )
