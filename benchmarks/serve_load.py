@@ -163,6 +163,7 @@ def train(home: Path, environment: dict[str, str]) -> tuple[str, dict[str, Any]]
     from churn_assets.ingestion.normalise import normalise
     from churn_assets.ingestion.sources import read_table
     from churn_assets.ingestion.synthetic import generate_customers
+    from serving.traffic import json_record
 
     client = MlflowClient(environment["MLFLOW_TRACKING_URI"])
     version = str(client.get_model_version_by_alias("churn-predictor", "production").version)
@@ -173,9 +174,7 @@ def train(home: Path, environment: dict[str, str]) -> tuple[str, dict[str, Any]]
         else read_table(source, 1 << 30, 30.0, home / "tmp")
     )
     frame, _ = normalise(raw.head(10), "Churn")
-    row = frame.drop(columns=["churn"]).iloc[0]
-    record = {str(k): (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-    return version, record
+    return version, json_record(frame.drop(columns=["churn"]).iloc[0].to_dict())
 
 
 def free_port() -> int:

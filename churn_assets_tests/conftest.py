@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import tempfile
 import threading
 import time
@@ -23,6 +24,14 @@ TELCO_CSV = REPOSITORY.parent / "shared" / "data" / "telco_customer_churn.csv"
 # `churn_assets.definitions` reads CHURN_HOME when imported: point it away from the repository.
 os.environ["CHURN_HOME"] = tempfile.mkdtemp(prefix="churn-tests-")
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (until someone binds it)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @pytest.fixture(autouse=True)

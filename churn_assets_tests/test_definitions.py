@@ -2,7 +2,6 @@
 
 import itertools
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from dagster import (
 )
 
 from churn_assets.definitions import defs
-from churn_assets_tests.conftest import REPOSITORY
+from churn_assets_tests.conftest import REPOSITORY, free_port
 
 
 def test_every_definition_is_listed() -> None:
@@ -133,9 +132,7 @@ def retries_of(result: Any) -> int:
 def test_only_failures_a_retry_can_fix_are_retried(
     tmp_path: Path, source: str, retried: int
 ) -> None:
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     broken = tmp_path / "broken.csv"
     broken.write_bytes(b"\x00\x01 not a table")
     job = retrying_ingestion(str(tmp_path / "home"))

@@ -30,7 +30,7 @@ import pytest
 from churn_assets.parquet_log import read_log
 from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome
-from churn_assets_tests.conftest import REPOSITORY
+from churn_assets_tests.conftest import REPOSITORY, free_port
 from churn_assets_tests.test_training_registry import run_pipeline
 from serving.contract import EXAMPLE_CUSTOMER
 
@@ -115,13 +115,6 @@ def _json(body: bytes) -> Any:
         return json.loads(body)
     except ValueError:
         return body.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextmanager

@@ -4,7 +4,6 @@ URL sources are served by a real HTTP server on a free loopback port (`file_serv
 """
 
 import gzip
-import socket
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +13,7 @@ from churn_assets.errors import DatasetError
 from churn_assets.ingestion.assets import ingest_customers
 from churn_assets.ingestion.synthetic import generate_customers
 from churn_assets.resources import DatasetResource, PlatformHome
-from churn_assets_tests.conftest import FileServer, bank_customers
+from churn_assets_tests.conftest import FileServer, bank_customers, free_port
 
 
 @pytest.fixture
@@ -159,11 +158,8 @@ def test_http_404(file_server: FileServer, isolated_home: PlatformHome) -> None:
 
 
 def test_unreachable_host(isolated_home: PlatformHome) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
     with pytest.raises(DatasetError, match="connection refused"):
-        ingest(isolated_home, f"http://127.0.0.1:{closed_port}/churn.csv")
+        ingest(isolated_home, f"http://127.0.0.1:{free_port()}/churn.csv")
 
 
 def test_http_timeout(file_server: FileServer, isolated_home: PlatformHome) -> None:

@@ -43,7 +43,8 @@ class ServedModel:
     name: str
     alias: str
     version: str
-    pipeline: Any
+    transforms: tuple[Any, ...]
+    estimator: Any
     threshold: float
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
@@ -64,9 +65,9 @@ class ServedModel:
             {name: columns[name] for name in (*self.numeric, *self.categorical)}
         )
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            for step in _transforms(self.pipeline):
+            for step in self.transforms:
                 features = step.transform(features)
-            probabilities: np.ndarray = self.pipeline.steps[-1][1].predict_proba(features)[:, 1]
+            probabilities: np.ndarray = self.estimator.predict_proba(features)[:, 1]
         return probabilities
 
 
@@ -105,7 +106,8 @@ def load_served_model(
         name=name,
         alias=alias,
         version=str(version),
-        pipeline=churn_model.pipeline,
+        transforms=tuple(_transforms(churn_model.pipeline)),
+        estimator=estimator,
         threshold=float(churn_model.threshold),
         numeric=tuple(raw.numeric),
         categorical=tuple(raw.categorical),

@@ -110,20 +110,18 @@ class ChurnService:
         home = PlatformHome.from_env()
         self.metrics = ServingMetrics(alias)
         folder = home.root / "serving" / alias
-        self.prediction_log = ParquetLog(
-            folder / "predictions",
-            PREDICTION_SCHEMA,
-            "predicted_at",
-            flush_seconds=self.settings.log_flush_seconds,
-            on_backlog=lambda records: self.metrics.backlog("predictions", records),
-        ).start()
-        self.feedback_log = ParquetLog(
-            folder / "feedback",
-            FEEDBACK_SCHEMA,
-            "received_at",
-            flush_seconds=self.settings.log_flush_seconds,
-            on_backlog=lambda records: self.metrics.backlog("feedback", records),
-        ).start()
+
+        def log(name: str, schema: pa.Schema, time_column: str) -> ParquetLog:
+            return ParquetLog(
+                folder / name,
+                schema,
+                time_column,
+                flush_seconds=self.settings.log_flush_seconds,
+                on_backlog=lambda records: self.metrics.backlog(name, records),
+            ).start()
+
+        self.prediction_log = log("predictions", PREDICTION_SCHEMA, "predicted_at")
+        self.feedback_log = log("feedback", FEEDBACK_SCHEMA, "received_at")
         self.batcher = ContinuousBatcher(
             self.score, max_records(), on_batch=self.metrics.batch_records.labels(alias).observe
         )

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,17 +55,17 @@ def customers(
     """Raw customer records as the service takes them, and whether each churned."""
     frame, _ = normalise(generate_customers(rows, seed=seed, drift=drift), "Churn")
     outcomes = frame.pop("churn").astype(bool).tolist()
-    records = [
-        {str(key): _json_value(value) for key, value in row.items()}
-        for row in frame.to_dict("records")
-    ]
+    records = [json_record(row) for row in frame.to_dict("records")]
     return records, outcomes
 
 
-def _json_value(value: Any) -> Any:
-    """A frame's value as JSON has it: numpy scalars as Python ones, missing as null."""
-    value = value.item() if isinstance(value, np.generic) else value
-    return None if isinstance(value, float) and value != value else value
+def json_record(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A frame's row as the service takes it: numpy scalars as Python ones, missing as null."""
+    record = {}
+    for key, value in row.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        record[str(key)] = None if isinstance(value, float) and value != value else value
+    return record
 
 
 def send_traffic(
