@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 
 from churn_assets.parquet_log import read_log
-from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
+from churn_assets.registry.model_registry import PRODUCTION, STAGING, ModelRegistry
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome
 from churn_assets_tests.conftest import REPOSITORY, free_port
 from churn_assets_tests.test_training_registry import run_pipeline
@@ -548,3 +548,26 @@ def test_churn_traffic_sends_drifted_requests_and_delayed_labels(production: Ser
     assert sent["monthly_charges"].max() > 118.75  # beyond the undrifted maximum
     outcomes = production.log("feedback")
     assert outcomes["customer_id"].isin(summary.customer_ids).sum() == summary.labels_sent
+
+
+def test_the_staging_deployment_serves_the_staging_alias(registry: Registry) -> None:
+    staging_version = registry.registry().alias_version(STAGING)
+    assert staging_version is not None
+    with serve(registry.home, CHURN_SERVING_ALIAS="staging") as server:
+        card = server.request("/model").body
+        assert (card["model_alias"], card["model_version"]) == ("staging", staging_version)
+        answer = server.predict(customer(customer_id="staging-1"))
+        assert (answer.body[0]["model_alias"], answer.body[0]["model_version"]) == (
+            "staging",
+            staging_version,
+        )
+    logged = read_log(registry.home.root / "serving" / "staging" / "predictions")
+    assert logged["customer_id"].tolist() == ["staging-1"]
+
+
+def test_an_unknown_alias_is_refused_with_its_name() -> None:
+    from serving.settings import ServingSettings
+
+    with pytest.raises(ValueError, match="CHURN_SERVING_ALIAS='canary'"):
+        ServingSettings.from_env({"CHURN_SERVING_ALIAS": "canary"})
+    assert ServingSettings.from_env({}).alias == PRODUCTION
