@@ -7,6 +7,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
+from churn_assets.features.assets import SplitConfig, split_customers
 from churn_assets.features.pipeline import (
     MISSING_CATEGORY,
     SERVICE_COLUMNS,
@@ -175,3 +176,23 @@ def test_median_scaler_matches_scikit_learns_imputer_and_scaler() -> None:
     ours = MedianScaler().fit(train)
     for frame in (train, served):
         np.testing.assert_allclose(ours.transform(frame), reference.transform(frame), rtol=1e-12)
+
+
+def test_a_customer_keeps_its_side_of_the_split_in_later_data_versions() -> None:
+    frame, _ = normalise(generate_customers(4_000, 3), "Churn")
+    config = SplitConfig()
+    train, test = split_customers(frame, "churn", "customer_id", config)
+    assert len(test) / len(frame) == pytest.approx(0.2, abs=0.02)
+    assert abs(test["churn"].mean() - train["churn"].mean()) < 0.03
+    # A later version: 1,000 new customers, and new outcomes for some known ones.
+    newer, _ = normalise(generate_customers(1_000, 4), "Churn")
+    later = pd.concat([frame.assign(churn=1 - frame["churn"]), newer], ignore_index=True)
+    later_train, later_test = split_customers(later, "churn", "customer_id", config)
+    assert set(test["customer_id"]) <= set(later_test["customer_id"])
+    assert set(train["customer_id"]) <= set(later_train["customer_id"])
+    # Another seed holds out other customers; without a key the split is stratified at random.
+    _, reseeded = split_customers(frame, "churn", "customer_id", SplitConfig(seed=7))
+    assert set(reseeded["customer_id"]) != set(test["customer_id"])
+    _, unkeyed = split_customers(frame, "churn", None, config)
+    assert len(unkeyed) == 800
+    assert unkeyed["churn"].mean() == pytest.approx(frame["churn"].mean(), abs=0.002)

@@ -50,22 +50,45 @@ class SplitConfig(Config):
     """How customers are split into training and hold-out sets."""
 
     test_size: float = Field(default=0.2, description="Share of customers held out.")
-    seed: int = Field(default=42, description="Seed of the split.")
+    seed: int = Field(
+        default=42,
+        description="Seed of the split; changing it reshuffles which customers are held out.",
+    )
+
+
+def split_customers(
+    frame: pd.DataFrame, target: str, id_column: str | None, config: SplitConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and hold-out rows.
+
+    With a customer key, a customer's side is decided by a seeded hash of its key, so it stays on
+    the same side in every later data version: a model trained on an older version never saw a
+    customer of a newer version's hold-out, and the champion/challenger comparison on that
+    hold-out is fair to both. Without a key, a stratified random split.
+    """
+    if id_column is None:
+        train, test = train_test_split(
+            frame, test_size=config.test_size, stratify=frame[target], random_state=config.seed
+        )
+        return train, test
+    hashed = pd.util.hash_pandas_object(
+        frame[id_column].astype(str), index=False, hash_key=f"{config.seed:016d}"
+    ).to_numpy()
+    held_out = (hashed % 1_000_000) < round(config.test_size * 1_000_000)
+    return frame[~held_out], frame[held_out]
 
 
 @asset(group_name=GROUP, kinds={"pandas", "scikitlearn"})
 def customer_splits(
     context: AssetExecutionContext, config: SplitConfig, validated_customers: CustomerTable
 ) -> Output[CustomerSplits]:
-    """Training and hold-out customers: stratified by churn, seeded, no customer on both sides."""
+    """Training and hold-out customers: a customer's side is fixed by its key, across versions."""
     table = validated_customers
     frame = table.frame
     if table.id_column:
         # Validation guarantees unique keys; splitting rows then keeps each customer on one side.
         assert frame[table.id_column].is_unique
-    train, test = train_test_split(
-        frame, test_size=config.test_size, stratify=frame[table.target], random_state=config.seed
-    )
+    train, test = split_customers(frame, table.target, table.id_column, config)
     numeric, categorical = feature_columns(frame, table.target, table.id_column, table.excluded)
     # The splits carry the table's description, not a third copy of its rows.
     header = dataclasses.replace(table, frame=frame.iloc[:0])
