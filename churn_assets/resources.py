@@ -148,6 +148,25 @@ class PlatformHome(ConfigurableResource):  # type: ignore[type-arg]
         """Temporary downloads."""
         return self.root / "tmp"
 
+    def serving_log(self, alias: str, log: str) -> Path:
+        """The folder of a deployment's `predictions` or `feedback` log."""
+        return self.serving_dir / alias / log
+
+    @property
+    def serving_dir(self) -> Path:
+        """One folder per deployment (registry alias), holding its logs."""
+        return self.root / "serving"
+
+    @property
+    def landing_dir(self) -> Path:
+        """Where users drop files of new labelled customers for the next training."""
+        return self.root / "landing"
+
+    @property
+    def monitoring_dir(self) -> Path:
+        """Drift reports (HTML) and other monitoring output."""
+        return self.root / "monitoring"
+
 
 class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
     """MLflow tracking and model registry: one place owns the tracking URI and the experiment.
@@ -182,9 +201,14 @@ class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
             or "http://127.0.0.1:5000",
         )
 
-    def activate(self) -> str:
-        """Point the mlflow module at this store and experiment; return the experiment id."""
+    def activate(self, experiment_name: str | None = None) -> str:
+        """Point the mlflow module at this store and experiment; return the experiment id.
+
+        The training experiment by default; `experiment_name` chooses another (monitoring).
+        """
         import mlflow
+
+        name = experiment_name or self.experiment
 
         if self.tracking_uri.startswith("sqlite:///"):
             Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
@@ -193,15 +217,16 @@ class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         client = mlflow.MlflowClient()
-        experiment = client.get_experiment_by_name(self.experiment)
+        experiment = client.get_experiment_by_name(name)
         if experiment is None:
+            location = self.artifact_location
+            if location and experiment_name:
+                location = f"{location.rstrip('/')}/{experiment_name}"
             try:
-                experiment_id: str = client.create_experiment(
-                    self.experiment, artifact_location=self.artifact_location
-                )
+                experiment_id: str = client.create_experiment(name, artifact_location=location)
             except mlflow.exceptions.MlflowException:
                 # Another run created it between our look-up and our create.
-                created = client.get_experiment_by_name(self.experiment)
+                created = client.get_experiment_by_name(name)
                 if created is None:
                     raise
                 experiment_id = created.experiment_id
@@ -223,6 +248,11 @@ class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """The MLflow UI page of a run."""
         return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    @property
+    def monitoring_experiment(self) -> str:
+        """The experiment of the drift reports."""
+        return f"{self.experiment}-monitoring"
 
     def model_version_url(self, version: str) -> str:
         """The MLflow UI page of a registered model version."""

@@ -34,6 +34,29 @@ RAW_COLUMNS: tuple[str, ...] = (
     "Churn",
 )
 
+# The model's inputs, normalised (snake_case), in file order: every column but the key and target.
+FEATURES: tuple[str, ...] = (
+    "gender",
+    "senior_citizen",
+    "partner",
+    "dependents",
+    "tenure",
+    "phone_service",
+    "multiple_lines",
+    "internet_service",
+    "online_security",
+    "online_backup",
+    "device_protection",
+    "tech_support",
+    "streaming_tv",
+    "streaming_movies",
+    "contract",
+    "paperless_billing",
+    "payment_method",
+    "monthly_charges",
+    "total_charges",
+)
+
 YES_NO = ("Yes", "No")
 INTERNET_ADDONS = (
     "online_security",

@@ -107,7 +107,7 @@ class Server:
         return self.request("/predict", {"records": list(records)}, headers=headers)
 
     def log(self, name: str) -> pd.DataFrame:
-        return read_log(self.home.root / "serving" / "production" / name)
+        return read_log(self.home.serving_log("production", name))
 
 
 def _json(body: bytes) -> Any:
@@ -206,7 +206,7 @@ def test_the_service_class_scores_like_the_registered_model(
         expected["churn_probability"].tolist(), abs=1e-12
     )
     assert [p.churn_label for p in predictions] == expected["churn_label"].tolist()
-    logged = read_log(registry.home.root / "serving" / "production" / "predictions")
+    logged = read_log(registry.home.serving_log("production", "predictions"))
     assert logged["prediction_id"].tolist() == [p.prediction_id for p in predictions]
     assert logged["tenure"].tolist() == list(range(5))
 
@@ -448,12 +448,12 @@ def test_promotion_swaps_the_served_model_without_a_failed_request(registry: Reg
     assert answers[first_v2][0] - promoted_at < 30
     assert versions[-1] == "1", "the rollback was not served"
     # Flushed on the graceful stop: every record sent is in the log, exactly once.
-    predictions = read_log(registry.home.root / "serving" / "production" / "predictions")
+    predictions = read_log(registry.home.serving_log("production", "predictions"))
     swap_rows = predictions[predictions["customer_id"].str.startswith("swap-", na=False)]
     assert len(swap_rows) == sum(sent)
     assert swap_rows["prediction_id"].is_unique
     assert set(swap_rows["model_version"]) == {"1", "2"}
-    outcomes = read_log(registry.home.root / "serving" / "production" / "feedback")
+    outcomes = read_log(registry.home.serving_log("production", "feedback"))
     answered = outcomes[outcomes["customer_id"].str.startswith("swap-")]
     assert sorted(answered["customer_id"]) == sorted(f"swap-{i}" for i in range(7))
     assert answered["churned"].tolist() == [i % 2 == 0 for i in range(7)]
@@ -561,7 +561,7 @@ def test_the_staging_deployment_serves_the_staging_alias(registry: Registry) -> 
             "staging",
             staging_version,
         )
-    logged = read_log(registry.home.root / "serving" / "staging" / "predictions")
+    logged = read_log(registry.home.serving_log("staging", "predictions"))
     assert logged["customer_id"].tolist() == ["staging-1"]
 
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from churn_assets.monitoring.logs import FEEDBACK, FEEDBACK_SCHEMA, PREDICTION_SCHEMA, PREDICTIONS
 from churn_assets.parquet_log import ParquetLog
 from churn_assets.resources import MlflowResource, PlatformHome
 from serving.batching import ContinuousBatcher
@@ -41,39 +42,6 @@ from serving.settings import ServingSettings
 from serving.telemetry import ServingMetrics
 
 SETTINGS = ServingSettings.from_env()
-
-# How the log stores the contract's inputs: its numbers as numbers, every other field as text.
-_NUMBER_TYPES = {
-    "senior_citizen": pa.int64(),
-    "tenure": pa.int64(),
-    "monthly_charges": pa.float64(),
-    "total_charges": pa.float64(),
-}
-PREDICTION_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("prediction_id", pa.string()),
-        ("predicted_at", pa.timestamp("us", tz="UTC")),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("model_alias", pa.string()),
-        ("customer_id", pa.string()),
-        *[(name, _NUMBER_TYPES.get(name, pa.string())) for name in FEATURE_FIELDS],
-        ("churn_probability", pa.float64()),
-        ("churn_label", pa.int8()),
-        ("unknown_categories", pa.string()),
-    ]
-)
-FEEDBACK_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("received_at", pa.timestamp("us", tz="UTC")),
-        ("customer_id", pa.string()),
-        ("churned", pa.bool_()),
-        ("observed_at", pa.timestamp("us", tz="UTC")),
-        ("prediction_id", pa.string()),
-    ]
-)
 
 
 async def model_endpoint(request: Request) -> JSONResponse:
@@ -109,19 +77,18 @@ class ChurnService:
         alias = self.settings.alias
         home = PlatformHome.from_env()
         self.metrics = ServingMetrics(alias)
-        folder = home.root / "serving" / alias
 
         def log(name: str, schema: pa.Schema, time_column: str) -> ParquetLog:
             return ParquetLog(
-                folder / name,
+                home.serving_log(alias, name),
                 schema,
                 time_column,
                 flush_seconds=self.settings.log_flush_seconds,
                 on_backlog=lambda records: self.metrics.backlog(name, records),
             ).start()
 
-        self.prediction_log = log("predictions", PREDICTION_SCHEMA, "predicted_at")
-        self.feedback_log = log("feedback", FEEDBACK_SCHEMA, "received_at")
+        self.prediction_log = log(PREDICTIONS, PREDICTION_SCHEMA, "predicted_at")
+        self.feedback_log = log(FEEDBACK, FEEDBACK_SCHEMA, "received_at")
         self.batcher = ContinuousBatcher(
             self.score, max_records(), on_batch=self.metrics.batch_records.labels(alias).observe
         )
