@@ -19,6 +19,7 @@ class CustomerTable:
         id_column: the customer key column, if any.
         excluded: columns never used as features.
         version: the content hash of `frame` (its data version).
+        labels: the source's target values for retained and churned (0 and 1), as written.
 
     """
 
@@ -29,3 +30,4 @@ class CustomerTable:
     id_column: str | None
     excluded: list[str] = field(default_factory=list)
     version: str = ""
+    labels: tuple[str, str] = ("No", "Yes")

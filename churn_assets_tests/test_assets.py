@@ -7,7 +7,7 @@ import pytest
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 
 from churn_assets.definitions import defs
-from churn_assets.ingestion.assets import raw_customers
+from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.synthetic import generate_customers
 from churn_assets.resources import DatasetResource, PlatformHome
 from churn_assets.tables import CustomerTable
@@ -27,7 +27,7 @@ def run(
     dataset: DatasetResource, home: PlatformHome, instance: DagsterInstance
 ) -> ExecuteInProcessResult:
     return materialize(
-        [raw_customers, validated_customers],
+        [raw_customers, labelled_customers, validated_customers],
         resources={"dataset": dataset, "home": home},
         instance=instance,
         raise_on_error=False,

@@ -1,5 +1,6 @@
 """The `raw_customers` asset: the configured data set, read, normalised and stored as a version."""
 
+from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -15,11 +16,20 @@ from dagster import (
 )
 
 from churn_assets.errors import DatasetError, SourceUnavailable
+from churn_assets.ingestion.labelled import (
+    NewLabels,
+    feedback_rows,
+    landing_files,
+    merge_labels,
+    read_batch,
+    reject,
+)
 from churn_assets.ingestion.normalise import NormalisationReport, normalise, snake_case
 from churn_assets.ingestion.sources import read_table
 from churn_assets.ingestion.synthetic import SyntheticDrift, generate_customers
 from churn_assets.ingestion.versioning import SnapshotManifest
 from churn_assets.markdown import frame_preview, markdown_table
+from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS, all_records
 from churn_assets.resources import KEY_COLUMN_NAMES, DatasetResource, PlatformHome
 from churn_assets.tables import CustomerTable
 
@@ -61,7 +71,15 @@ def ingest_customers(
         raise DatasetError(f"{source}: excluded column(s) not found: {', '.join(unknown)}")
     if id_column == target or target in excluded:
         raise DatasetError(f"{source}: the target {target!r} cannot be the key or excluded")
-    table = CustomerTable(frame, dataset.dataset_name(), source, target, id_column, excluded)
+    table = CustomerTable(
+        frame,
+        dataset.dataset_name(),
+        source,
+        target,
+        id_column,
+        excluded,
+        labels=(report.negative_label, report.positive_label),
+    )
     return table, report
 
 
@@ -150,3 +168,97 @@ def _normalisation_summary(report: NormalisationReport) -> str:
     ]
     rows.append(("target value read as churned (1)", repr(report.positive_label)))
     return markdown_table(["change", "detail"], rows)
+
+
+@asset(group_name=GROUP, kinds={"pandas", "parquet"})
+def labelled_customers(
+    context: AssetExecutionContext,
+    raw_customers: CustomerTable,
+    dataset: DatasetResource,
+    home: PlatformHome,
+) -> Output[CustomerTable]:
+    """The source's customers plus every new label, the latest observation of a customer winning.
+
+    New labels are outcomes reported to the service (joined to the predictions' inputs) and
+    files dropped in the landing folder. This is what the pipeline validates and trains on.
+    """
+    source = raw_customers
+    batches = [
+        read_batch(path, source, home.scratch_dir, dataset.max_bytes)
+        for path in landing_files(home.landing_dir)
+    ]
+    for batch in batches:
+        if not batch.accepted:
+            moved = reject(batch, home.landing_dir)
+            context.log.warning(
+                "Rejected landing file %s: %s (moved to %s)", batch.path.name, batch.reason, moved
+            )
+    predictions = all_records(sorted(home.serving_dir.glob(f"*/{PREDICTIONS}")))
+    feedback = all_records(sorted(home.serving_dir.glob(f"*/{FEEDBACK}")))
+    from_feedback, unmatched = feedback_rows(source, predictions, feedback)
+    merged, added, replaced = merge_labels(
+        source, [from_feedback, *(batch.rows for batch in batches if batch.rows is not None)]
+    )
+    new = NewLabels(
+        table=source,
+        from_feedback=len(from_feedback),
+        unmatched_feedback=unmatched,
+        batches=batches,
+        added=added,
+        replaced=replaced,
+    )
+    if merged is source.frame:
+        table = source
+    else:
+        description = (
+            f"{source.source} + {new.from_feedback} feedback + {new.from_landing} landing rows"
+        )
+        manifest = home.snapshots().save(
+            merged, source.dataset, description, source.target, source.id_column
+        )
+        table = replace(source, frame=merged, source=description, version=manifest.version)
+    context.log.info(
+        "New data available: +%s rows (%s from feedback, %s from landing files, %s replacing "
+        "older rows); data version %s",
+        added,
+        new.from_feedback,
+        new.from_landing,
+        replaced,
+        table.version,
+    )
+    return Output(
+        table,
+        data_version=DataVersion(table.version),
+        metadata=_labelled_metadata(table, new, home),
+    )
+
+
+def _labelled_metadata(table: CustomerTable, new: NewLabels, home: PlatformHome) -> dict[str, Any]:
+    batches = [
+        (
+            batch.path.name,
+            "accepted" if batch.accepted else "REJECTED",
+            len(batch.rows) if batch.rows is not None else 0,
+            batch.reason or "",
+        )
+        for batch in new.batches
+    ]
+    return {
+        "new_data": f"New data available: +{new.added:,} rows",
+        "data_version": table.version,
+        "source_version": new.table.version,
+        "dagster/row_count": len(table.frame),
+        "new_rows": new.added,
+        "replaced_rows": new.replaced,
+        "rows_from_feedback": new.from_feedback,
+        "unmatched_feedback": new.unmatched_feedback,
+        "rows_from_landing_files": new.from_landing,
+        "rejected_files": sum(1 for batch in new.batches if not batch.accepted),
+        "landing_files": MetadataValue.md(
+            markdown_table(["file", "status", "rows", "reason"], batches)
+            if batches
+            else "(no landing file)"
+        ),
+        "landing_folder": MetadataValue.path(str(home.landing_dir)),
+        "snapshot": MetadataValue.path(str(home.snapshots().root / f"{table.version}.parquet")),
+    }

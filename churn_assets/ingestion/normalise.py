@@ -54,6 +54,7 @@ class NormalisationReport:
     coerced: dict[str, int] = field(default_factory=dict)
     became_missing: dict[str, int] = field(default_factory=dict)
     positive_label: str = ""
+    negative_label: str = ""
 
 
 def normalise_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -139,6 +140,7 @@ def encode_target(
     positive = _positive_class(classes, target, positive_label)
     frame[target] = (labels == positive).astype(np.int8)
     report.positive_label = positive
+    report.negative_label = next(c for c in classes if c != positive)
     return frame
 
 

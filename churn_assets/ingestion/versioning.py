@@ -87,7 +87,14 @@ class SnapshotStore:
         """The rows of a stored version, exactly as they were ingested."""
         if not self.has(version):
             raise KeyError(f"no stored data version {version!r} under {self.root}")
-        return pd.read_parquet(self._data_path(version))
+        frame = pd.read_parquet(self._data_path(version))
+        # Parquet gives text back as Python-backed strings; keep the Arrow ones it was saved from.
+        text = {
+            column: pd.StringDtype("pyarrow")
+            for column, dtype in frame.dtypes.items()
+            if isinstance(dtype, pd.StringDtype)
+        }
+        return frame.astype(text) if text else frame
 
     def manifest(self, version: str) -> SnapshotManifest:
         """The manifest of a stored version."""

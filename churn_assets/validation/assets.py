@@ -1,4 +1,4 @@
-"""The `validated_customers` asset: the ingested version, checked by Great Expectations.
+"""The `validated_customers` asset: the labelled data version, checked by Great Expectations.
 
 Each group of expectations is a blocking Dagster asset check. When any fails, the asset is not
 materialized at all: its previous good version stays current and nothing downstream runs.
@@ -37,10 +37,10 @@ ASSET = "validated_customers"
     ],
 )
 def validated_customers(
-    context: AssetExecutionContext, raw_customers: CustomerTable, home: PlatformHome
+    context: AssetExecutionContext, labelled_customers: CustomerTable, home: PlatformHome
 ) -> Iterator[Output[CustomerTable] | AssetCheckResult]:
     """Customer records that passed the data-quality suite: the only data training ever sees."""
-    table = raw_customers
+    table = labelled_customers
     suites = SuiteStore(home.suites_dir)
     suite, origin = suites.resolve(table.dataset, table.frame, table.target, table.id_column)
     outcomes = run_suite(table.frame, suite)
