@@ -12,10 +12,12 @@ from dagster import (
 
 from churn_assets.evaluation.assets import model_evaluation
 from churn_assets.features.assets import customer_splits, feature_pipeline
-from churn_assets.ingestion.assets import raw_customers
+from churn_assets.ingestion.assets import labelled_customers, raw_customers
+from churn_assets.monitoring.assets import MONITORING_ASSETS
 from churn_assets.registry.assets import production_model, registered_model
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.schedules import daily_schedule, step_retry_policy
+from churn_assets.sensors import drift_sensor_for, monitoring_sensor_for, new_data_sensor_for
 from churn_assets.training.assets import candidate_models
 from churn_assets.validation.assets import validated_customers
 
@@ -30,16 +32,10 @@ ingest_and_validate_job = define_asset_job(
     op_retry_policy=retries,
 )
 
-churn_pipeline_job = define_asset_job(
-    name="churn_pipeline",
-    selection=AssetSelection.all(),
-    description="The whole pipeline, from ingestion to the model registry.",
-    op_retry_policy=retries,
-)
-
-# The asset graph, in pipeline order.
+# The training pipeline, in order: what the daily schedule and a drift-triggered retrain run.
 ASSETS = [
     raw_customers,
+    labelled_customers,
     validated_customers,
     customer_splits,
     feature_pipeline,
@@ -49,13 +45,38 @@ ASSETS = [
     production_model,
 ]
 
+churn_pipeline_job = define_asset_job(
+    name="churn_pipeline",
+    selection=AssetSelection.assets(*ASSETS),
+    description="The whole pipeline, from ingestion (with the new labels) to the model registry.",
+    op_retry_policy=retries,
+)
+
+monitoring_job = define_asset_job(
+    name="monitoring",
+    selection=AssetSelection.assets(*MONITORING_ASSETS),
+    description="Drift of production inputs and live performance of the production model.",
+)
+
+refresh_labels_job = define_asset_job(
+    name="refresh_labelled_data",
+    selection=AssetSelection.assets(labelled_customers),
+    description="Rebuild the labelled data from the source, landing files and feedback.",
+    op_retry_policy=retries,
+)
+
 # The graph is a chain: steps never run side by side, so separate step processes would only add
 # their start-up (about 3.5 s of imports each) to every run.
 defs = Definitions(
     executor=in_process_executor,
-    assets=ASSETS,
-    jobs=[ingest_and_validate_job, churn_pipeline_job],
+    assets=[*ASSETS, *MONITORING_ASSETS],
+    jobs=[ingest_and_validate_job, churn_pipeline_job, monitoring_job, refresh_labels_job],
     schedules=[daily_schedule(churn_pipeline_job)],
+    sensors=[
+        monitoring_sensor_for(monitoring_job.name),
+        drift_sensor_for(churn_pipeline_job.name),
+        new_data_sensor_for(refresh_labels_job.name),
+    ],
     resources={
         "dataset": DatasetResource.from_env(),
         "home": home,

@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from churn_assets.definitions import defs
+from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import REPOSITORY, free_port
 
 
@@ -29,6 +30,7 @@ def test_every_definition_is_listed() -> None:
     assets = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert assets == {
         "raw_customers": "ingestion",
+        "labelled_customers": "ingestion",
         "validated_customers": "validation",
         "customer_splits": "features",
         "feature_pipeline": "features",
@@ -36,10 +38,14 @@ def test_every_definition_is_listed() -> None:
         "model_evaluation": "evaluation",
         "registered_model": "registry",
         "production_model": "registry",
+        "reference_customers": "monitoring",
+        "production_inputs": "monitoring",
+        "drift_report": "monitoring",
+        "live_performance": "monitoring",
     }
 
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
-    assert checks == {
+    blocking = {
         ("validated_customers", name)
         for name in (
             "required_columns",
@@ -55,11 +61,27 @@ def test_every_definition_is_listed() -> None:
         ("registered_model", name)
         for name in ("f1_gate", "recall_gate", "probability_rmse_gate", "latency_p99_gate")
     }
-    assert all(graph.get_check_spec(key).blocking for key in graph.asset_check_keys)
+    monitoring = {("drift_report", f"{column}_drift") for column in FEATURES} | {
+        ("live_performance", "live_f1_degradation")
+    }
+    assert checks == blocking | monitoring
+    # Data and gate checks stop the pipeline; monitoring checks only warn.
+    for key in graph.asset_check_keys:
+        spec = graph.get_check_spec(key)
+        assert spec.blocking == ((key.asset_key.to_user_string(), key.name) in blocking)
 
     jobs = {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
-    assert jobs == {"ingest_and_validate", "churn_pipeline"}
-    assert list(defs.sensors or []) == []
+    assert jobs == {"ingest_and_validate", "churn_pipeline", "monitoring", "refresh_labelled_data"}
+    sensors = {sensor.name: sensor for sensor in defs.sensors or []}
+    assert set(sensors) == {"monitoring_sensor", "drift_sensor", "new_data_sensor"}
+    assert sensors["drift_sensor"].job_name == "churn_pipeline"
+    assert sensors["monitoring_sensor"].job_name == "monitoring"
+    assert sensors["new_data_sensor"].job_name == "refresh_labelled_data"
+    assert all(sensor.minimum_interval_seconds == 60 for sensor in sensors.values())
+    pipeline = defs.resolve_job_def("churn_pipeline").asset_layer.selected_asset_keys
+    assert {key.to_user_string() for key in pipeline} == {
+        name for name, group in assets.items() if group != "monitoring"
+    }
     [schedule] = list(defs.schedules or [])
     assert isinstance(schedule, ScheduleDefinition)
     assert (schedule.name, schedule.cron_schedule) == ("daily_churn_pipeline", "@daily")
@@ -69,6 +91,7 @@ def test_every_definition_is_listed() -> None:
         assert policy is not None and (policy.max_retries, policy.delay) == (3, 300)
     lineage = [
         "raw_customers",
+        "labelled_customers",
         "validated_customers",
         "customer_splits",
         "feature_pipeline",
@@ -78,6 +101,13 @@ def test_every_definition_is_listed() -> None:
         "production_model",
     ]
     for parent, child in itertools.pairwise(lineage):
+        assert AssetKey(parent) in graph.get(AssetKey(child)).parent_keys
+    for parent, child in (
+        ("production_model", "reference_customers"),
+        ("production_model", "live_performance"),
+        ("reference_customers", "drift_report"),
+        ("production_inputs", "drift_report"),
+    ):
         assert AssetKey(parent) in graph.get(AssetKey(child)).parent_keys
 
 

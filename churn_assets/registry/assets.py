@@ -205,7 +205,10 @@ class PromotionConfig(Config):
         "pr_auc or probability_rmse (lower is better).",
     )
     margin: float = Field(
-        default=0.0, description="The challenger must be better by more than this."
+        default=0.0,
+        description="The challenger must be better by more than this. A negative margin "
+        "accepts a challenger up to that much worse: drift-triggered retrains use -0.01, since "
+        "they learned from newer data than production (CHURN_RETRAIN_PROMOTION_MARGIN).",
     )
 
 

@@ -1,0 +1,465 @@
+"""Monitoring assets: production inputs against the production model's data, and live F1.
+
+Drift compares the inputs the production service scored with the data the production model was
+trained on; live performance scores the production model on the outcomes reported to it.
+
+    production_model ─┬─> reference_customers ─┐
+                      │   production_inputs ───┴─> drift_report  (an asset check per feature)
+                      └─> live_performance                       (F1 degradation check)
+
+The monitoring sensor materializes them when the service logs new traffic; the drift sensor
+reads their metadata and asks for a retraining run when drift or degradation is found.
+"""
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    DataVersion,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+)
+from pydantic import Field
+
+from churn_assets.markdown import markdown_table
+from churn_assets.monitoring.drift import DEFAULT_PSI_THRESHOLD, DriftResult, measure_drift
+from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS, join_feedback, recent_predictions
+from churn_assets.parquet_log import read_log
+from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
+from churn_assets.resources import MlflowResource, PlatformHome
+from churn_assets.telco import FEATURES
+
+GROUP = "monitoring"
+DRIFT_REPORT = "drift_report"
+LIVE_PERFORMANCE = "live_performance"
+F1_CHECK = "live_f1_degradation"
+
+
+def drift_check_name(column: str) -> str:
+    """The asset check of one monitored feature."""
+    return f"{column}_drift"
+
+
+def _environment_float(variable: str, default: float) -> float:
+    raw = os.environ.get(variable, "").strip()
+    return float(raw) if raw else default
+
+
+@dataclass
+class ReferenceData:
+    """The rows the production model was trained from (its data version), features only."""
+
+    frame: pd.DataFrame
+    model_version: str
+    data_version: str
+
+
+def _production_version(mlflow_tracking: MlflowResource) -> tuple[str, dict[str, str]]:
+    client = mlflow_tracking.client()
+    registry = ModelRegistry(client, mlflow_tracking.model_name)
+    version = registry.alias_version(PRODUCTION)
+    if version is None:
+        raise Failure(
+            description=f"No version of {mlflow_tracking.model_name!r} has the production alias "
+            "yet: run the pipeline (churn_pipeline) first.",
+            allow_retries=False,
+        )
+    tags = dict(client.get_model_version(mlflow_tracking.model_name, version).tags)
+    return version, tags
+
+
+@asset(group_name=GROUP, kinds={"pandas"}, deps=["production_model"])
+def reference_customers(
+    context: AssetExecutionContext, mlflow_tracking: MlflowResource, home: PlatformHome
+) -> Output[ReferenceData]:
+    """What the production model learned from: the data version its registry entry names."""
+    version, tags = _production_version(mlflow_tracking)
+    data_version = tags.get("data_version", "")
+    try:
+        frame = home.snapshots().load(data_version)
+    except KeyError as error:
+        raise Failure(
+            description=f"Production version {version} was trained on data version "
+            f"{data_version!r}, which is not stored under {home.snapshots().root}.",
+            allow_retries=False,
+        ) from error
+    missing = [column for column in FEATURES if column not in frame.columns]
+    if missing:
+        raise Failure(
+            description=f"Data version {data_version} lacks the service's input column(s) "
+            f"{', '.join(missing)}: drift is measured on the Telco contract's inputs.",
+            allow_retries=False,
+        )
+    context.log.info("Production version %s learned from data version %s", version, data_version)
+    return Output(
+        ReferenceData(frame[list(FEATURES)], version, data_version),
+        data_version=DataVersion(data_version),
+        metadata={
+            "production_version": version,
+            "data_version": data_version,
+            "dagster/row_count": len(frame),
+            "snapshot": MetadataValue.path(str(home.snapshots().root / f"{data_version}.parquet")),
+        },
+    )
+
+
+class WindowConfig(Config):
+    """Which logged predictions count as the current production inputs."""
+
+    hours: float = Field(
+        default_factory=lambda: _environment_float("CHURN_MONITOR_WINDOW_HOURS", 24.0),
+        description="Predictions of the last N hours (`CHURN_MONITOR_WINDOW_HOURS`).",
+    )
+    max_records: int = Field(
+        default_factory=lambda: int(_environment_float("CHURN_MONITOR_WINDOW_RECORDS", 5_000)),
+        description="At most the newest N of them (`CHURN_MONITOR_WINDOW_RECORDS`).",
+    )
+    alias: str = Field(default=PRODUCTION, description="The deployment whose inputs are read.")
+
+
+@asset(group_name=GROUP, kinds={"pandas", "parquet"})
+def production_inputs(
+    context: AssetExecutionContext, config: WindowConfig, home: PlatformHome
+) -> Output[pd.DataFrame]:
+    """The customers the production service scored recently, from its prediction log."""
+    folder = home.serving_log(config.alias, PREDICTIONS)
+    now = datetime.now(UTC)
+    logged = recent_predictions(folder, now, config.hours, config.max_records)
+    if logged.empty:
+        raise Failure(
+            description=f"The {config.alias} service logged no prediction in the last "
+            f"{config.hours:g} h (log: {folder}). Send traffic first, e.g. `churn-traffic`.",
+            allow_retries=False,
+        )
+    inputs = logged[["predicted_at", "model_version", *FEATURES]]
+    versions = logged["model_version"].value_counts()
+    context.log.info("%s predictions from %s to %s", len(inputs), inputs.iloc[0, 0], now)
+    return Output(
+        inputs,
+        metadata={
+            "dagster/row_count": len(inputs),
+            "window": f"last {config.hours:g} h, at most {config.max_records:,} records",
+            "first_prediction": str(inputs["predicted_at"].iloc[0]),
+            "last_prediction": str(inputs["predicted_at"].iloc[-1]),
+            "served_versions": ", ".join(f"v{v}: {n}" for v, n in versions.items()),
+            "prediction_log": MetadataValue.path(str(folder)),
+        },
+    )
+
+
+class DriftConfig(Config):
+    """When a feature counts as drifted, and how much traffic a verdict needs."""
+
+    psi_threshold: float = Field(
+        default_factory=lambda: _environment_float("CHURN_PSI_THRESHOLD", DEFAULT_PSI_THRESHOLD),
+        description="A feature whose PSI is above this has drifted (`CHURN_PSI_THRESHOLD`).",
+    )
+    min_records: int = Field(
+        default_factory=lambda: int(_environment_float("CHURN_DRIFT_MIN_RECORDS", 500)),
+        description="Fewer production records than this give no verdict: PSI of a small sample "
+        "is noise (`CHURN_DRIFT_MIN_RECORDS`).",
+    )
+
+
+@dataclass
+class DriftSummary:
+    """The drift report's outcome, as the drift sensor and later runs read it."""
+
+    evaluated: bool
+    threshold: float
+    psi: dict[str, float] = field(default_factory=dict)
+    drifted: list[str] = field(default_factory=list)
+    production_version: str = ""
+    reference_version: str = ""
+    current_rows: int = 0
+    html: str = ""
+    mlflow_run_id: str = ""
+
+    @property
+    def detected(self) -> bool:
+        """Whether any feature drifted."""
+        return bool(self.drifted)
+
+    def reason(self) -> str:
+        """`monthly_charges PSI 0.31, contract PSI 0.24 (threshold 0.20)`."""
+        columns = ", ".join(f"{column} PSI {self.psi[column]:.2f}" for column in self.drifted)
+        return f"{columns} (threshold {self.threshold:.2f})"
+
+
+@asset(
+    group_name=GROUP,
+    kinds={"evidently", "mlflow"},
+    check_specs=[
+        AssetCheckSpec(
+            drift_check_name(column),
+            asset=DRIFT_REPORT,
+            description=f"PSI of `{column}` in production against the production model's "
+            "training data is within the threshold.",
+        )
+        for column in FEATURES
+    ],
+)
+def drift_report(
+    context: AssetExecutionContext,
+    config: DriftConfig,
+    reference_customers: ReferenceData,
+    production_inputs: pd.DataFrame,
+    mlflow_tracking: MlflowResource,
+    home: PlatformHome,
+) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
+    """Evidently's data drift report (PSI per feature), stored as HTML and logged to MLflow."""
+    reference = reference_customers
+    current = production_inputs
+    summary = DriftSummary(
+        evaluated=len(current) >= config.min_records,
+        threshold=config.psi_threshold,
+        production_version=reference.model_version,
+        reference_version=reference.data_version,
+        current_rows=len(current),
+    )
+    metadata: dict[str, Any] = {
+        "production_version": summary.production_version,
+        "reference_version": summary.reference_version,
+        "reference_rows": len(reference.frame),
+        "current_rows": summary.current_rows,
+        "psi_threshold": config.psi_threshold,
+    }
+    result: DriftResult | None = None
+    if summary.evaluated:
+        result = measure_drift(reference.frame, current, list(FEATURES), config.psi_threshold)
+        summary.psi = result.psi()
+        summary.drifted = [column.column for column in result.drifted]
+        summary.html, summary.mlflow_run_id, run_url = _store_report(
+            result, summary, mlflow_tracking, home
+        )
+        metadata |= {
+            "drift_detected": summary.detected,
+            "drifted_columns": ", ".join(summary.drifted) or "(none)",
+            "drift_share": result.share,
+            "max_psi": max(summary.psi.values()),
+            "psi": MetadataValue.json(summary.psi),
+            "psi_by_column": MetadataValue.md(
+                markdown_table(
+                    ["column", "PSI", "drifted"],
+                    [
+                        (c.column, f"{c.psi:.4f}", "yes" if c.drifted else "")
+                        for c in sorted(result.columns, key=lambda c: -c.psi)
+                    ],
+                )
+            ),
+            "report": MetadataValue.path(summary.html),
+            "mlflow_run": MetadataValue.url(run_url),
+        }
+        if summary.detected:
+            context.log.warning("Drift detected: %s", summary.reason())
+    else:
+        metadata |= {
+            "drift_detected": False,
+            "drifted_columns": "(not evaluated)",
+            "verdict": f"not evaluated: {summary.current_rows} production records, "
+            f"{config.min_records} needed",
+        }
+    yield Output(summary, metadata=metadata)
+
+    for column in FEATURES:
+        if result is None:
+            passed, description = True, metadata["verdict"]
+            check_metadata: dict[str, Any] = {"current_rows": summary.current_rows}
+        else:
+            drift = next(c for c in result.columns if c.column == column)
+            passed, description = not drift.drifted, drift.describe()
+            check_metadata = {"psi": drift.psi, "threshold": drift.threshold}
+        yield AssetCheckResult(
+            check_name=drift_check_name(column),
+            asset_key=DRIFT_REPORT,
+            passed=passed,
+            severity=AssetCheckSeverity.WARN,
+            description=description,
+            metadata=check_metadata,
+        )
+
+
+def _store_report(
+    result: DriftResult, summary: DriftSummary, mlflow_tracking: MlflowResource, home: PlatformHome
+) -> tuple[str, str, str]:
+    """Write the HTML report under the home and log it, with the PSI figures, to MLflow."""
+    import mlflow
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = home.monitoring_dir / "drift"
+    folder.mkdir(parents=True, exist_ok=True)
+    html = folder / f"drift-{stamp}.html"
+    result.save_html(str(html))
+    experiment_id = mlflow_tracking.activate(mlflow_tracking.monitoring_experiment)
+    with mlflow.start_run(run_name=f"drift {stamp}") as run:
+        mlflow.set_tags(
+            {
+                "production_version": summary.production_version,
+                "reference_version": summary.reference_version,
+                "drift_detected": str(summary.detected).lower(),
+                "drifted_columns": ", ".join(summary.drifted),
+            }
+        )
+        mlflow.log_params(
+            {"psi_threshold": summary.threshold, "current_rows": summary.current_rows}
+        )
+        mlflow.log_metrics(
+            {
+                **{f"psi_{column}": value for column, value in summary.psi.items()},
+                "drift_share": result.share,
+                "drifted_columns": len(summary.drifted),
+            }
+        )
+        mlflow.log_artifact(str(html), artifact_path="drift")
+    return str(html), run.info.run_id, mlflow_tracking.run_url(experiment_id, run.info.run_id)
+
+
+class PerformanceConfig(Config):
+    """How much live F1 may fall below the evaluation's before it is an alert."""
+
+    f1_margin: float = Field(
+        default_factory=lambda: _environment_float("CHURN_F1_DEGRADATION_MARGIN", 0.10),
+        description="Largest tolerated drop of live F1 under the hold-out F1 "
+        "(`CHURN_F1_DEGRADATION_MARGIN`).",
+    )
+    min_labels: int = Field(
+        default_factory=lambda: int(_environment_float("CHURN_PERFORMANCE_MIN_LABELS", 50)),
+        description="Fewer labelled predictions than this give no verdict "
+        "(`CHURN_PERFORMANCE_MIN_LABELS`).",
+    )
+
+
+@dataclass
+class LivePerformance:
+    """The production version's classification figures on the outcomes reported so far."""
+
+    evaluated: bool
+    production_version: str
+    labelled: int
+    margin: float
+    live: dict[str, float] = field(default_factory=dict)
+    evaluation: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def f1_drop(self) -> float:
+        """Hold-out F1 minus live F1 (positive: worse in production)."""
+        if not self.evaluated:
+            return 0.0
+        return self.evaluation["f1"] - self.live["f1"]
+
+    @property
+    def degraded(self) -> bool:
+        """Whether live F1 fell below the hold-out F1 by more than the margin."""
+        return self.evaluated and self.f1_drop > self.margin
+
+    def reason(self) -> str:
+        """`live F1 0.62 vs 0.81 on the hold-out split (drop 0.19 > margin 0.10)`."""
+        return (
+            f"live F1 {self.live['f1']:.2f} vs {self.evaluation['f1']:.2f} on the hold-out split "
+            f"(drop {self.f1_drop:.2f} > margin {self.margin:.2f}, {self.labelled} outcomes)"
+        )
+
+
+@asset(
+    group_name=GROUP,
+    kinds={"pandas"},
+    deps=["production_model"],
+    check_specs=[
+        AssetCheckSpec(
+            F1_CHECK,
+            asset=LIVE_PERFORMANCE,
+            description="Live F1 of the production version is within the margin of its "
+            "hold-out F1.",
+        )
+    ],
+)
+def live_performance(
+    context: AssetExecutionContext,
+    config: PerformanceConfig,
+    mlflow_tracking: MlflowResource,
+    home: PlatformHome,
+) -> Iterator[Output[LivePerformance] | AssetCheckResult]:
+    """F1, recall and precision of the production version on the outcomes reported to it."""
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    version, tags = _production_version(mlflow_tracking)
+    predictions = read_log(home.serving_log(PRODUCTION, PREDICTIONS))
+    feedback = read_log(home.serving_log(PRODUCTION, FEEDBACK))
+    joined = join_feedback(predictions, feedback)
+    labelled = joined.rows
+    if not labelled.empty:
+        labelled = labelled[labelled["model_version"] == version]
+    performance = LivePerformance(
+        evaluated=len(labelled) >= config.min_labels,
+        production_version=version,
+        labelled=len(labelled),
+        margin=config.f1_margin,
+        evaluation={name: float(tags[name]) for name in ("f1", "recall", "precision")},
+    )
+    metadata: dict[str, Any] = {
+        "production_version": version,
+        "labelled_predictions": performance.labelled,
+        "unmatched_outcomes": joined.unmatched,
+        "f1_margin": config.f1_margin,
+        **{f"evaluation_{name}": value for name, value in performance.evaluation.items()},
+    }
+    if performance.evaluated:
+        truth = labelled["churned"].astype(int).to_numpy()
+        served = labelled["churn_label"].astype(int).to_numpy()
+        performance.live = {
+            "f1": float(f1_score(truth, served, zero_division=0)),
+            "recall": float(recall_score(truth, served, zero_division=0)),
+            "precision": float(precision_score(truth, served, zero_division=0)),
+        }
+        metadata |= {
+            **{f"live_{name}": value for name, value in performance.live.items()},
+            "f1_drop": performance.f1_drop,
+            "degraded": performance.degraded,
+            "comparison": MetadataValue.md(
+                markdown_table(
+                    ["metric", "live", "hold-out"],
+                    [
+                        (name, f"{performance.live[name]:.4f}", f"{value:.4f}")
+                        for name, value in performance.evaluation.items()
+                    ],
+                )
+            ),
+        }
+        if performance.degraded:
+            context.log.warning("Degraded F1: %s", performance.reason())
+    else:
+        metadata |= {
+            "degraded": False,
+            "verdict": f"not evaluated: {performance.labelled} labelled predictions of version "
+            f"{version}, {config.min_labels} needed",
+        }
+    yield Output(performance, metadata=metadata)
+    yield AssetCheckResult(
+        check_name=F1_CHECK,
+        asset_key=LIVE_PERFORMANCE,
+        passed=not performance.degraded,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            ("Degraded F1: " + performance.reason())
+            if performance.degraded
+            else f"F1 within the margin: live {performance.live['f1']:.3f}, hold-out "
+            f"{performance.evaluation['f1']:.3f} (margin {config.f1_margin:.2f})"
+            if performance.evaluated
+            else metadata["verdict"]
+        ),
+        metadata={"f1_drop": performance.f1_drop, "labelled_predictions": performance.labelled},
+    )
+
+
+MONITORING_ASSETS = [reference_customers, production_inputs, drift_report, live_performance]

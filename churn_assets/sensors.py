@@ -1,0 +1,288 @@
+"""The sensors that close the loop: monitor the traffic, retrain on drift, refresh the labels.
+
+- `monitoring_sensor`: when the production service has logged new predictions or outcomes,
+  materializes the monitoring assets (reference, production inputs, drift report, live F1).
+- `drift_sensor`: when a new drift report names drifted features, or live F1 has degraded,
+  requests one run of the whole pipeline (it trains on the newest labelled data, and promotes
+  the new version if it passes the gates and is not worse than production). The request carries
+  the reason in its tags and a run key derived from the report, so a repeated tick cannot launch
+  twice; a cooldown keeps a persisting drift from starting a retraining storm.
+- `new_data_sensor`: when new landing files or outcomes arrive, materializes `labelled_customers`.
+
+Each sensor keeps a cursor (what it has already acted on). Intervals and the cooldown are
+environment variables, read when the code location loads.
+"""
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from churn_assets.ingestion.labelled import landing_files
+from churn_assets.monitoring.assets import DRIFT_REPORT, LIVE_PERFORMANCE
+from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS
+from churn_assets.registry.model_registry import PRODUCTION
+from churn_assets.resources import PlatformHome
+
+TRIGGER_TAG = "churn/trigger"
+REASON_TAG = "churn/reason"
+MONITORING_RUN_TAG = "churn/monitoring_run"
+_ACTIVE = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def _seconds(variable: str, default: float) -> float:
+    raw = os.environ.get(variable, "").strip()
+    return float(raw) if raw else default
+
+
+def monitoring_interval() -> int:
+    """Seconds between two looks at the service's logs (`CHURN_MONITOR_INTERVAL_SECONDS`)."""
+    return int(_seconds("CHURN_MONITOR_INTERVAL_SECONDS", 60))
+
+
+def drift_interval() -> int:
+    """Seconds between two drift evaluations (`CHURN_DRIFT_SENSOR_INTERVAL_SECONDS`)."""
+    return int(_seconds("CHURN_DRIFT_SENSOR_INTERVAL_SECONDS", 60))
+
+
+def retrain_cooldown() -> float:
+    """Least seconds between two retraining requests (`CHURN_RETRAIN_COOLDOWN_SECONDS`)."""
+    return _seconds("CHURN_RETRAIN_COOLDOWN_SECONDS", 1800)
+
+
+def retrain_promotion_margin() -> float:
+    """The promotion margin of a retrain (`CHURN_RETRAIN_PROMOTION_MARGIN`, default -0.01).
+
+    A drift-triggered retrain learned from newer data than production: it replaces production
+    unless it is worse by more than 0.01 on the same hold-out data.
+    """
+    return _seconds("CHURN_RETRAIN_PROMOTION_MARGIN", -0.01)
+
+
+def newest_file(folders: list[Path]) -> int:
+    """The newest modification time (ns) of the Parquet parts in `folders`, 0 if there is none."""
+    newest = 0
+    for folder in folders:
+        for path in folder.glob("date=*/part-*.parquet"):
+            newest = max(newest, path.stat().st_mtime_ns)
+    return newest
+
+
+def _active_runs(instance: DagsterInstance, job_name: str) -> int:
+    return len(instance.get_run_ids(RunsFilter(job_name=job_name, statuses=_ACTIVE), limit=1))
+
+
+def monitoring_sensor_for(job_name: str) -> SensorDefinition:
+    """The sensor that runs the job of the monitoring assets when production logs new traffic."""
+
+    @sensor(
+        name="monitoring_sensor",
+        job_name=job_name,
+        minimum_interval_seconds=monitoring_interval(),
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Materializes the monitoring assets when the production service has "
+        "logged new predictions or outcomes.",
+    )
+    def monitoring_sensor(
+        context: SensorEvaluationContext, home: PlatformHome
+    ) -> RunRequest | SkipReason:
+        folders = [home.serving_log(PRODUCTION, log) for log in (PREDICTIONS, FEEDBACK)]
+        newest = newest_file(folders)
+        seen = int(context.cursor or 0)
+        if newest == 0:
+            return SkipReason(f"The production service has logged nothing yet ({folders[0]}).")
+        if newest <= seen:
+            return SkipReason("No new predictions or outcomes since the last monitoring run.")
+        if _active_runs(context.instance, job_name):
+            return SkipReason("A monitoring run is still in progress; new traffic waits for it.")
+        context.update_cursor(str(newest))
+        return RunRequest(run_key=f"monitor-{newest}")
+
+    return monitoring_sensor
+
+
+@dataclass
+class DriftSensorState:
+    """The drift sensor's cursor: the monitoring results seen, and the last retraining request."""
+
+    drift_seen: int = 0
+    performance_seen: int = 0
+    last_request_at: float = 0.0
+
+    @classmethod
+    def parse(cls, cursor: str | None) -> "DriftSensorState":
+        """The state a cursor holds (a fresh state for none)."""
+        return cls(**json.loads(cursor)) if cursor else cls()
+
+    def dump(self) -> str:
+        """The cursor of this state."""
+        return json.dumps(asdict(self))
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A monitoring result that calls for retraining."""
+
+    trigger: str
+    storage_id: int
+    run_id: str
+    reason: str
+
+
+def decide(
+    findings: list[Finding], state: DriftSensorState, now: float, cooldown: float, margin: float
+) -> tuple[RunRequest | None, str]:
+    """The retraining request for `findings` (None within the cooldown), and why."""
+    if not findings:
+        return None, "No drift and no F1 degradation in the new monitoring results."
+    reasons = "; ".join(f"{finding.trigger}: {finding.reason}" for finding in findings)
+    waited = now - state.last_request_at
+    if waited < cooldown:
+        return None, (
+            f"{reasons}. A retraining was requested {waited / 60:.1f} min ago; the cooldown is "
+            f"{cooldown / 60:.0f} min (CHURN_RETRAIN_COOLDOWN_SECONDS), so none is requested."
+        )
+    first = findings[0]
+    request = RunRequest(
+        run_key=f"retrain-{first.trigger}-{first.storage_id}",
+        run_config={"ops": {"production_model": {"config": {"margin": margin}}}},
+        tags={
+            TRIGGER_TAG: "+".join(finding.trigger for finding in findings),
+            REASON_TAG: reasons[:1000],
+            MONITORING_RUN_TAG: first.run_id,
+        },
+    )
+    return request, f"Retraining requested: {reasons}"
+
+
+def _new_findings(
+    instance: DagsterInstance, state: DriftSensorState
+) -> tuple[list[Finding], DriftSensorState, list[str]]:
+    """Findings in the monitoring results newer than the cursor, and the advanced state."""
+    findings: list[Finding] = []
+    notes: list[str] = []
+    seen = {DRIFT_REPORT: state.drift_seen, LIVE_PERFORMANCE: state.performance_seen}
+    for asset, flag, trigger in (
+        (DRIFT_REPORT, "drift_detected", "drift"),
+        (LIVE_PERFORMANCE, "degraded", "performance"),
+    ):
+        records = instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=AssetKey(asset), after_storage_id=seen[asset] or None),
+            limit=1,
+            ascending=False,
+        ).records
+        if not records:
+            continue
+        record = records[0]
+        seen[asset] = record.storage_id
+        materialization = record.event_log_entry.asset_materialization
+        metadata = (
+            {k: v.value for k, v in materialization.metadata.items()} if materialization else {}
+        )
+        if metadata.get(flag):
+            findings.append(
+                Finding(trigger, record.storage_id, record.run_id, _reason(asset, metadata))
+            )
+        else:
+            notes.append(f"{asset}: {metadata.get('verdict') or 'no ' + trigger}")
+    advanced = DriftSensorState(seen[DRIFT_REPORT], seen[LIVE_PERFORMANCE], state.last_request_at)
+    return findings, advanced, notes
+
+
+def _reason(asset: str, metadata: Mapping[str, Any]) -> str:
+    if asset == DRIFT_REPORT:
+        psi = metadata.get("psi")
+        drifted = str(metadata.get("drifted_columns", "")).split(", ")
+        if isinstance(psi, dict):
+            columns = ", ".join(f"{column} PSI {psi[column]:.2f}" for column in drifted)
+        else:
+            columns = ", ".join(drifted)
+        return f"{columns} (threshold {metadata.get('psi_threshold')})"
+    return (
+        f"live F1 {metadata.get('live_f1', 0.0):.2f} vs {metadata.get('evaluation_f1', 0.0):.2f} "
+        f"hold-out (drop {metadata.get('f1_drop', 0.0):.2f} > margin {metadata.get('f1_margin')})"
+    )
+
+
+def drift_sensor_for(job_name: str) -> SensorDefinition:
+    """The sensor that requests a run of the whole pipeline's job on drift or degradation."""
+
+    @sensor(
+        name="drift_sensor",
+        job_name=job_name,
+        minimum_interval_seconds=drift_interval(),
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Requests a retraining run when a new drift report names drifted features "
+        "or live F1 has degraded beyond its margin, at most once per cooldown.",
+    )
+    def drift_sensor(context: SensorEvaluationContext) -> SensorResult:
+        state = DriftSensorState.parse(context.cursor)
+        findings, state, notes = _new_findings(context.instance, state)
+        if findings and _active_runs(context.instance, job_name):
+            # Results stay unseen: the next tick weighs them against the run's outcome.
+            return SensorResult(
+                skip_reason=SkipReason("Drift found, but a pipeline run is already in progress.")
+            )
+        now = time.time()
+        request, why = decide(findings, state, now, retrain_cooldown(), retrain_promotion_margin())
+        context.log.info(why)
+        if request is None:
+            note = f" ({'; '.join(notes)})" if notes and not findings else ""
+            return SensorResult(skip_reason=SkipReason(why + note), cursor=state.dump())
+        state.last_request_at = now
+        return SensorResult(run_requests=[request], cursor=state.dump())
+
+    return drift_sensor
+
+
+def new_data_sensor_for(job_name: str) -> SensorDefinition:
+    """The sensor that runs the job that refreshes the labelled data when new labels arrive."""
+
+    @sensor(
+        name="new_data_sensor",
+        job_name=job_name,
+        minimum_interval_seconds=monitoring_interval(),
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Materializes labelled_customers when landing files or outcomes arrive.",
+    )
+    def new_data_sensor(
+        context: SensorEvaluationContext, home: PlatformHome
+    ) -> RunRequest | SkipReason:
+        landing = landing_files(home.landing_dir)
+        newest = max(
+            [path.stat().st_mtime_ns for path in landing]
+            + [newest_file(sorted(home.serving_dir.glob(f"*/{FEEDBACK}")))]
+        )
+        seen = int(context.cursor or 0)
+        if newest <= seen:
+            return SkipReason("No new landing file or outcome.")
+        context.update_cursor(str(newest))
+        return RunRequest(
+            run_key=f"labels-{newest}",
+            tags={TRIGGER_TAG: "new-data", REASON_TAG: f"{len(landing)} landing file(s)"},
+        )
+
+    return new_data_sensor
