@@ -29,7 +29,7 @@ import pytest
 
 from churn_assets.parquet_log import read_log
 from churn_assets.registry.model_registry import PRODUCTION, STAGING, ModelRegistry
-from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome
+from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets_tests.conftest import REPOSITORY, free_port
 from churn_assets_tests.test_training_registry import run_pipeline
 from serving.contract import EXAMPLE_CUSTOMER
@@ -53,8 +53,11 @@ class Registry:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     home = PlatformHome(path=str(tmp_path_factory.mktemp("serving") / "home"))
+    # The serving tests need two registered versions, not the brief's gates: the telco profile's.
+    gates = QualityGates.from_env({"CHURN_GATES": "telco"})
     for seed in (42, 7):
-        result = run_pipeline(home, DatasetResource(synthetic_rows=3_000, synthetic_seed=seed))
+        dataset = DatasetResource(synthetic_rows=3_000, synthetic_seed=seed)
+        result = run_pipeline(home, dataset, gates=gates)
         assert result.success
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by mlflow during the runs
     made = Registry(home)

@@ -122,8 +122,8 @@ def measure_drift(
     )
     report = Report([DataDriftPreset(columns=columns, method="psi", threshold=threshold)])
     snapshot = report.run(
-        Dataset.from_pandas(_comparable(current[columns], kinds), data_definition=definition),
-        Dataset.from_pandas(_comparable(reference[columns], kinds), data_definition=definition),
+        Dataset.from_pandas(current[columns], data_definition=definition),
+        Dataset.from_pandas(reference[columns], data_definition=definition),
     )
     values = _column_values(snapshot.dict())
     return DriftResult(
@@ -133,16 +133,6 @@ def measure_drift(
         threshold=threshold,
         snapshot=snapshot,
     )
-
-
-def _comparable(frame: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:
-    """Categories as plain text on both sides, so that a value compares equal to itself."""
-    converted = {
-        column: frame[column].astype(object)
-        for column, kind in kinds.items()
-        if kind == "categorical"
-    }
-    return frame.assign(**converted) if converted else frame
 
 
 def _column_values(report: dict[str, Any]) -> dict[str, float]:
