@@ -248,6 +248,11 @@ def drift_sensor_for(job_name: str) -> SensorDefinition:
             )
         now = time.time()
         request, why = decide(findings, state, now, retrain_cooldown(), retrain_promotion_margin())
+        if not findings and not state.drift_seen and not state.performance_seen:
+            why = (
+                "No monitoring result yet: the monitoring sensor runs the monitoring job once "
+                "the production service has logged traffic."
+            )
         context.log.info(why)
         if request is None:
             note = f" ({'; '.join(notes)})" if notes and not findings else ""

@@ -313,9 +313,11 @@ def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promote
     shutil.rmtree(home.serving_dir, ignore_errors=True)
     instance = DagsterInstance.ephemeral()
 
-    # Nothing logged yet: the monitoring sensor waits.
+    # Nothing logged yet: the monitoring sensor waits, the drift sensor has nothing to read.
     result, context = sensor("monitoring_sensor", instance, home, None)
     assert isinstance(result, SkipReason) and "logged nothing yet" in str(result.skip_message)
+    idle, _ = sensor("drift_sensor", instance, home, None)
+    assert "No monitoring result yet" in str(idle.skip_reason.skip_message)
 
     # Undrifted traffic: monitoring runs, no drift, the drift sensor skips.
     log_predictions(home, customers(1_000, 11), at=NOW - timedelta(minutes=30))
@@ -462,3 +464,24 @@ def test_live_performance_flags_an_f1_drop_beyond_the_margin(
     assert request.tags[TRIGGER_TAG] == "performance"
     assert "live F1" in request.tags[REASON_TAG]
     assert json.loads(outcome.cursor)["performance_seen"] > 0
+
+
+def test_the_new_data_sensor_fires_on_a_landing_file_or_an_outcome_once(
+    isolated_home: PlatformHome,
+) -> None:
+    instance = DagsterInstance.ephemeral()
+    result, _ = sensor("new_data_sensor", instance, isolated_home, None)
+    assert isinstance(result, SkipReason)
+
+    write_landing(isolated_home, "batch.csv", generate_customers(5, 3))
+    result, context = sensor("new_data_sensor", instance, isolated_home, None)
+    assert isinstance(result, RunRequest) and result.tags[TRIGGER_TAG] == "new-data"
+    cursor = context.cursor
+    result, _ = sensor("new_data_sensor", instance, isolated_home, cursor)
+    assert isinstance(result, SkipReason) and "No new landing file" in str(result.skip_message)
+
+    time.sleep(0.01)
+    log_feedback(isolated_home, ["7590-VHVEG"], [True], [None], alias="staging")
+    result, context = sensor("new_data_sensor", instance, isolated_home, cursor)
+    assert isinstance(result, RunRequest) and result.run_key != f"labels-{cursor}"
+    assert int(context.cursor or 0) > int(cursor or 0)
