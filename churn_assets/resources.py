@@ -42,6 +42,12 @@ KEY_COLUMN_NAMES = ("customer_id", "customerid", "client_id", "customer_key", "a
 _DATA_SUFFIXES = (".gz", ".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
+def environment_float(variable: str, default: float) -> float:
+    """A number from the environment; `default` when the variable is unset or blank."""
+    raw = os.environ.get(variable, "").strip()
+    return float(raw) if raw else default
+
+
 class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
     """The churn data set the platform ingests, validates and learns from.
 

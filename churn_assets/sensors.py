@@ -14,7 +14,6 @@ environment variables, read when the code location loads.
 """
 
 import json
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -40,7 +39,7 @@ from churn_assets.ingestion.labelled import landing_files
 from churn_assets.monitoring.assets import DRIFT_REPORT, LIVE_PERFORMANCE
 from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS
 from churn_assets.registry.model_registry import PRODUCTION
-from churn_assets.resources import PlatformHome
+from churn_assets.resources import PlatformHome, environment_float
 
 TRIGGER_TAG = "churn/trigger"
 REASON_TAG = "churn/reason"
@@ -53,24 +52,19 @@ _ACTIVE = [
 ]
 
 
-def _seconds(variable: str, default: float) -> float:
-    raw = os.environ.get(variable, "").strip()
-    return float(raw) if raw else default
-
-
 def monitoring_interval() -> int:
     """Seconds between two looks at the service's logs (`CHURN_MONITOR_INTERVAL_SECONDS`)."""
-    return int(_seconds("CHURN_MONITOR_INTERVAL_SECONDS", 60))
+    return int(environment_float("CHURN_MONITOR_INTERVAL_SECONDS", 60))
 
 
 def drift_interval() -> int:
     """Seconds between two drift evaluations (`CHURN_DRIFT_SENSOR_INTERVAL_SECONDS`)."""
-    return int(_seconds("CHURN_DRIFT_SENSOR_INTERVAL_SECONDS", 60))
+    return int(environment_float("CHURN_DRIFT_SENSOR_INTERVAL_SECONDS", 60))
 
 
 def retrain_cooldown() -> float:
     """Least seconds between two retraining requests (`CHURN_RETRAIN_COOLDOWN_SECONDS`)."""
-    return _seconds("CHURN_RETRAIN_COOLDOWN_SECONDS", 1800)
+    return environment_float("CHURN_RETRAIN_COOLDOWN_SECONDS", 1800)
 
 
 def retrain_promotion_margin() -> float:
@@ -79,7 +73,7 @@ def retrain_promotion_margin() -> float:
     A drift-triggered retrain learned from newer data than production: it replaces production
     unless it is worse by more than 0.01 on the same hold-out data.
     """
-    return _seconds("CHURN_RETRAIN_PROMOTION_MARGIN", -0.01)
+    return environment_float("CHURN_RETRAIN_PROMOTION_MARGIN", -0.01)
 
 
 def newest_file(folders: list[Path]) -> int:

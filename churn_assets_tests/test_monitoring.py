@@ -305,12 +305,17 @@ def sensor(name: str, instance: DagsterInstance, home: PlatformHome, cursor: str
     return defs.resolve_sensor_def(name)(context), context
 
 
+@pytest.fixture
+def home(production: PlatformHome, monkeypatch: pytest.MonkeyPatch) -> PlatformHome:
+    """The home with a production model, its serving logs emptied for the test."""
+    monkeypatch.setenv("CHURN_HOME", production.path)
+    shutil.rmtree(production.serving_dir, ignore_errors=True)
+    return production
+
+
 def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promoted(
-    production: PlatformHome, monkeypatch: pytest.MonkeyPatch
+    home: PlatformHome,
 ) -> None:
-    home = production
-    monkeypatch.setenv("CHURN_HOME", home.path)
-    shutil.rmtree(home.serving_dir, ignore_errors=True)
     instance = DagsterInstance.ephemeral()
 
     # Nothing logged yet: the monitoring sensor waits, the drift sensor has nothing to read.
@@ -424,12 +429,7 @@ def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promote
     assert latest.output_for_node("drift_report").reference_version == new_data.version
 
 
-def test_live_performance_flags_an_f1_drop_beyond_the_margin(
-    production: PlatformHome, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    home = production
-    monkeypatch.setenv("CHURN_HOME", home.path)
-    shutil.rmtree(home.serving_dir, ignore_errors=True)
+def test_live_performance_flags_an_f1_drop_beyond_the_margin(home: PlatformHome) -> None:
     registry = registry_of(home)
     version = registry.alias_version("production")
     assert version is not None

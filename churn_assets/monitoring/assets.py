@@ -11,7 +11,6 @@ The monitoring sensor materializes them when the service logs new traffic; the d
 reads their metadata and asks for a retraining run when drift or degradation is found.
 """
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +36,7 @@ from churn_assets.monitoring.drift import DEFAULT_PSI_THRESHOLD, DriftResult, me
 from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS, join_feedback, recent_predictions
 from churn_assets.parquet_log import read_log
 from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
-from churn_assets.resources import MlflowResource, PlatformHome
+from churn_assets.resources import MlflowResource, PlatformHome, environment_float
 from churn_assets.telco import FEATURES
 
 GROUP = "monitoring"
@@ -49,11 +48,6 @@ F1_CHECK = "live_f1_degradation"
 def drift_check_name(column: str) -> str:
     """The asset check of one monitored feature."""
     return f"{column}_drift"
-
-
-def _environment_float(variable: str, default: float) -> float:
-    raw = os.environ.get(variable, "").strip()
-    return float(raw) if raw else default
 
 
 @dataclass
@@ -118,11 +112,11 @@ class WindowConfig(Config):
     """Which logged predictions count as the current production inputs."""
 
     hours: float = Field(
-        default_factory=lambda: _environment_float("CHURN_MONITOR_WINDOW_HOURS", 24.0),
+        default_factory=lambda: environment_float("CHURN_MONITOR_WINDOW_HOURS", 24.0),
         description="Predictions of the last N hours (`CHURN_MONITOR_WINDOW_HOURS`).",
     )
     max_records: int = Field(
-        default_factory=lambda: int(_environment_float("CHURN_MONITOR_WINDOW_RECORDS", 5_000)),
+        default_factory=lambda: int(environment_float("CHURN_MONITOR_WINDOW_RECORDS", 5_000)),
         description="At most the newest N of them (`CHURN_MONITOR_WINDOW_RECORDS`).",
     )
     alias: str = Field(default=PRODUCTION, description="The deployment whose inputs are read.")
@@ -162,11 +156,11 @@ class DriftConfig(Config):
     """When a feature counts as drifted, and how much traffic a verdict needs."""
 
     psi_threshold: float = Field(
-        default_factory=lambda: _environment_float("CHURN_PSI_THRESHOLD", DEFAULT_PSI_THRESHOLD),
+        default_factory=lambda: environment_float("CHURN_PSI_THRESHOLD", DEFAULT_PSI_THRESHOLD),
         description="A feature whose PSI is above this has drifted (`CHURN_PSI_THRESHOLD`).",
     )
     min_records: int = Field(
-        default_factory=lambda: int(_environment_float("CHURN_DRIFT_MIN_RECORDS", 500)),
+        default_factory=lambda: int(environment_float("CHURN_DRIFT_MIN_RECORDS", 500)),
         description="Fewer production records than this give no verdict: PSI of a small sample "
         "is noise (`CHURN_DRIFT_MIN_RECORDS`).",
     )
@@ -329,12 +323,12 @@ class PerformanceConfig(Config):
     """How much live F1 may fall below the evaluation's before it is an alert."""
 
     f1_margin: float = Field(
-        default_factory=lambda: _environment_float("CHURN_F1_DEGRADATION_MARGIN", 0.10),
+        default_factory=lambda: environment_float("CHURN_F1_DEGRADATION_MARGIN", 0.10),
         description="Largest tolerated drop of live F1 under the hold-out F1 "
         "(`CHURN_F1_DEGRADATION_MARGIN`).",
     )
     min_labels: int = Field(
-        default_factory=lambda: int(_environment_float("CHURN_PERFORMANCE_MIN_LABELS", 50)),
+        default_factory=lambda: int(environment_float("CHURN_PERFORMANCE_MIN_LABELS", 50)),
         description="Fewer labelled predictions than this give no verdict "
         "(`CHURN_PERFORMANCE_MIN_LABELS`).",
     )
