@@ -6,6 +6,8 @@ validation suite (which checks it), so that the two cannot disagree.
 
 from __future__ import annotations
 
+from churn_assets.ingestion.normalise import snake_case
+
 TARGET = "churn"
 CUSTOMER_KEY = "customer_id"
 
@@ -35,26 +37,8 @@ RAW_COLUMNS: tuple[str, ...] = (
 )
 
 # The model's inputs, normalised (snake_case), in file order: every column but the key and target.
-FEATURES: tuple[str, ...] = (
-    "gender",
-    "senior_citizen",
-    "partner",
-    "dependents",
-    "tenure",
-    "phone_service",
-    "multiple_lines",
-    "internet_service",
-    "online_security",
-    "online_backup",
-    "device_protection",
-    "tech_support",
-    "streaming_tv",
-    "streaming_movies",
-    "contract",
-    "paperless_billing",
-    "payment_method",
-    "monthly_charges",
-    "total_charges",
+FEATURES: tuple[str, ...] = tuple(
+    snake_case(name) for name in RAW_COLUMNS if snake_case(name) not in (CUSTOMER_KEY, TARGET)
 )
 
 YES_NO = ("Yes", "No")
@@ -99,6 +83,4 @@ NUMERIC_RANGES: dict[str, tuple[float, float]] = {
 
 def looks_like_telco(columns: list[str] | tuple[str, ...]) -> bool:
     """Whether normalised column names carry the Telco schema (every Telco column present)."""
-    from churn_assets.ingestion.normalise import snake_case
-
     return {snake_case(name) for name in RAW_COLUMNS} <= set(columns)

@@ -30,9 +30,10 @@ import pytest
 from churn_assets.parquet_log import read_log
 from churn_assets.registry.model_registry import PRODUCTION, STAGING, ModelRegistry
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
+from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import REPOSITORY, free_port
 from churn_assets_tests.test_training_registry import run_pipeline
-from serving.contract import EXAMPLE_CUSTOMER
+from serving.contract import EXAMPLE_CUSTOMER, FEATURE_FIELDS
 
 BENTOML = Path(sys.executable).parent / "bentoml"
 MAX_RECORDS = 50
@@ -574,3 +575,7 @@ def test_an_unknown_alias_is_refused_with_its_name() -> None:
     with pytest.raises(ValueError, match="CHURN_SERVING_ALIAS='canary'"):
         ServingSettings.from_env({"CHURN_SERVING_ALIAS": "canary"})
     assert ServingSettings.from_env({}).alias == PRODUCTION
+
+
+def test_the_monitoring_watches_exactly_the_inputs_of_the_contract() -> None:
+    assert tuple(FEATURE_FIELDS) == FEATURES
