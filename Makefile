@@ -41,11 +41,20 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-instance: $(DAGSTER_HOME)/dagster.yaml
+# CHURN_PROFILE picks the Dagster instance: `embedded` (SQLite under $DAGSTER_HOME, the default)
+# or `production` (PostgreSQL at DAGSTER_POSTGRES_URL; see README, "Production profile").
+CHURN_PROFILE ?= embedded
+ifeq ($(CHURN_PROFILE),production)
+INSTANCE_CONFIG := deploy/dagster-production.yaml
+else ifeq ($(CHURN_PROFILE),embedded)
+INSTANCE_CONFIG := dagster.yaml
+else
+$(error CHURN_PROFILE must be embedded or production, not $(CHURN_PROFILE))
+endif
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+instance:
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $@
+	cp $(INSTANCE_CONFIG) $(DAGSTER_HOME)/dagster.yaml
 
 ## Run the training pipeline once (ingestion to registry) on the configured data set (built-in
 ## by default). The monitoring assets need production traffic: the sensors run them.
@@ -61,10 +70,12 @@ up: materialize
 		$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) \
 			--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) > $(CHURN_HOME)/logs/mlflow.log 2>&1 & \
 	fi; \
-	CHURN_SERVING_ALIAS=production $(BIN)/bentoml serve --host $(SERVING_HOST) \
-		--port $(PRODUCTION_PORT) > $(CHURN_HOME)/logs/serving-production.log 2>&1 & \
-	CHURN_SERVING_ALIAS=staging $(BIN)/bentoml serve --host $(SERVING_HOST) \
-		--port $(STAGING_PORT) > $(CHURN_HOME)/logs/serving-staging.log 2>&1 & \
+	CHURN_SERVING_ALIAS=production BENTOML_HOME=$(CHURN_HOME)/serving/production/bentoml \
+		$(BIN)/bentoml serve --host $(SERVING_HOST) --port $(PRODUCTION_PORT) \
+		> $(CHURN_HOME)/logs/serving-production.log 2>&1 & \
+	CHURN_SERVING_ALIAS=staging BENTOML_HOME=$(CHURN_HOME)/serving/staging/bentoml \
+		$(BIN)/bentoml serve --host $(SERVING_HOST) --port $(STAGING_PORT) \
+		> $(CHURN_HOME)/logs/serving-staging.log 2>&1 & \
 	echo; \
 	echo "Dagster UI:         http://$(DAGSTER_HOST):$(DAGSTER_PORT)"; \
 	echo "MLflow UI:          $${MLFLOW_UI_URL:-$(MLFLOW_TRACKING_URI)}"; \

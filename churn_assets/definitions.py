@@ -24,12 +24,15 @@ from churn_assets.validation.assets import validated_customers
 home = PlatformHome.from_env()
 
 retries = step_retry_policy()
+# Jobs that write the training data run one at a time (tag_concurrency_limits in dagster.yaml).
+SERIAL = {"churn/serial": "training-data"}
 
 ingest_and_validate_job = define_asset_job(
     name="ingest_and_validate",
     selection=AssetSelection.groups("ingestion", "validation"),
     description="Ingest the configured data set and validate it.",
     op_retry_policy=retries,
+    tags=SERIAL,
 )
 
 # The training pipeline, in order: what the daily schedule and a drift-triggered retrain run.
@@ -50,6 +53,7 @@ churn_pipeline_job = define_asset_job(
     selection=AssetSelection.assets(*ASSETS),
     description="The whole pipeline, from ingestion (with the new labels) to the model registry.",
     op_retry_policy=retries,
+    tags=SERIAL,
 )
 
 monitoring_job = define_asset_job(
@@ -63,6 +67,7 @@ refresh_labels_job = define_asset_job(
     selection=AssetSelection.assets(labelled_customers),
     description="Rebuild the labelled data from the source, landing files and feedback.",
     op_retry_policy=retries,
+    tags=SERIAL,
 )
 
 # The graph is a chain: steps never run side by side, so separate step processes would only add

@@ -134,6 +134,9 @@ def serve(home: PlatformHome, ready: bool = True, **settings: str) -> Iterator[S
         "CHURN_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "BENTOML_DO_NOT_TRACK": "True",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        # BentoML keeps its metrics files under BENTOML_HOME and clears them at start: each
+        # server needs its own, or one's start wipes the other's counters.
+        "BENTOML_HOME": str(home.root.parent / f"bentoml-{port}"),
         **settings,
     }
     environment.pop("MLFLOW_TRACKING_URI", None)

@@ -9,8 +9,10 @@ Endpoints: `POST /predict` (batched), `POST /feedback`, `GET /model`, BentoML's
 
 from __future__ import annotations
 
+import threading
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import bentoml
@@ -22,7 +24,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from churn_assets.monitoring.logs import FEEDBACK, FEEDBACK_SCHEMA, PREDICTION_SCHEMA, PREDICTIONS
+from churn_assets.monitoring.published import latest_path, read_published
 from churn_assets.parquet_log import ParquetLog
+from churn_assets.registry.model_registry import PRODUCTION
 from churn_assets.resources import MlflowResource, PlatformHome
 from serving.batching import ContinuousBatcher
 from serving.contract import (
@@ -99,6 +103,28 @@ class ChurnService:
             on_swap=self.metrics.swapped,
             on_failure=self.metrics.load_failures.labels(alias).inc,
         ).start()
+        self._stopping = threading.Event()
+        if alias == PRODUCTION:
+            # Drift and live F1 concern production: its /metrics carries them for Prometheus.
+            threading.Thread(
+                target=self._expose_monitoring,
+                args=(home.monitoring_dir,),
+                name="monitoring-figures",
+                daemon=True,
+            ).start()
+
+    def _expose_monitoring(self, folder: Path) -> None:
+        """Keep the monitoring gauges at the latest published figures."""
+        seen = 0
+        while not self._stopping.is_set():
+            try:
+                changed = latest_path(folder).stat().st_mtime_ns
+            except OSError:
+                changed = 0
+            if changed != seen:
+                self.metrics.monitoring(read_published(folder))
+                seen = changed
+            self._stopping.wait(self.settings.refresh_seconds)
 
     def __is_ready__(self) -> bool:
         """Ready once a model is loaded (BentoML's /readyz)."""
@@ -203,6 +229,7 @@ class ChurnService:
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]
     def close(self) -> None:
         """Stop watching the registry and write every buffered log record."""
+        self._stopping.set()
         self.watcher.stop()
         self.prediction_log.close()
         self.feedback_log.close()

@@ -95,6 +95,50 @@ class ServingMetrics:
         )
         self.model_version.labels(alias).set(0)
 
+        # The monitoring assets' latest figures (churn_assets/monitoring/published.py).
+        def monitoring_gauge(name: str, description: str, labels: Sequence[str] = ()) -> Any:
+            return prom.Gauge(
+                name,
+                description,
+                ["alias", *labels],
+                multiprocess_mode="livemax",
+                registry=registry,
+            )
+
+        self.drift_psi = monitoring_gauge(
+            "churn_drift_psi",
+            "PSI of a feature in the latest drift report (production inputs vs training data).",
+            ["feature"],
+        )
+        self.drift_threshold = monitoring_gauge(
+            "churn_drift_psi_threshold", "PSI above which a feature counts as drifted."
+        )
+        self.drifted_features = monitoring_gauge(
+            "churn_drifted_features", "Features drifted in the latest drift report."
+        )
+        self.drift_report_time = monitoring_gauge(
+            "churn_drift_report_timestamp_seconds", "When the latest drift report was published."
+        )
+        self.live = monitoring_gauge(
+            "churn_live_metric",
+            "Live F1, recall or precision of the production version on reported outcomes.",
+            ["metric"],
+        )
+        self.evaluation = monitoring_gauge(
+            "churn_evaluation_metric",
+            "Hold-out F1, recall or precision of the production version (its evaluation).",
+            ["metric"],
+        )
+        self.f1_drop = monitoring_gauge(
+            "churn_live_f1_drop", "Hold-out F1 minus live F1 (positive: worse in production)."
+        )
+        self.f1_margin = monitoring_gauge(
+            "churn_live_f1_margin", "Largest tolerated drop of live F1 under the hold-out F1."
+        )
+        self.labelled = monitoring_gauge(
+            "churn_live_labelled_predictions", "Outcomes the live figures are computed on."
+        )
+
     def predicted(
         self, version: str, probabilities: Sequence[float], labels: Any, unknown: dict[str, int]
     ) -> None:
@@ -123,3 +167,22 @@ class ServingMetrics:
     def backlog(self, log: str, records: int) -> None:
         """Set the number of records waiting in one log's buffer."""
         self.log_backlog.labels(self.alias, log).set(records)
+
+    def monitoring(self, figures: dict[str, Any]) -> None:
+        """Expose the monitoring assets' latest published figures."""
+        drift = figures.get("drift") or {}
+        for feature, psi in (drift.get("psi") or {}).items():
+            self.drift_psi.labels(self.alias, feature).set(psi)
+        if drift:
+            self.drift_threshold.labels(self.alias).set(drift["threshold"])
+            self.drifted_features.labels(self.alias).set(len(drift.get("drifted", [])))
+            self.drift_report_time.labels(self.alias).set(drift["published_at"])
+        performance = figures.get("performance") or {}
+        for metric, value in (performance.get("live") or {}).items():
+            self.live.labels(self.alias, metric).set(value)
+        for metric, value in (performance.get("evaluation") or {}).items():
+            self.evaluation.labels(self.alias, metric).set(value)
+        if performance:
+            self.f1_drop.labels(self.alias).set(performance["f1_drop"])
+            self.f1_margin.labels(self.alias).set(performance["margin"])
+            self.labelled.labels(self.alias).set(performance["labelled"])

@@ -34,6 +34,7 @@ from pydantic import Field
 from churn_assets.markdown import markdown_table
 from churn_assets.monitoring.drift import DEFAULT_PSI_THRESHOLD, DriftResult, measure_drift
 from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS, join_feedback, recent_predictions
+from churn_assets.monitoring.published import publish
 from churn_assets.parquet_log import read_log
 from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
 from churn_assets.resources import MlflowResource, PlatformHome, environment_float
@@ -255,6 +256,17 @@ def drift_report(
             "report": MetadataValue.path(summary.html),
             "mlflow_run": MetadataValue.url(run_url),
         }
+        publish(
+            home.monitoring_dir,
+            "drift",
+            {
+                "psi": summary.psi,
+                "threshold": summary.threshold,
+                "drifted": summary.drifted,
+                "production_version": summary.production_version,
+                "current_rows": summary.current_rows,
+            },
+        )
         if summary.detected:
             context.log.warning("Drift detected: %s", summary.reason())
     else:
@@ -430,6 +442,18 @@ def live_performance(
                 )
             ),
         }
+        publish(
+            home.monitoring_dir,
+            "performance",
+            {
+                "live": performance.live,
+                "evaluation": performance.evaluation,
+                "f1_drop": performance.f1_drop,
+                "margin": performance.margin,
+                "labelled": performance.labelled,
+                "production_version": version,
+            },
+        )
         if performance.degraded:
             context.log.warning("Degraded F1: %s", performance.reason())
     else:

@@ -1,0 +1,45 @@
+"""The latest monitoring figures, published for Prometheus through the production service.
+
+The monitoring assets run in Dagster runs, which come and go; Prometheus scrapes long-lived
+processes. So each evaluated drift report and live-performance result is written to
+`$CHURN_HOME/monitoring/latest.json` (one atomic replace), and the production service, which
+shares the platform home, exposes the figures on its `/metrics` as `churn_drift_psi{feature}`,
+`churn_live_f1` and the rest (see `serving/telemetry.py`). Prometheus needs no other target,
+and the figures survive restarts of either side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+LATEST = "latest.json"
+
+
+def latest_path(monitoring_dir: Path) -> Path:
+    """Where the latest figures are published."""
+    return monitoring_dir / LATEST
+
+
+def read_published(monitoring_dir: Path) -> dict[str, Any]:
+    """The published figures (empty when nothing was published or the file is unreadable)."""
+    try:
+        figures: dict[str, Any] = json.loads(latest_path(monitoring_dir).read_text())
+    except (OSError, ValueError):
+        return {}
+    return figures
+
+
+def publish(monitoring_dir: Path, section: str, figures: Mapping[str, Any]) -> None:
+    """Replace one section (`drift`, `performance`) of the published figures, stamped now."""
+    monitoring_dir.mkdir(parents=True, exist_ok=True)
+    current = read_published(monitoring_dir)
+    current[section] = {**figures, "published_at": datetime.now(UTC).timestamp()}
+    path = latest_path(monitoring_dir)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(current, indent=2, sort_keys=True))
+    partial.replace(path)

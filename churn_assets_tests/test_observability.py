@@ -1,0 +1,252 @@
+"""Prometheus and Grafana against the real thing: `promtool`, a real Prometheus scraping real
+`bentoml serve` processes, the alert rules firing, and every dashboard query answered.
+
+Prometheus comes from Debian's package (`.ci/system-services` installs it); without it these
+tests skip, saying so.
+"""
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from dagster import DagsterInstance, materialize
+
+from churn_assets.ingestion.synthetic import SyntheticDrift
+from churn_assets.monitoring.assets import MONITORING_ASSETS
+from churn_assets.resources import MlflowResource, PlatformHome
+from churn_assets_tests.conftest import REPOSITORY, free_port
+from churn_assets_tests.test_serving import Registry, customer, registry, serve
+from serving.traffic import send_traffic
+
+__all__ = ["registry"]  # the serving tests' registry fixture, used here too
+
+PROMETHEUS_DIR = REPOSITORY / "deploy" / "prometheus"
+DASHBOARD = REPOSITORY / "deploy" / "grafana" / "dashboards" / "churn.json"
+# Grafana's variables, as the dashboard would resolve them over a short test.
+GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "10m", "$deployment": ".*"}
+
+requires_prometheus = pytest.mark.skipif(
+    shutil.which("prometheus") is None or shutil.which("promtool") is None,
+    reason="Prometheus is not installed (Debian package `prometheus`; .ci/system-services "
+    "installs it)",
+)
+
+
+@requires_prometheus
+def test_promtool_accepts_the_configuration_and_the_alert_rules() -> None:
+    for command in (["check", "rules", "alerts.yml"], ["check", "config", "prometheus.yml"]):
+        result = subprocess.run(
+            ["promtool", *command], cwd=PROMETHEUS_DIR, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    assert names == {
+        "ChurnPredictLatencyP99High",
+        "ChurnPredictErrorRateHigh",
+        "ChurnNoModelLoaded",
+        "ChurnServiceDown",
+        "ChurnFeatureDrift",
+        "ChurnLiveF1Degraded",
+    }
+
+
+@contextmanager
+def prometheus(targets: dict[str, str], folder: Path) -> Iterator[str]:
+    """A real Prometheus with the repository's configuration and rules, scraping `targets`
+    (deployment -> host:port) every second; rules evaluate every second and fire at once."""
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    config["scrape_configs"][0]["static_configs"] = [
+        {"targets": [target], "labels": {"deployment": deployment}}
+        for deployment, target in targets.items()
+    ]
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "alerts.yml").write_text(yaml.safe_dump(rules))
+    config["rule_files"] = [str(folder / "alerts.yml")]
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(folder / "prometheus.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(url + "/-/ready"):
+            assert process.poll() is None, (folder / "prometheus.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "Prometheus did not become ready"
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def query(url: str, expression: str) -> list[dict[str, Any]]:
+    """The instant-query result of `expression` (raises on a query Prometheus refuses)."""
+    address = f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expression})}"
+    with urllib.request.urlopen(address, timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def wait_for(url: str, expression: str, timeout: float = 90) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = query(url, expression)
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(1)
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL with Grafana's variables resolved) for every panel target."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = []
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expression = target["expr"]
+            for variable, value in GRAFANA_VARIABLES.items():
+                expression = expression.replace(variable, value)
+            queries.append((panel["title"], expression))
+    return queries
+
+
+@requires_prometheus
+def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_panel(
+    registry: Registry, tmp_path: Path
+) -> None:
+    home = registry.home
+    with (
+        serve(home) as production,
+        # A staging service whose registry has no model at all.
+        serve(
+            PlatformHome(path=str(tmp_path / "empty-home")),
+            ready=False,
+            CHURN_SERVING_ALIAS="staging",
+        ) as empty,
+        prometheus(
+            {
+                "production": production.url.removeprefix("http://"),
+                "staging": empty.url.removeprefix("http://"),
+            },
+            tmp_path / "prometheus",
+        ) as url,
+    ):
+        # Drifted traffic with every outcome reported, and requests the contract refuses. A
+        # counter's rate counts increases between scrapes, so the refused requests are spread.
+        def refuse(times: int) -> None:
+            for _ in range(times):
+                answer = production.request("/predict", {"records": [customer(tenure=-1)]})
+                assert answer.status == 400
+                time.sleep(0.2)
+
+        refuse(1)
+        time.sleep(2)
+        summary = send_traffic(
+            production.url,
+            rate=40,
+            duration=6,
+            drift=SyntheticDrift(monthly_charges_shift=0.3, month_to_month_shift=0.5),
+            label_share=1.0,
+            label_delay=0.0,
+        )
+        assert summary.failed == 0 and summary.records >= 200
+        refuse(20)
+        time.sleep(2)  # the service writes its logs every second here
+
+        # The monitoring assets publish drift and live F1; the production service exposes them.
+        monitored = materialize(
+            MONITORING_ASSETS,
+            resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
+            run_config={"ops": {"drift_report": {"config": {"min_records": 100}}}},
+            instance=DagsterInstance.ephemeral(),
+        )
+        assert monitored.success
+        assert monitored.output_for_node("drift_report").detected
+
+        firing = 'ALERTS{alertstate="firing", alertname="%s"}'
+        errors = wait_for(url, firing % "ChurnPredictErrorRateHigh")
+        assert [a["metric"]["deployment"] for a in errors] == ["production"]
+        drift = wait_for(url, firing % "ChurnFeatureDrift")
+        assert "monthly_charges" in {a["metric"]["feature"] for a in drift}
+        empty_alerts = wait_for(url, firing % "ChurnNoModelLoaded")
+        assert [a["metric"]["deployment"] for a in empty_alerts] == ["staging"]
+        assert query(url, firing % "ChurnServiceDown") == []
+
+        # Latency and throughput as scraped: p99 of /predict within the 200 ms budget.
+        [p99] = query(
+            url,
+            "histogram_quantile(0.99, sum by (le) (rate(bentoml_service_request_duration_seconds_"
+            'bucket{endpoint="/predict", deployment="production"}[1m])))',
+        )
+        assert 0 < float(p99["value"][1]) < 0.2
+
+        # Every dashboard panel's query names metrics Prometheus has, and returns data.
+        names = set(query_names(url))
+        for title, expression in dashboard_queries():
+            used = set(re.findall(r"\b(?:bentoml|churn)_[a-z0-9_]+", expression))
+            assert used <= names, f"panel {title!r} uses unknown metrics {used - names}"
+            assert wait_for(url, expression, timeout=30), f"panel {title!r} shows no data"
+
+
+def query_names(url: str) -> list[str]:
+    with urllib.request.urlopen(f"{url}/api/v1/label/__name__/values", timeout=10) as response:
+        names: list[str] = json.load(response)["data"]
+    return names
+
+
+def test_every_panel_the_brief_asks_for_is_on_the_dashboard() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    text = json.dumps([panel["targets"] for panel in dashboard["panels"]])
+    for needed in (
+        "histogram_quantile(0.5,",
+        "histogram_quantile(0.95,",
+        "histogram_quantile(0.99,",
+        "bentoml_service_request_total",
+        'http_response_code!~\\"2..\\"',
+        "churn_predictions_total",
+        "churn_prediction_probability_bucket",
+        "churn_served_model_version",
+        "churn_drift_psi",
+        'churn_live_metric{metric=\\"f1\\"',
+        "ALERTS",
+    ):
+        assert needed in text, needed
+    provisioned = yaml.safe_load(
+        (DASHBOARD.parents[1] / "provisioning" / "datasources" / "prometheus.yaml").read_text()
+    )
+    [source] = provisioned["datasources"]
+    assert {panel["datasource"]["uid"] for panel in dashboard["panels"]} == {source["uid"]}
