@@ -73,8 +73,18 @@ class ModelRegistry:
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        # A logged model's URI (models:/m-...) names its model id; a tracking server requires
+        # the id beside such a source (a local store does not check).
+        model_id = (
+            model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+        )
         version = self.client.create_model_version(
-            self.name, source=model_uri, run_id=run_id, tags=tags, description=description
+            self.name,
+            source=model_uri,
+            run_id=run_id,
+            tags=tags,
+            description=description,
+            model_id=model_id,
         )
         return str(version.version)
 
