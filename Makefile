@@ -94,7 +94,7 @@ bento: install
 
 ## Run the tests.
 test: install
-	$(BIN)/pytest
+	$(BIN)/pytest --cov=churn_assets --cov=serving --cov-report=term:skip-covered --cov-report=xml
 
 ## Format check, lint and type check, as CI runs them.
 lint: install
