@@ -32,7 +32,7 @@ LOCAL_MLFLOW_UI := http://$(MLFLOW_HOST):$(MLFLOW_PORT)
 export MLFLOW_UI_URL ?= $(LOCAL_MLFLOW_UI)
 endif
 
-.PHONY: install instance materialize up serve bento test lint format constraints clean
+.PHONY: install instance materialize up mlflow-server serve bento test lint format constraints clean
 
 install: $(BIN)/.installed
 
@@ -83,6 +83,15 @@ up: materialize
 	echo "Staging service:    http://$(SERVING_HOST):$(STAGING_PORT)"; \
 	echo; \
 	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
+
+## The production profile's MLflow tracking server, in the foreground: a PostgreSQL backend store
+## (MLFLOW_BACKEND_STORE_URI, postgresql+psycopg2://...) and served artifacts (in
+## MLFLOW_ARTIFACTS_DESTINATION, a folder or an s3:// or gs:// URI).
+mlflow-server: install
+	$(BIN)/mlflow server \
+		--backend-store-uri "$${MLFLOW_BACKEND_STORE_URI:?set MLFLOW_BACKEND_STORE_URI}" \
+		--artifacts-destination "$${MLFLOW_ARTIFACTS_DESTINATION:-$(CHURN_HOME)/mlflow-server}" \
+		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
 
 ## Serve one alias in the foreground (CHURN_SERVING_ALIAS, default production) on PORT.
 serve: install
