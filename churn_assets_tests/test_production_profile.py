@@ -283,9 +283,10 @@ def test_two_pipeline_runs_launched_together_both_succeed_on_postgres_and_a_trac
         assert event is not None and event.run_id in run_ids
 
     # The registry behind the tracking server: one version per run, exactly one production.
-    client = MlflowClient(environment["MLFLOW_TRACKING_URI"])
+    # Both URIs: earlier tests in this process set mlflow's global registry URI to their stores.
+    server = environment["MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
     versions = client.search_model_versions("name = 'churn-predictor'")
-    # MLflow hands version numbers back as str or int depending on the store: compare as text.
     numbers = sorted(str(version.version) for version in versions)
     assert numbers == ["1", "2"]
     assert {version.tags["dagster_run_id"] for version in versions} == set(run_ids)
