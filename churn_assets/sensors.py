@@ -15,10 +15,8 @@ environment variables, read when the code location loads.
 
 import json
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from dagster import (
     AssetKey,
@@ -198,27 +196,12 @@ def _new_findings(
         )
         if metadata.get(flag):
             findings.append(
-                Finding(trigger, record.storage_id, record.run_id, _reason(asset, metadata))
+                Finding(trigger, record.storage_id, record.run_id, str(metadata["reason"]))
             )
         else:
             notes.append(f"{asset}: {metadata.get('verdict') or 'no ' + trigger}")
     advanced = DriftSensorState(seen[DRIFT_REPORT], seen[LIVE_PERFORMANCE], state.last_request_at)
     return findings, advanced, notes
-
-
-def _reason(asset: str, metadata: Mapping[str, Any]) -> str:
-    if asset == DRIFT_REPORT:
-        psi = metadata.get("psi")
-        drifted = str(metadata.get("drifted_columns", "")).split(", ")
-        if isinstance(psi, dict):
-            columns = ", ".join(f"{column} PSI {psi[column]:.2f}" for column in drifted)
-        else:
-            columns = ", ".join(drifted)
-        return f"{columns} (threshold {metadata.get('psi_threshold')})"
-    return (
-        f"live F1 {metadata.get('live_f1', 0.0):.2f} vs {metadata.get('evaluation_f1', 0.0):.2f} "
-        f"hold-out (drop {metadata.get('f1_drop', 0.0):.2f} > margin {metadata.get('f1_margin')})"
-    )
 
 
 def drift_sensor_for(job_name: str) -> SensorDefinition:

@@ -69,8 +69,8 @@ class SnapshotStore:
                 ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
             )
             self.root.mkdir(parents=True, exist_ok=True)
-            _write_atomically(self._data_path(version), frame.to_parquet, index=False)
-            _write_atomically(
+            write_atomically(self._data_path(version), frame.to_parquet, index=False)
+            write_atomically(
                 self._manifest_path(version),
                 lambda path: Path(path).write_text(json.dumps(asdict(manifest), indent=2)),
             )
@@ -116,7 +116,7 @@ class SnapshotStore:
         return self.root / f"{version}.json"
 
 
-def _write_atomically(path: Path, write: Callable[..., object], **kwargs: object) -> None:
+def write_atomically(path: Path, write: Callable[..., object], **kwargs: object) -> None:
     """Write through a temporary name, so that a reader never sees a half-written file."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     write(partial, **kwargs)

@@ -253,6 +253,7 @@ def drift_report(
                     ],
                 )
             ),
+            "reason": summary.reason() if summary.detected else "",
             "report": MetadataValue.path(summary.html),
             "mlflow_run": MetadataValue.url(run_url),
         }
@@ -432,6 +433,7 @@ def live_performance(
             **{f"live_{name}": value for name, value in performance.live.items()},
             "f1_drop": performance.f1_drop,
             "degraded": performance.degraded,
+            "reason": performance.reason(),
             "comparison": MetadataValue.md(
                 markdown_table(
                     ["metric", "live", "hold-out"],

@@ -11,11 +11,12 @@ and the figures survive restarts of either side.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from churn_assets.ingestion.versioning import write_atomically
 
 LATEST = "latest.json"
 
@@ -39,7 +40,5 @@ def publish(monitoring_dir: Path, section: str, figures: Mapping[str, Any]) -> N
     monitoring_dir.mkdir(parents=True, exist_ok=True)
     current = read_published(monitoring_dir)
     current[section] = {**figures, "published_at": datetime.now(UTC).timestamp()}
-    path = latest_path(monitoring_dir)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(current, indent=2, sort_keys=True))
-    partial.replace(path)
+    text = json.dumps(current, indent=2, sort_keys=True)
+    write_atomically(latest_path(monitoring_dir), lambda path: Path(path).write_text(text))
