@@ -193,8 +193,13 @@ def labelled_customers(
             context.log.warning(
                 "Rejected landing file %s: %s (moved to %s)", batch.path.name, batch.reason, moved
             )
-    predictions = all_records(sorted(home.serving_dir.glob(f"*/{PREDICTIONS}")))
     feedback = all_records(sorted(home.serving_dir.glob(f"*/{FEEDBACK}")))
+    # The prediction log is the large one: read only when there are outcomes to match.
+    predictions = (
+        all_records(sorted(home.serving_dir.glob(f"*/{PREDICTIONS}")))
+        if not feedback.empty
+        else pd.DataFrame()
+    )
     from_feedback, unmatched = feedback_rows(source, predictions, feedback)
     merged, added, replaced = merge_labels(
         source, [from_feedback, *(batch.rows for batch in batches if batch.rows is not None)]
