@@ -26,7 +26,7 @@ from churn_assets.monitoring.assets import MONITORING_ASSETS
 from churn_assets.resources import MlflowResource, PlatformHome
 from churn_assets_tests.conftest import REPOSITORY, free_port
 from churn_assets_tests.test_serving import Registry, customer, registry, serve
-from serving.traffic import send_traffic
+from serving.traffic import customers, send_traffic
 
 __all__ = ["registry"]  # the serving tests' registry fixture, used here too
 
@@ -165,8 +165,8 @@ def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_pane
             tmp_path / "prometheus",
         ) as url,
     ):
-        # Drifted traffic with every outcome reported, and requests the contract refuses. A
-        # counter's rate counts increases between scrapes, so the refused requests are spread.
+        # Drifted traffic, and requests the contract refuses. A counter's rate counts increases
+        # between scrapes, so the refused requests are spread.
         def refuse(times: int) -> None:
             for _ in range(times):
                 answer = production.request("/predict", {"records": [customer(tenure=-1)]})
@@ -180,11 +180,23 @@ def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_pane
             rate=40,
             duration=6,
             drift=SyntheticDrift(monthly_charges_shift=0.3, month_to_month_shift=0.5),
-            label_share=1.0,
-            label_delay=0.0,
         )
         assert summary.failed == 0 and summary.records >= 200
         refuse(20)
+        # Outcomes that contradict every label served: live F1 falls to 0.
+        records, _ = customers(60, seed=3, drift=SyntheticDrift())
+        for start in (0, 30):
+            answer = production.request("/predict", {"records": records[start : start + 30]})
+            assert answer.status == 200
+            outcomes = [
+                {
+                    "customer_id": p["customer_id"],
+                    "churned": not p["churn_label"],
+                    "prediction_id": p["prediction_id"],
+                }
+                for p in answer.body
+            ]
+            assert production.request("/feedback", {"outcomes": outcomes}).status == 200
         time.sleep(2)  # the service writes its logs every second here
 
         # The monitoring assets publish drift and live F1; the production service exposes them.
@@ -196,12 +208,15 @@ def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_pane
         )
         assert monitored.success
         assert monitored.output_for_node("drift_report").detected
+        assert monitored.output_for_node("live_performance").degraded
 
         firing = 'ALERTS{alertstate="firing", alertname="%s"}'
         errors = wait_for(url, firing % "ChurnPredictErrorRateHigh")
         assert [a["metric"]["deployment"] for a in errors] == ["production"]
         drift = wait_for(url, firing % "ChurnFeatureDrift")
         assert "monthly_charges" in {a["metric"]["feature"] for a in drift}
+        degraded = wait_for(url, firing % "ChurnLiveF1Degraded")
+        assert [a["metric"]["deployment"] for a in degraded] == ["production"]
         empty_alerts = wait_for(url, firing % "ChurnNoModelLoaded")
         assert [a["metric"]["deployment"] for a in empty_alerts] == ["staging"]
         assert query(url, firing % "ChurnServiceDown") == []
