@@ -46,7 +46,7 @@ def main() -> None:
         finished = time.perf_counter()
         assert result.success
         checks = result.get_asset_check_evaluations()
-        assert len(checks) == 8 and all(check.passed for check in checks)
+        assert len(checks) == 11 and all(check.passed for check in checks)
 
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"rows                      {arguments.rows:,}")

@@ -12,7 +12,12 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from churn_assets.home import platform_home
-from churn_assets.ingestion.normalise import snake_case
+from churn_assets.ingestion.normalise import (
+    DEFAULT_MAX_QUARANTINE_SHARE,
+    DEFAULT_NUMERIC_MIN_SHARE,
+    CleaningRules,
+    snake_case,
+)
 from churn_assets.ingestion.versioning import SnapshotStore
 
 if TYPE_CHECKING:
@@ -35,10 +40,9 @@ DATASET_ENVIRONMENT = {
     "CHURN_SYNTHETIC_MONTH_TO_MONTH_SHIFT": "synthetic_month_to_month_shift",
     "CHURN_MAX_BYTES": "max_bytes",
     "CHURN_TIMEOUT_SECONDS": "timeout_seconds",
+    "CHURN_NUMERIC_MIN_SHARE": "numeric_min_share",
+    "CHURN_MAX_QUARANTINE_SHARE": "max_quarantine_share",
 }
-
-# Column names taken as the customer key when none is configured (normalised spelling).
-KEY_COLUMN_NAMES = ("customer_id", "customerid", "client_id", "customer_key", "account_id")
 _DATA_SUFFIXES = (".gz", ".csv", ".tsv", ".txt", ".parquet", ".pq")
 
 
@@ -92,6 +96,20 @@ class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
     )
     max_bytes: int = Field(default=GIB, description="Largest source file accepted, in bytes.")
     timeout_seconds: float = Field(default=30.0, description="HTTP connect and read timeout.")
+    numeric_min_share: float = Field(
+        default=DEFAULT_NUMERIC_MIN_SHARE,
+        gt=0,
+        le=1,
+        description="A text column is numeric when at least this share of its non-blank values "
+        "are numbers; the others become missing.",
+    )
+    max_quarantine_share: float = Field(
+        default=DEFAULT_MAX_QUARANTINE_SHARE,
+        ge=0,
+        le=1,
+        description="The data set fails when more than this share of its rows is set aside "
+        "(missing or unrecognised target, missing key, key repeated with different values).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DatasetResource:
@@ -107,6 +125,11 @@ class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
             else:
                 values[field] = raw
         return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def rules(self) -> CleaningRules:
+        """How tolerant normalisation is of messy values and rows."""
+        return CleaningRules(self.numeric_min_share, self.max_quarantine_share)
 
     @property
     def is_synthetic(self) -> bool:

@@ -233,7 +233,10 @@ def test_landing_files_and_feedback_add_rows_latest_observation_wins_bad_files_a
     }
     assert "missing column(s): tenure" in reasons["missing_column.csv"]
     assert "the source does not have: coupon" in reasons["extra_column.csv"]
-    assert "'monthly_charges' must hold numbers; found 'lots'" in reasons["bad_number.csv"]
+    assert (
+        "'monthly_charges' must hold numbers, as in the source; 0% of its values are (e.g. 'lots')"
+        in reasons["bad_number.csv"]
+    )
     assert "'Maybe'" in reasons["bad_label.csv"]
     assert "binary file" in reasons["binary.csv"]
     assert sorted(p.name for p in isolated_home.landing_dir.glob("*.csv")) == [

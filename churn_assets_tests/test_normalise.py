@@ -54,7 +54,8 @@ def test_numeric_text_is_coerced_and_blanks_become_missing() -> None:
     assert frame["total_charges"].isna().tolist() == [False, True, False, True]
     assert frame["total_charges"].iloc[2] == 1889.5
     assert report.became_missing == {"total_charges": 2}
-    assert report.coerced == {"total_charges": 2, "count": 4}
+    assert report.numeric_text == {"total_charges": 2, "count": 4}
+    assert report.coerced == {}  # blanks are ordinary missing values, not coercions
     assert frame["count"].dtype == np.int64
     # A column with any word in it stays text.
     assert frame["plan"].tolist() == ["basic", "12", "pro", "basic"]
@@ -87,10 +88,18 @@ def test_target_becomes_zero_or_one(
     [
         (["Yes", "No"], "Exited", None, "target column 'exited' not found; columns are: x, churn"),
         (["Yes", "Yes"], "Churn", None, "single class \\('Yes'\\)"),
-        (["Yes", "No", "Maybe"], "Churn", None, "3 classes \\('Maybe', 'No', 'Yes'\\)"),
+        (
+            ["Yes", "No", "Maybe"],
+            "Churn",
+            None,
+            "1 of 3 rows of the table cannot be used \\(33.3%, over the 1% tolerated by "
+            "CHURN_MAX_QUARANTINE_SHARE\\): unrecognised target: 1",
+        ),
         (["Left", "Stayed"], "Churn", None, "cannot tell which value.*set CHURN_POSITIVE_LABEL"),
         (["Yes", "No"], "Churn", "Churned", "positive label 'Churned' is not a value"),
-        (["Yes", None], "Churn", None, "1 missing values"),
+        (["Yes", "No", None], "Churn", None, "1 of 3 rows .*: missing target: 1"),
+        (["Yes", None], "Churn", None, "single class"),
+        (["?", "n/a"], "Churn", None, "target column 'churn' has no values"),
     ],
 )
 def test_unusable_targets_are_refused(

@@ -120,7 +120,7 @@ def write(path: Path, content: bytes) -> str:
         (b"PAR1 not really parquet", "not a readable Parquet file"),
         (b"x,Churn\n1,Yes\n2,No\n", "target column 'exited' not found"),
         (b"x,Churn\n1,Yes\n2,Yes\n", "single class"),
-        (b"x,Churn\n1,Yes\n2,No\n3,Maybe\n", "3 classes"),
+        (b"x,Churn\n1,Yes\n2,No\n3,Maybe\n", "unrecognised target: 1 \\(target values 'Maybe'\\)"),
     ],
 )
 def test_bad_files_are_refused_with_a_clear_error(

@@ -1,10 +1,14 @@
 """The `raw_customers` asset: the configured data set, read, normalised and stored as a version."""
 
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, replace
 from typing import Any
 
 import pandas as pd
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     DataVersion,
     Failure,
@@ -18,19 +22,26 @@ from dagster import (
 from churn_assets.errors import DatasetError, SourceUnavailable
 from churn_assets.ingestion.labelled import (
     NewLabels,
+    combined_quality,
     feedback_rows,
     landing_files,
     merge_labels,
     read_batch,
     reject,
 )
-from churn_assets.ingestion.normalise import NormalisationReport, normalise, snake_case
+from churn_assets.ingestion.normalise import (
+    CleaningRules,
+    ColumnCoercion,
+    NormalisationReport,
+    normalise,
+    snake_case,
+)
 from churn_assets.ingestion.sources import read_table
 from churn_assets.ingestion.synthetic import SyntheticDrift, generate_customers
 from churn_assets.ingestion.versioning import SnapshotManifest
 from churn_assets.markdown import frame_preview, markdown_table
 from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS, all_records
-from churn_assets.resources import KEY_COLUMN_NAMES, DatasetResource, PlatformHome
+from churn_assets.resources import DatasetResource, PlatformHome
 from churn_assets.tables import CustomerTable
 
 GROUP = "ingestion"
@@ -59,46 +70,58 @@ def ingest_customers(
     else:
         source = dataset.source.strip()
         raw = read_table(source, dataset.max_bytes, dataset.timeout_seconds, home.scratch_dir)
+    target = snake_case(dataset.target)
+    excluded = [snake_case(name) for name in dataset.exclude_columns]
     try:
-        frame, report = normalise(raw, dataset.target, dataset.positive_label)
+        frame, report = normalise(
+            raw, dataset.target, dataset.positive_label, dataset.id_column, dataset.rules
+        )
+        unknown = [name for name in excluded if name not in frame.columns]
+        if unknown:
+            raise DatasetError(f"excluded column(s) not found: {', '.join(unknown)}")
+        if report.id_column == target or target in excluded:
+            raise DatasetError(f"the target {target!r} cannot be the key or excluded")
     except DatasetError as error:
         raise DatasetError(f"{source}: {error}") from error
-    target = snake_case(dataset.target)
-    id_column = _key_column(frame, dataset.id_column, source)
-    excluded = [snake_case(name) for name in dataset.exclude_columns]
-    unknown = [name for name in excluded if name not in frame.columns]
-    if unknown:
-        raise DatasetError(f"{source}: excluded column(s) not found: {', '.join(unknown)}")
-    if id_column == target or target in excluded:
-        raise DatasetError(f"{source}: the target {target!r} cannot be the key or excluded")
     table = CustomerTable(
         frame,
         dataset.dataset_name(),
         source,
         target,
-        id_column,
+        report.id_column,
         excluded,
         labels=(report.negative_label, report.positive_label),
+        quality=report.quality(target),
+        quarantine=report.quarantine,
     )
     return table, report
 
 
-def _key_column(frame: pd.DataFrame, configured: str | None, source: str) -> str | None:
-    if configured:
-        name = snake_case(configured)
-        if name not in frame.columns:
-            raise DatasetError(
-                f"{source}: customer key column {configured!r} not found; "
-                f"columns are: {', '.join(frame.columns)}"
-            )
-        return name
-    return next((name for name in KEY_COLUMN_NAMES if name in frame.columns), None)
+COERCED_CHECK = "coerced_values"
+QUARANTINE_CHECK = "rows_set_aside"
 
 
-@asset(group_name=GROUP, kinds={"pandas", "parquet"})
+@asset(
+    group_name=GROUP,
+    kinds={"pandas", "parquet"},
+    check_specs=[
+        AssetCheckSpec(
+            COERCED_CHECK,
+            asset="raw_customers",
+            description="No value was turned into missing: junk tokens (?, n/a, #N/A, ...) and "
+            "words in numeric columns. Names the columns where some were.",
+        ),
+        AssetCheckSpec(
+            QUARANTINE_CHECK,
+            asset="raw_customers",
+            description="No row was set aside (missing or unrecognised target, missing key, key "
+            "repeated with different values). Over the tolerated share the asset fails instead.",
+        ),
+    ],
+)
 def raw_customers(
     context: AssetExecutionContext, dataset: DatasetResource, home: PlatformHome
-) -> Output[CustomerTable]:
+) -> Iterator[Output[CustomerTable] | AssetCheckResult]:
     """Customer records from the configured source, normalised and stored as a data version."""
     try:
         table, report = ingest_customers(dataset, home)
@@ -112,16 +135,72 @@ def raw_customers(
             allow_retries=isinstance(error, SourceUnavailable),
         ) from error
     manifest = home.snapshots().save(
-        table.frame, table.dataset, table.source, table.target, table.id_column
+        table.frame,
+        table.dataset,
+        table.source,
+        table.target,
+        table.id_column,
+        quarantine=table.quarantine,
+        quality=asdict(table.quality),
     )
     table.version = manifest.version
     context.log.info(
-        "Ingested %s rows from %s as data version %s", manifest.rows, table.source, table.version
+        "Ingested %s rows from %s as data version %s (%s set aside)",
+        manifest.rows,
+        table.source,
+        table.version,
+        len(table.quarantine),
     )
-    return Output(
+    yield Output(
         table,
         data_version=DataVersion(manifest.version),
         metadata=_ingestion_metadata(table, report, manifest, home),
+    )
+    yield from quality_checks("raw_customers", table, report.columns, report.rules)
+
+
+def quality_checks(
+    asset_key: str,
+    table: CustomerTable,
+    columns: Mapping[str, ColumnCoercion],
+    rules: CleaningRules,
+) -> Iterator[AssetCheckResult]:
+    """The warning checks of what normalisation coerced and set aside in a table."""
+    coerced = {column: info for column, info in columns.items() if info.coerced}
+    yield AssetCheckResult(
+        check_name=COERCED_CHECK,
+        asset_key=asset_key,
+        passed=not coerced,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            "Values turned into missing in: "
+            + "; ".join(f"{c} ({info.coerced})" for c, info in coerced.items())
+            if coerced
+            else "No value was turned into missing."
+        ),
+        metadata={
+            "columns": ", ".join(coerced) or "(none)",
+            "values": sum(info.coerced for info in coerced.values()),
+            **{f"{c}": info.describe(rules.numeric_min_share) for c, info in coerced.items()},
+        },
+    )
+    quality = table.quality
+    yield AssetCheckResult(
+        check_name=QUARANTINE_CHECK,
+        asset_key=asset_key,
+        passed=not quality.quarantined_rows,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"{quality.quarantined_rows} of {quality.rows_read} rows set aside: "
+            + ", ".join(f"{reason} ({count})" for reason, count in quality.quarantined.items())
+            if quality.quarantined_rows
+            else "No row was set aside."
+        ),
+        metadata={
+            "rows_set_aside": quality.quarantined_rows,
+            "share": quality.quarantined_rows / max(quality.rows_read, 1),
+            "max_share": rules.max_quarantine_share,
+        },
     )
 
 
@@ -149,9 +228,53 @@ def _ingestion_metadata(
         ),
         "column_types": MetadataValue.md(markdown_table(["column", "type"], list(types.items()))),
         "normalisation": MetadataValue.md(_normalisation_summary(report)),
+        "coerced_values": MetadataValue.md(coercion_table(report.columns, report.rules)),
+        **quarantine_metadata(table, home),
         "preview": MetadataValue.md(frame_preview(frame)),
         "snapshot": MetadataValue.path(str(home.snapshots().root / f"{manifest.version}.parquet")),
     }
+
+
+def coercion_table(columns: Mapping[str, ColumnCoercion], rules: CleaningRules) -> str:
+    """Per column, what normalisation turned into missing or kept as text, and examples."""
+    if not columns:
+        return "(nothing coerced)"
+    return markdown_table(
+        ["column", "kind", "junk -> missing", "non-numbers -> missing", "blank", "what happened"],
+        [
+            (
+                column,
+                info.kind,
+                info.junk,
+                info.unparsed,
+                info.blank,
+                info.describe(rules.numeric_min_share),
+            )
+            for column, info in columns.items()
+        ],
+    )
+
+
+def quarantine_metadata(table: CustomerTable, home: PlatformHome) -> dict[str, Any]:
+    """The rows set aside from a table: counts by reason, a sample, and where the file is."""
+    quality = table.quality
+    metadata: dict[str, Any] = {
+        "rows_read": quality.rows_read,
+        "rows_set_aside": quality.quarantined_rows,
+        "duplicate_rows_dropped": quality.duplicates_dropped,
+    }
+    if quality.quarantined_rows:
+        metadata |= {
+            "set_aside_by_reason": MetadataValue.md(
+                markdown_table(["reason", "rows"], list(quality.quarantined.items()))
+            ),
+            "set_aside_sample": MetadataValue.md(frame_preview(table.quarantine)),
+        }
+        if table.version:
+            metadata["quarantine_file"] = MetadataValue.path(
+                str(home.snapshots().quarantine_path(table.version))
+            )
+    return metadata
 
 
 def _normalisation_summary(report: NormalisationReport) -> str:
@@ -159,8 +282,8 @@ def _normalisation_summary(report: NormalisationReport) -> str:
         (f"renamed `{old}`", f"`{new}`") for old, new in report.renamed.items()
     ]
     rows += [
-        (f"coerced `{column}` to numbers", f"{count} values")
-        for column, count in report.coerced.items()
+        (f"read `{column}` as numbers", f"{count} values")
+        for column, count in report.numeric_text.items()
     ]
     rows += [
         (f"blank `{column}` values now missing", str(count))
@@ -184,7 +307,7 @@ def labelled_customers(
     """
     source = raw_customers
     batches = [
-        read_batch(path, source, home.scratch_dir, dataset.max_bytes)
+        read_batch(path, source, home.scratch_dir, dataset.max_bytes, dataset.rules)
         for path in landing_files(home.landing_dir)
     ]
     for batch in batches:
@@ -200,9 +323,10 @@ def labelled_customers(
         if not feedback.empty
         else pd.DataFrame()
     )
-    from_feedback, unmatched = feedback_rows(source, predictions, feedback)
+    from_feedback, unmatched, feedback_report = feedback_rows(source, predictions, feedback)
+    accepted = [batch for batch in batches if batch.rows is not None]
     merged, added, replaced = merge_labels(
-        source, [from_feedback, *(batch.rows for batch in batches if batch.rows is not None)]
+        source, [from_feedback, *(batch.rows for batch in accepted if batch.rows is not None)]
     )
     new = NewLabels(
         table=source,
@@ -212,16 +336,32 @@ def labelled_customers(
         added=added,
         replaced=replaced,
     )
-    if merged is source.frame:
+    quality, quarantine = combined_quality(
+        source, [feedback_report, *(batch.report for batch in accepted)]
+    )
+    if merged is source.frame and len(quarantine) == len(source.quarantine):
         table = source
     else:
         description = (
             f"{source.source} + {new.from_feedback} feedback + {new.from_landing} landing rows"
         )
         manifest = home.snapshots().save(
-            merged, source.dataset, description, source.target, source.id_column
+            merged,
+            source.dataset,
+            description,
+            source.target,
+            source.id_column,
+            quarantine=quarantine,
+            quality=asdict(quality),
         )
-        table = replace(source, frame=merged, source=description, version=manifest.version)
+        table = replace(
+            source,
+            frame=merged,
+            source=description,
+            version=manifest.version,
+            quality=quality,
+            quarantine=quarantine,
+        )
     context.log.info(
         "New data available: +%s rows (%s from feedback, %s from landing files, %s replacing "
         "older rows); data version %s",
@@ -264,6 +404,7 @@ def _labelled_metadata(table: CustomerTable, new: NewLabels, home: PlatformHome)
             if batches
             else "(no landing file)"
         ),
+        **quarantine_metadata(table, home),
         "landing_folder": MetadataValue.path(str(home.landing_dir)),
         "snapshot": MetadataValue.path(str(home.snapshots().root / f"{table.version}.parquet")),
     }

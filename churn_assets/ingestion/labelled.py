@@ -7,9 +7,15 @@ Two sources of labels arrive after the original data set:
   the service's contract.
 - **Landing files.** CSV or Parquet files of labelled customers in `$CHURN_HOME/landing/`, with
   the source's columns (an optional `observed_at` column dates each row; else the file's
-  modification time does). A file that cannot be read, lacks or adds columns, has numbers that
-  are not numbers, or target values that are not the source's two classes is moved to
-  `landing/rejected/` beside a `.reason.txt` that says why; the other files are used.
+  modification time does).
+
+Every new row meets the rules the source met (`churn_assets.ingestion.normalise`): junk tokens
+are missing values, words in a numeric column become missing and are counted, and rows with a
+missing or unrecognised target, a missing key or a key repeated with different values are set
+aside with their reason. A file that cannot be read, lacks or adds columns, has a numeric column
+of which fewer than `numeric_min_share` of the values are numbers, or more rows set aside than
+`max_quarantine_share` is moved to `landing/rejected/` beside a `.reason.txt` that says why; the
+other files are used.
 
 A customer can appear more than once (in the source, in several files, in several outcomes); the
 latest observation of a customer key wins, and the source's rows count as the oldest.
@@ -21,34 +27,54 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from churn_assets.errors import DatasetError
 from churn_assets.ingestion.normalise import (
     DEFAULT_NEGATIVE_LABELS,
     DEFAULT_POSITIVE_LABELS,
+    JUNK_TOKENS,
+    MISSING_TARGET,
+    QUARANTINE_REASON,
+    UNRECOGNISED_TARGET,
+    CleaningRules,
+    ColumnCoercion,
     NormalisationReport,
-    coerce_numeric_text,
+    coerce_text_column,
+    enforce_quarantine_limit,
     normalise_columns,
+    set_aside_keys,
 )
 from churn_assets.ingestion.sources import read_table
 from churn_assets.monitoring.logs import join_feedback
-from churn_assets.tables import CustomerTable
+from churn_assets.tables import CustomerTable, DataQuality
 from churn_assets.telco import FEATURES, looks_like_telco
 
 OBSERVED_AT = "observed_at"
 REJECTED = "rejected"
+QUARANTINE_ORIGIN = "quarantine_origin"
 LANDING_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".txt", ".parquet", ".pq")
 
 
 @dataclass
 class LandingBatch:
-    """A landing file: its rows (in the source's columns and types), or why it was refused."""
+    """A landing file: its rows (in the source's columns and types), or why it was refused.
+
+    Attributes:
+        path: the file.
+        rows: the usable rows, with an `observed_at` each; None when the file was refused.
+        reason: why the file was refused.
+        report: what the rules coerced and set aside in it.
+
+    """
 
     path: Path
     rows: pd.DataFrame | None = None
     reason: str = ""
+    report: NormalisationReport = field(default_factory=NormalisationReport)
 
     @property
     def accepted(self) -> bool:
@@ -87,20 +113,44 @@ def landing_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda path: (path.stat().st_mtime_ns, path.name))
 
 
-def read_batch(path: Path, source: CustomerTable, scratch: Path, max_bytes: int) -> LandingBatch:
-    """A landing file checked against the source's columns, types and target classes."""
+def read_batch(
+    path: Path,
+    source: CustomerTable,
+    scratch: Path,
+    max_bytes: int,
+    rules: CleaningRules | None = None,
+) -> LandingBatch:
+    """A landing file checked against the source's columns and types, by the source's rules."""
+    report = NormalisationReport(rules=rules or CleaningRules())
     try:
         raw = read_table(str(path), max_bytes, 30.0, scratch)
         frame, _ = normalise_columns(raw)
-        frame = coerce_numeric_text(frame, NormalisationReport())
-        rows = _conform(frame, source, datetime.fromtimestamp(path.stat().st_mtime, UTC))
+        report.rows_read = len(frame)
+        modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+        rows = conform_rows(frame, source, modified, report)
+        enforce_quarantine_limit(report, f"landing file {path.name}")
     except DatasetError as error:
-        return LandingBatch(path, reason=str(error))
-    return LandingBatch(path, rows=rows)
+        return LandingBatch(path, reason=str(error), report=report)
+    if not report.quarantine.empty:
+        report.quarantine[QUARANTINE_ORIGIN] = path.name
+    return LandingBatch(path, rows=rows, report=report)
 
 
-def _conform(frame: pd.DataFrame, source: CustomerTable, modified: datetime) -> pd.DataFrame:
-    """The batch in the source's column order and types, with an `observed_at` per row."""
+def conform_rows(
+    frame: pd.DataFrame, source: CustomerTable, modified: datetime, report: NormalisationReport
+) -> pd.DataFrame:
+    """New rows in the source's column order and types, by the rules the source met.
+
+    Junk tokens become missing; words in a numeric column become missing (the column is refused
+    when fewer than `numeric_min_share` of its values are numbers); rows with a missing or
+    unrecognised target, a missing key or a key repeated with different values are set aside in
+    `report.quarantine`. Each row gets an `observed_at` (its own column, else `modified`).
+
+    Raises:
+        DatasetError: the columns are not the source's, a numeric column holds text, or the dates
+            of `observed_at` are not dates.
+
+    """
     expected = list(source.frame.columns)
     missing = [column for column in expected if column not in frame.columns]
     extra = [column for column in frame.columns if column not in expected and column != OBSERVED_AT]
@@ -108,49 +158,81 @@ def _conform(frame: pd.DataFrame, source: CustomerTable, modified: datetime) -> 
         raise DatasetError(f"missing column(s): {', '.join(missing)}")
     if extra:
         raise DatasetError(f"column(s) the source does not have: {', '.join(extra)}")
-    if source.id_column and frame[source.id_column].isna().any():
-        raise DatasetError(f"{int(frame[source.id_column].isna().sum())} rows have no customer key")
     observed = _observed_at(frame, modified)
     conformed: dict[str, pd.Series] = {}
     for column in expected:
         values = frame[column]
-        wanted = source.frame[column].dtype
         if column == source.target:
-            conformed[column] = _encode_labels(values, source)
-        elif pd.api.types.is_numeric_dtype(wanted):
-            numbers = pd.to_numeric(values, errors="coerce")
-            bad = numbers.isna() & values.notna()
-            if bad.any():
-                raise DatasetError(
-                    f"column {column!r} must hold numbers; found {values[bad].iloc[0]!r} "
-                    f"({int(bad.sum())} such values)"
-                )
-            if pd.api.types.is_integer_dtype(wanted) and numbers.isna().any():
-                raise DatasetError(f"column {column!r} has missing values; the source has none")
-            try:
-                conformed[column] = numbers.astype(wanted)
-            except (TypeError, ValueError) as error:
-                raise DatasetError(f"column {column!r} is not of type {wanted}: {error}") from error
-        else:
-            conformed[column] = values.astype(wanted)
+            conformed[column] = values
+            continue
+        wanted = source.frame[column].dtype
+        conformed[column] = _conform_column(column, values, wanted, report)
     rows = pd.DataFrame(conformed, index=frame.index)
     rows[OBSERVED_AT] = observed
+    rows = _encode_labels(rows, source, report)
+    if source.id_column:
+        # A customer observed several times: its latest observation is the one that counts.
+        latest = rows.groupby(source.id_column, dropna=False)[OBSERVED_AT].transform("max")
+        rows = rows[(rows[OBSERVED_AT] == latest) | rows[source.id_column].isna()]
+    rows = set_aside_keys(rows, source.id_column, report, source.target)
+    if not report.quarantine.empty:
+        report.quarantine = report.quarantine.drop(columns=[OBSERVED_AT])
     return rows.reset_index(drop=True)
 
 
-def _encode_labels(values: pd.Series, source: CustomerTable) -> pd.Series:
+def _conform_column(
+    column: str, values: pd.Series, wanted: Any, report: NormalisationReport
+) -> pd.Series:
+    """One column of new rows as the source's type, its junk read as missing."""
+    is_text = pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)
+    numeric = pd.api.types.is_numeric_dtype(wanted) and not pd.api.types.is_bool_dtype(wanted)
+    info = ColumnCoercion(kind="number" if numeric else "text")
+    if is_text:
+        values, info = coerce_text_column(values, report.rules.numeric_min_share, numeric)
+        if numeric and (info.parsed_share or 0.0) < report.rules.numeric_min_share:
+            raise DatasetError(
+                f"column {column!r} must hold numbers, as in the source; "
+                f"{info.parsed_share or 0.0:.0%} of its values are "
+                f"(e.g. {', '.join(repr(v) for v in info.unparsed_examples)})"
+            )
+    if info.coerced or info.blank:
+        report.columns[column] = info
+    try:
+        if pd.api.types.is_integer_dtype(wanted) and values.isna().any():
+            return values.astype("float64")  # as the source would be, had it missed values
+        conformed: pd.Series = values.astype(wanted)
+        return conformed
+    except (TypeError, ValueError) as error:
+        raise DatasetError(f"column {column!r} is not of type {wanted}: {error}") from error
+
+
+def _encode_labels(
+    rows: pd.DataFrame, source: CustomerTable, report: NormalisationReport
+) -> pd.DataFrame:
+    """The target as the source's 0/1; rows without a recognisable label go to quarantine."""
     retained, churned = source.labels
-    text = values.astype(str).str.strip().str.lower()
-    positive = text.isin({churned.lower()} | ({"1", "1.0"} & DEFAULT_POSITIVE_LABELS))
-    negative = text.isin({retained.lower()} | ({"0", "0.0"} & DEFAULT_NEGATIVE_LABELS))
-    unknown = ~(positive | negative) | values.isna()
-    if unknown.any():
-        shown = ", ".join(repr(v) for v in values[unknown].astype(str).unique()[:5])
-        raise DatasetError(
-            f"target column {source.target!r} has values other than {retained!r} and "
-            f"{churned!r}: {shown}"
+    target = source.target
+    raw = rows[target]
+    text = raw.astype("string").str.strip().str.lower()
+    missing = (text.isna() | (text == "") | text.isin(JUNK_TOKENS)).fillna(True).astype(bool)
+    positive = text.isin({churned.lower()} | DEFAULT_POSITIVE_LABELS).fillna(False).astype(bool)
+    negative = text.isin({retained.lower()} | DEFAULT_NEGATIVE_LABELS).fillna(False).astype(bool)
+    unusable = missing | ~(positive | negative)
+    report.positive_label, report.negative_label = churned, retained
+    if unusable.any():
+        reasons = np.where(missing[unusable], MISSING_TARGET, UNRECOGNISED_TARGET)
+        rejected = rows[unusable].copy()
+        rejected[target] = raw[unusable].astype("string")
+        rejected[QUARANTINE_REASON] = reasons
+        report.unrecognised_labels = [
+            str(value) for value in pd.unique(raw[unusable & ~missing].astype(str))[:5]
+        ]
+        report.quarantine = pd.concat(
+            [part for part in (report.quarantine, rejected) if not part.empty], ignore_index=True
         )
-    return positive.astype(source.frame[source.target].dtype)
+        rows = rows[~unusable]
+        positive = positive[~unusable]
+    return rows.assign(**{target: positive.astype(source.frame[target].dtype)})
 
 
 def _observed_at(frame: pd.DataFrame, modified: datetime) -> pd.Series:
@@ -178,33 +260,38 @@ def reject(batch: LandingBatch, landing: Path) -> Path:
 
 def feedback_rows(
     source: CustomerTable, predictions: pd.DataFrame, feedback: pd.DataFrame
-) -> tuple[pd.DataFrame, int]:
-    """Reported outcomes as rows of the source's table, and how many matched no prediction."""
+) -> tuple[pd.DataFrame, int, NormalisationReport]:
+    """Reported outcomes as rows of the source's table, by the rules every new row meets.
+
+    Returns the rows, how many outcomes matched no prediction, and what the rules did.
+    """
+    report = NormalisationReport()
     empty = source.frame.iloc[:0].assign(**{OBSERVED_AT: pd.Series(dtype="datetime64[us, UTC]")})
     if feedback.empty:
-        return empty, 0
+        return empty, 0, report
     if not (looks_like_telco(list(source.frame.columns)) and source.id_column):
-        return empty, len(feedback)
+        return empty, len(feedback), report
     labelled = join_feedback(predictions, feedback)
     matched = labelled.rows
     if matched.empty:
-        return empty, labelled.unmatched
+        return empty, labelled.unmatched, report
     columns: dict[str, pd.Series] = {
         source.id_column: matched["customer_id"],
         **{name: matched[name] for name in FEATURES},
         source.target: matched["churned"].astype(bool),
     }
-    rows = pd.DataFrame(columns)
-    conformed = pd.DataFrame(
+    rows = pd.DataFrame(
         {
-            column: rows[column].astype(source.frame[column].dtype)
-            if column in rows.columns
-            else pd.Series(pd.NA, index=rows.index, dtype=source.frame[column].dtype)
+            column: columns.get(column, pd.Series(pd.NA, index=matched.index, dtype=object))
             for column in source.frame.columns
         }
     )
-    conformed[OBSERVED_AT] = matched[OBSERVED_AT].astype("datetime64[us, UTC]").to_numpy()
-    return conformed, labelled.unmatched
+    rows[OBSERVED_AT] = matched[OBSERVED_AT].astype("datetime64[us, UTC]").to_numpy()
+    report.rows_read = len(rows)
+    conformed = conform_rows(rows, source, datetime.now(UTC), report)
+    if not report.quarantine.empty:
+        report.quarantine[QUARANTINE_ORIGIN] = "feedback"
+    return conformed, labelled.unmatched, report
 
 
 def merge_labels(
@@ -230,4 +317,22 @@ def merge_labels(
         replaced = int(superseded.sum())
         kept = kept[~superseded]
     merged = pd.concat([kept, new], ignore_index=True)
-    return merged.astype(source.frame.dtypes.to_dict()), len(new) - replaced, replaced
+    dtypes = {
+        # A missing number in a new row makes an integer column float, as in the source.
+        column: "float64"
+        if pd.api.types.is_integer_dtype(dtype) and new[column].isna().any()
+        else dtype
+        for column, dtype in source.frame.dtypes.items()
+    }
+    return merged.astype(dtypes), len(new) - replaced, replaced
+
+
+def combined_quality(
+    source: CustomerTable, reports: list[NormalisationReport]
+) -> tuple[DataQuality, pd.DataFrame]:
+    """The quality figures and quarantine of the source together with its new rows."""
+    qualities = [source.quality, *(report.quality(source.target) for report in reports)]
+    parts = [source.quarantine, *(report.quarantine for report in reports)]
+    parts = [part for part in parts if not part.empty]
+    quarantine = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return DataQuality.combined(qualities), quarantine

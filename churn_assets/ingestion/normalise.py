@@ -1,8 +1,23 @@
-"""Normalisation of a raw churn table: snake_case columns, numeric text coerced, target as 0/1.
+"""Normalisation of a raw churn table: one shape for every source, and messy rows set aside.
 
 Every data set goes through the same steps, whatever its source, so that the rest of the platform
 (validation, features, serving) sees one shape: snake_case column names, numbers as numbers, text
-as Arrow-backed strings, and a 0/1 integer target.
+as Arrow-backed strings, and a 0/1 integer target. Real exports are dirty, so the same steps
+repair what can be repaired and set aside, with a reason, the rows that cannot be used:
+
+- **Junk tokens** (`?`, `-`, `n/a`, `null`, `#N/A`, `#VALUE!`, blanks, ...) are missing values, in
+  any column.
+- **Numbers with junk**: a text column whose non-blank values parse as numbers for at least
+  `numeric_min_share` (0.99) of them is numeric; the values that do not parse become missing.
+  Below that share the column stays text, and the report says which share parsed.
+- **Rows that cannot be used** are quarantined, not the file: a missing or unrecognised target, a
+  missing customer key, a key repeated with different values. Exact duplicate rows of a customer
+  are dropped and counted. The table fails only when more than `max_quarantine_share` (1 %) of its
+  rows are set aside, with a message naming each reason and its count.
+
+The report says, per column, what was coerced (counts and up to five example values), and holds
+the quarantined rows with a reason each: the asset shows both, and both are part of the data
+version.
 """
 
 from __future__ import annotations
@@ -10,15 +25,62 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from churn_assets.errors import DatasetError
+from churn_assets.tables import DataQuality
 
 # Values read as the positive (churned) class when no positive label is configured.
 DEFAULT_POSITIVE_LABELS = frozenset({"yes", "true", "1", "1.0", "y", "t"})
 DEFAULT_NEGATIVE_LABELS = frozenset({"no", "false", "0", "0.0", "n", "f"})
+
+# Column names taken as the customer key when none is configured (normalised spelling).
+KEY_COLUMN_NAMES = ("customer_id", "customerid", "client_id", "customer_key", "account_id")
+
+# Spreadsheet and database spellings of "no value", compared stripped and case-insensitively.
+# Blank text (empty or whitespace) is missing too, but counts as an ordinary missing value.
+JUNK_TOKENS = frozenset(
+    {
+        "?",
+        "??",
+        "-",
+        "--",
+        "---",
+        "n/a",
+        "na",
+        "n.a.",
+        "nan",
+        "null",
+        "none",
+        "nil",
+        "<na>",
+        "#n/a",
+        "#na",
+        "#n/a n/a",
+        "#value!",
+        "#null!",
+        "#div/0!",
+        "#ref!",
+        "#name?",
+        "#num!",
+        "-nan",
+        "1.#ind",
+        "1.#qnan",
+    }
+)
+DEFAULT_NUMERIC_MIN_SHARE = 0.99
+DEFAULT_MAX_QUARANTINE_SHARE = 0.01
+EXAMPLES = 5
+
+# Why a row was set aside (the `quarantine_reason` of the quarantine file).
+MISSING_TARGET = "missing target"
+UNRECOGNISED_TARGET = "unrecognised target"
+MISSING_KEY = "missing customer key"
+CONFLICTING_KEY = "customer key repeated with different values"
+QUARANTINE_REASON = "quarantine_reason"
 
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
@@ -38,23 +100,139 @@ def snake_case(name: str) -> str:
     return _NOT_ALPHANUMERIC.sub("_", name).strip("_").lower()
 
 
+@dataclass(frozen=True)
+class CleaningRules:
+    """How tolerant normalisation is of messy values (`CHURN_NUMERIC_MIN_SHARE`, ...).
+
+    Attributes:
+        numeric_min_share: a text column is numeric when at least this share of its non-blank
+            values parse as numbers; the others become missing.
+        max_quarantine_share: the table fails when more than this share of its rows is set aside.
+
+    """
+
+    numeric_min_share: float = DEFAULT_NUMERIC_MIN_SHARE
+    max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE
+
+    def __post_init__(self) -> None:
+        if not 0 < self.numeric_min_share <= 1:
+            raise ValueError(f"numeric_min_share must be in (0, 1], not {self.numeric_min_share}")
+        if not 0 <= self.max_quarantine_share <= 1:
+            raise ValueError(
+                f"max_quarantine_share must be in [0, 1], not {self.max_quarantine_share}"
+            )
+
+
+@dataclass
+class ColumnCoercion:
+    """What normalisation did to one column's values.
+
+    Attributes:
+        kind: `number` or `text`, what the column became.
+        junk: non-blank junk tokens (`?`, `n/a`, ...) read as missing, and up to five of them.
+        unparsed: values of a numeric column that are not numbers, now missing, and examples.
+        blank: blank values (empty or whitespace) now missing.
+        parsed_share: for a text column, the share of its non-blank values that are numbers.
+
+    """
+
+    kind: str
+    junk: int = 0
+    junk_examples: list[str] = field(default_factory=list)
+    unparsed: int = 0
+    unparsed_examples: list[str] = field(default_factory=list)
+    blank: int = 0
+    parsed_share: float | None = None
+
+    @property
+    def coerced(self) -> int:
+        """Values that were there, not blank, and are now missing."""
+        return self.junk + self.unparsed
+
+    def describe(self, min_share: float) -> str:
+        """What happened, in words, for the asset's metadata."""
+        parts = []
+        if self.junk:
+            parts.append(
+                f"{self.junk} junk value(s) read as missing ({_shown(self.junk_examples)})"
+            )
+        if self.unparsed:
+            parts.append(
+                f"{self.unparsed} non-number(s) read as missing ({_shown(self.unparsed_examples)})"
+            )
+        if self.blank:
+            parts.append(f"{self.blank} blank value(s) read as missing")
+        if self.kind == "text" and self.parsed_share:
+            parts.append(
+                f"kept as text: {self.parsed_share:.1%} of its values are numbers "
+                f"(numeric needs {min_share:.0%}, CHURN_NUMERIC_MIN_SHARE)"
+            )
+        return "; ".join(parts)
+
+
 @dataclass
 class NormalisationReport:
-    """What normalisation changed, for the asset's metadata.
+    """What normalisation changed and set aside, for the asset's metadata and the data version.
 
     Attributes:
         renamed: original column name -> snake_case name, for the names that changed.
-        coerced: column -> number of non-blank text values turned into numbers.
-        became_missing: column -> number of values (blank text) that became missing on coercion.
-        positive_label: the target value read as churned (1).
+        columns: column -> what was coerced in it (only columns where something was).
+        numeric_text: column -> number of text values turned into numbers.
+        positive_label, negative_label: the target values read as churned (1) and retained (0).
+        id_column: the customer key column, if any.
+        rows_read: rows in the table as read.
+        quarantine: the rows set aside, with a `quarantine_reason` (target as written).
+        duplicates_dropped: exact duplicate rows of a customer, dropped.
+        rules: the tolerances applied.
 
     """
 
     renamed: dict[str, str] = field(default_factory=dict)
-    coerced: dict[str, int] = field(default_factory=dict)
-    became_missing: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, ColumnCoercion] = field(default_factory=dict)
+    numeric_text: dict[str, int] = field(default_factory=dict)
     positive_label: str = ""
     negative_label: str = ""
+    id_column: str | None = None
+    rows_read: int = 0
+    quarantine: pd.DataFrame = field(default_factory=pd.DataFrame)
+    duplicates_dropped: int = 0
+    rules: CleaningRules = field(default_factory=CleaningRules)
+    unrecognised_labels: list[str] = field(default_factory=list)
+
+    @property
+    def coerced(self) -> dict[str, int]:
+        """Column -> values that were there, not blank, and are now missing."""
+        return {c: info.coerced for c, info in self.columns.items() if info.coerced}
+
+    @property
+    def became_missing(self) -> dict[str, int]:
+        """Column -> blank values that became missing when the column became numeric."""
+        return {c: info.blank for c, info in self.columns.items() if info.blank}
+
+    def reasons(self) -> dict[str, int]:
+        """Rows set aside, by reason, most frequent first."""
+        if self.quarantine.empty:
+            return {}
+        return dict(Counter(self.quarantine[QUARANTINE_REASON]).most_common())
+
+    def quality(self, target: str) -> DataQuality:
+        """The data-quality figures of the normalised table."""
+        return DataQuality(
+            rows_read=self.rows_read,
+            coerced=self.coerced,
+            quarantined=self.reasons(),
+            quarantined_by_column=self.quarantined_by_column(target),
+            duplicates_dropped=self.duplicates_dropped,
+        )
+
+    def quarantined_by_column(self, target: str) -> dict[str, int]:
+        """Rows set aside, by the column that caused it (the target or the key)."""
+        counts: dict[str, int] = {}
+        for reason, count in self.reasons().items():
+            column = target if reason in (MISSING_TARGET, UNRECOGNISED_TARGET) else self.id_column
+            if column:
+                counts[column] = counts.get(column, 0) + count
+        return counts
 
 
 def normalise_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -78,99 +256,268 @@ def normalise_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]
     return frame.set_axis(normalised, axis=1), renamed
 
 
-def coerce_numeric_text(frame: pd.DataFrame, report: NormalisationReport) -> pd.DataFrame:
-    """Turn text columns whose every non-blank value is a number into numbers; the rest to text.
+def missing_tokens(text: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Which values of a text column are blank, and which are junk tokens (both: missing).
 
-    Blank values (empty or whitespace, like the Telco `TotalCharges` of new customers) become
-    missing, and how many did is recorded. A column with any non-numeric word stays text, stored
-    as Arrow strings.
+    Decided once per distinct value, then looked up: a column of a million values usually holds
+    a few hundred distinct ones.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    values = pa.array(text, type=pa.large_string(), from_pandas=True)
+    distinct = pc.unique(values).drop_null()
+    stripped = pc.utf8_trim_whitespace(distinct)
+    blank_values = distinct.filter(pc.equal(stripped, ""))
+    junk_values = distinct.filter(pc.is_in(pc.utf8_lower(stripped), pa.array(list(JUNK_TOKENS))))
+    nothing = pd.Series(False, index=text.index)
+    blank = (
+        pd.Series(pc.is_in(values, blank_values).to_numpy(zero_copy_only=False), index=text.index)
+        if len(blank_values)
+        else nothing
+    )
+    junk = (
+        pd.Series(pc.is_in(values, junk_values).to_numpy(zero_copy_only=False), index=text.index)
+        if len(junk_values)
+        else nothing
+    )
+    return blank, junk
+
+
+def coerce_text_column(
+    values: pd.Series, min_share: float, numeric: bool | None = None
+) -> tuple[pd.Series, ColumnCoercion]:
+    """One text column with junk read as missing, as numbers or as Arrow text.
+
+    Args:
+        values: the raw column (object or string dtype).
+        min_share: share of non-blank values that must parse for the column to be numeric.
+        numeric: the kind the column must have (a landing file follows its source's types);
+            None: numeric when at least `min_share` of the values parse. A forced numeric
+            column is parsed whatever the share; `parsed_share` tells the caller.
+
+    """
+    text = values.astype(TEXT_DTYPE)
+    blank, junk = missing_tokens(text)
+    info = ColumnCoercion(kind="text", blank=int(blank.sum()), junk=int(junk.sum()))
+    info.junk_examples = _examples(text[junk])
+    kept = text.mask(blank | junk) if info.blank or info.junk else text
+    if numeric is False:
+        return kept, info
+    if numeric is None:
+        sample = kept.dropna().head(COERCION_SAMPLE).str.strip()
+        sampled_share = float(pd.to_numeric(sample, errors="coerce").notna().mean() or 0.0)
+        if sample.empty or sampled_share < min_share:
+            info.parsed_share = sampled_share if not sample.empty else None
+            return kept, info
+    numbers = pd.to_numeric(kept.str.strip(), errors="coerce")
+    unparsed = (kept.notna() & numbers.isna()).fillna(False).astype(bool)
+    info.parsed_share = 1.0 - float(unparsed.sum()) / max(int(kept.notna().sum()), 1)
+    if numeric is None and info.parsed_share < min_share:
+        return kept, info
+    info.kind = "number"
+    info.unparsed = int(unparsed.sum())
+    info.unparsed_examples = _examples(text[unparsed])
+    return _narrowest_numeric(numbers), info
+
+
+def coerce_columns(
+    frame: pd.DataFrame, report: NormalisationReport, skip: tuple[str, ...] = ()
+) -> pd.DataFrame:
+    """Every text column through `coerce_text_column`; what changed goes into `report`."""
     for column in frame.columns:
         values = frame[column]
-        if not (pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)):
+        if column in skip or not (
+            pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)
+        ):
             continue
-        text = values.astype(TEXT_DTYPE)
-        if not _sample_is_numeric(text):
-            frame[column] = text
-            continue
-        stripped = text.str.strip()
-        blank = stripped.isna() | (stripped == "")
-        numbers = pd.to_numeric(stripped.mask(blank), errors="coerce")
-        if numbers[~blank].isna().any():
-            frame[column] = text
-            continue
-        frame[column] = _narrowest_numeric(numbers)
-        report.coerced[column] = int((~blank).sum())
-        newly_missing = int((blank & values.notna()).sum())
-        if newly_missing:
-            report.became_missing[column] = newly_missing
+        coerced, info = coerce_text_column(values, report.rules.numeric_min_share)
+        frame[column] = coerced
+        if info.kind == "number":
+            report.numeric_text[column] = int(coerced.notna().sum())
+        if (
+            info.coerced
+            or (info.kind == "number" and info.blank)
+            or (info.kind == "text" and info.parsed_share)
+        ):
+            report.columns[column] = info
     return frame
 
 
 def encode_target(
     frame: pd.DataFrame, target: str, positive_label: str | None, report: NormalisationReport
 ) -> pd.DataFrame:
-    """Replace the target column by 0/1 integers, 1 meaning churned.
+    """Replace the target by 0/1 integers (1: churned); unlabelled rows go to the quarantine.
+
+    A missing or junk target, or a value that is neither the churned nor the retained label, sets
+    its row aside.
 
     Raises:
-        DatasetError: the target is missing, has missing values, one class, more than two classes,
-            or two classes of which none is recognisably the churned one.
+        DatasetError: the target is missing, has a single class, or two classes of which none is
+            recognisably the churned one.
 
     """
     if target not in frame.columns:
         raise DatasetError(
             f"target column {target!r} not found; columns are: {', '.join(frame.columns)}"
         )
-    values = frame[target]
-    missing = int(values.isna().sum())
-    if missing:
-        raise DatasetError(f"target column {target!r} has {missing} missing values")
-    labels = values.astype(str).str.strip()
-    classes = sorted(labels.unique())
+    raw = frame[target]
+    # Decided once per distinct value, then looked up (`codes` is -1 where the value is missing).
+    codes, distinct = pd.factorize(raw, use_na_sentinel=True)
+    spelled = [str(value).strip() for value in distinct]
+    junk = np.array([not label or label.lower() in JUNK_TOKENS for label in spelled], dtype=bool)
+    seen = np.bincount(codes[codes >= 0], minlength=len(distinct))
+    counts = pd.Series(
+        [n for n, bad in zip(seen, junk, strict=True) if not bad],
+        index=[label for label, bad in zip(spelled, junk, strict=True) if not bad],
+        dtype="int64",
+    )
+    counts = counts.groupby(level=0).sum()  # " Yes" and "Yes" are one class
+    classes = sorted(counts.index)
+    if not classes:
+        raise DatasetError(f"target column {target!r} has no values")
     if len(classes) < 2:
         raise DatasetError(
             f"target column {target!r} has a single class ({classes[0]!r}): "
             "a churn model needs churned and retained customers"
         )
-    if len(classes) > 2:
-        shown = ", ".join(repr(c) for c in classes[:10])
-        raise DatasetError(
-            f"target column {target!r} has {len(classes)} classes ({shown}); churn must be binary"
-        )
-    positive = _positive_class(classes, target, positive_label)
-    frame[target] = (labels == positive).astype(np.int8)
-    report.positive_label = positive
-    report.negative_label = next(c for c in classes if c != positive)
+    positives, negatives = _label_classes(classes, counts, target, positive_label)
+    wanted = {c.lower() for c in positives}, {c.lower() for c in negatives}
+
+    def per_row(flags: list[bool]) -> pd.Series:
+        lookup = np.append(np.asarray(flags, dtype=bool), False)  # index -1: a missing value
+        return pd.Series(lookup[codes], index=raw.index)
+
+    positive = per_row([label.lower() in wanted[0] for label in spelled])
+    negative = per_row([label.lower() in wanted[1] for label in spelled])
+    missing = per_row(list(junk)) | pd.Series(codes < 0, index=raw.index)
+    unrecognised = ~(positive | negative | missing)
+    report.positive_label = max(positives, key=lambda c: counts.get(c, 0))
+    report.negative_label = max(negatives, key=lambda c: counts.get(c, 0))
+    unusable = missing | unrecognised
+    if unusable.any():
+        reasons = np.where(missing[unusable], MISSING_TARGET, UNRECOGNISED_TARGET)
+        rejected = frame[unusable].copy()
+        rejected[target] = raw[unusable].astype("string")
+        report.unrecognised_labels = _examples(rejected[target][unrecognised[unusable]])
+        _quarantine(report, rejected, reasons)
+        frame = frame[~unusable].copy()
+        positive = positive[~unusable]
+    frame[target] = positive.astype(np.int8).to_numpy()
     return frame
 
 
-def _positive_class(classes: list[str], target: str, positive_label: str | None) -> str:
+def _label_classes(
+    classes: list[str], counts: pd.Series, target: str, positive_label: str | None
+) -> tuple[list[str], list[str]]:
+    """The spellings of the churned and the retained class among a target's values."""
     if positive_label is not None:
-        wanted = str(positive_label).strip()
-        matches = [c for c in classes if c == wanted] or [
-            c for c in classes if c.lower() == wanted.lower()
-        ]
-        if not matches:
+        wanted = str(positive_label).strip().lower()
+        positives = [c for c in classes if c.lower() == wanted]
+        if not positives:
             raise DatasetError(
-                f"positive label {wanted!r} is not a value of target column {target!r} "
-                f"(values: {', '.join(repr(c) for c in classes)})"
+                f"positive label {positive_label!r} is not a value of target column {target!r} "
+                f"(values: {_shown(classes)})"
             )
-        return matches[0]
+        others = [c for c in classes if c.lower() != wanted]
+        recognised = [c for c in others if c.lower() in DEFAULT_NEGATIVE_LABELS]
+        if recognised:
+            return positives, recognised
+        # The most frequent other value is the retained class; any further one is unrecognised.
+        dominant = max(others, key=lambda c: counts[c])
+        return positives, [c for c in others if c.lower() == dominant.lower()]
     positives = [c for c in classes if c.lower() in DEFAULT_POSITIVE_LABELS]
     negatives = [c for c in classes if c.lower() in DEFAULT_NEGATIVE_LABELS]
-    if len(positives) == 1 and len(negatives) == 1:
-        return positives[0]
+    if positives and negatives:
+        return positives, negatives
     raise DatasetError(
         f"cannot tell which value of target column {target!r} means churned "
-        f"(values: {', '.join(repr(c) for c in classes)}); set CHURN_POSITIVE_LABEL"
+        f"(values: {_shown(classes, 10)}); set CHURN_POSITIVE_LABEL"
     )
 
 
-def _sample_is_numeric(text: pd.Series) -> bool:
-    """Whether the first non-blank values of a text column all read as numbers."""
-    sample = text.dropna().head(4 * COERCION_SAMPLE).str.strip()
-    sample = sample[sample != ""].head(COERCION_SAMPLE)
-    return not sample.empty and bool(pd.to_numeric(sample, errors="coerce").notna().all())
+def find_key_column(frame: pd.DataFrame, configured: str | None) -> str | None:
+    """The customer key column: the configured one, else a column named like `customer_id`.
+
+    Raises:
+        DatasetError: the configured column is not in the table.
+
+    """
+    if configured:
+        name = snake_case(configured)
+        if name not in frame.columns:
+            raise DatasetError(
+                f"customer key column {configured!r} not found; "
+                f"columns are: {', '.join(frame.columns)}"
+            )
+        return name
+    return next((name for name in KEY_COLUMN_NAMES if name in frame.columns), None)
+
+
+def set_aside_keys(
+    frame: pd.DataFrame, id_column: str | None, report: NormalisationReport, target: str
+) -> pd.DataFrame:
+    """Apply the key rules: rows without a key and keys with conflicting rows go to quarantine.
+
+    Exact duplicate rows of one customer are dropped (kept once) and counted. Without a key,
+    identical rows may be different customers with the same attributes, so all are kept.
+    """
+    report.id_column = id_column
+    if id_column is None:
+        return frame
+    absent = frame[id_column].isna().to_numpy(dtype=bool)
+    if absent.any():
+        _quarantine(report, _labelled(frame[absent], target, report), MISSING_KEY)
+        frame = frame[~absent]
+    repeated = frame[id_column].duplicated(keep=False)
+    if repeated.any():  # most tables have none: compare whole rows only where keys repeat
+        exact = frame[repeated].duplicated(keep="first")
+        report.duplicates_dropped += int(exact.sum())
+        frame = frame.drop(index=exact[exact].index)
+        conflicting = frame[id_column].duplicated(keep=False)
+        if conflicting.any():
+            _quarantine(report, _labelled(frame[conflicting], target, report), CONFLICTING_KEY)
+            frame = frame[~conflicting]
+    key = frame[id_column]
+    if absent.any() and pd.api.types.is_float_dtype(key) and np.array_equal(key, np.round(key)):
+        # A junk key made the column float; without those rows it is whole numbers again.
+        frame = frame.assign(**{id_column: key.astype("int64")})
+    return frame
+
+
+def _labelled(rows: pd.DataFrame, target: str, report: NormalisationReport) -> pd.DataFrame:
+    """Encoded rows with their target written back as the source spelled it."""
+    rows = rows.copy()
+    rows[target] = np.where(rows[target] == 1, report.positive_label, report.negative_label)
+    return rows
+
+
+def _quarantine(report: NormalisationReport, rows: pd.DataFrame, reasons: Any) -> None:
+    rows = rows.assign(**{QUARANTINE_REASON: reasons})
+    parts = [part for part in (report.quarantine, rows) if not part.empty]
+    report.quarantine = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def enforce_quarantine_limit(report: NormalisationReport, what: str = "the table") -> None:
+    """Fail when more than the tolerated share of rows was set aside, naming each reason.
+
+    Raises:
+        DatasetError: too many rows set aside.
+
+    """
+    quarantined = len(report.quarantine)
+    if not quarantined or not report.rows_read:
+        return
+    share = quarantined / report.rows_read
+    if share > report.rules.max_quarantine_share:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in report.reasons().items())
+        if report.unrecognised_labels:
+            reasons += f" (target values {_shown(report.unrecognised_labels)})"
+        raise DatasetError(
+            f"{quarantined} of {report.rows_read} rows of {what} cannot be used ({share:.1%}, "
+            f"over the {report.rules.max_quarantine_share:.0%} tolerated by "
+            f"CHURN_MAX_QUARANTINE_SHARE): {reasons}"
+        )
 
 
 def _narrowest_numeric(numbers: pd.Series) -> pd.Series:
@@ -183,12 +530,40 @@ def _narrowest_numeric(numbers: pd.Series) -> pd.Series:
     return as_float
 
 
+def _examples(values: pd.Series) -> list[str]:
+    return [str(value) for value in pd.unique(values.dropna().astype(str))[:EXAMPLES]]
+
+
+def _shown(values: list[str], limit: int = EXAMPLES) -> str:
+    return ", ".join(repr(value) for value in values[:limit])
+
+
 def normalise(
-    frame: pd.DataFrame, target: str, positive_label: str | None = None
+    frame: pd.DataFrame,
+    target: str,
+    positive_label: str | None = None,
+    id_column: str | None = None,
+    rules: CleaningRules | None = None,
 ) -> tuple[pd.DataFrame, NormalisationReport]:
-    """Normalise a raw churn table; `target` may be given in its raw or snake_case spelling."""
-    report = NormalisationReport()
+    """Normalise a raw churn table and set aside the rows that cannot be used.
+
+    Args:
+        frame: the table as read.
+        target: the target column, in its raw or snake_case spelling.
+        positive_label: the target value meaning churned; by default Yes, True, 1 (any case).
+        id_column: the customer key column; by default a column named like `customer_id`.
+        rules: the tolerances (numeric share, quarantine share).
+
+    Raises:
+        DatasetError: the table is not a usable churn table, or too many of its rows are not.
+
+    """
+    report = NormalisationReport(rows_read=len(frame), rules=rules or CleaningRules())
     frame, report.renamed = normalise_columns(frame.copy())
-    frame = coerce_numeric_text(frame, report)
-    frame = encode_target(frame, snake_case(target), positive_label, report)
-    return frame, report
+    target = snake_case(target)
+    key = find_key_column(frame, id_column)
+    frame = coerce_columns(frame, report, skip=(target,))
+    frame = encode_target(frame, target, positive_label, report)
+    frame = set_aside_keys(frame, key, report, target)
+    enforce_quarantine_limit(report)
+    return frame.reset_index(drop=True), report

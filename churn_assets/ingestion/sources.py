@@ -191,6 +191,10 @@ def _read_csv(
             encoding=encoding,
             low_memory=False,
             skipinitialspace=False,
+            # Only empty cells are missing here: normalisation recognises the junk tokens
+            # (`NA`, `?`, `#N/A`, ...) itself, so that it can report what it turned into missing.
+            keep_default_na=False,
+            na_values=[""],
         )
     except pd.errors.EmptyDataError as error:
         raise DatasetError(f"{source} is empty") from error

@@ -1,8 +1,9 @@
 """Content-addressed snapshots of ingested data (the brief's data versioning).
 
 A version is the hash of the normalised table: column names, their types and every value, in row
-order. The same data always gets the same version, wherever it came from, and any past version can
-be loaded back by its hash. Snapshots are Parquet files, written once and never modified.
+order, and of the rows set aside from it (its quarantine), if any. The same data always gets the
+same version, wherever it came from, and any past version can be loaded back by its hash, with its
+quarantine. Snapshots are Parquet files, written once and never modified.
 """
 
 from __future__ import annotations
@@ -11,22 +12,30 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 VERSION_LENGTH = 16
+QUARANTINE_SUFFIX = ".quarantine.parquet"
 
 
-def content_hash(frame: pd.DataFrame) -> str:
-    """A stable hash of a table's columns, types and values (16 hex characters)."""
+def content_hash(frame: pd.DataFrame, quarantine: pd.DataFrame | None = None) -> str:
+    """A stable hash of a table's columns, types and values (16 hex characters).
+
+    The rows set aside from it count too: two inputs that differ only in their unusable rows are
+    two versions. A table with nothing set aside hashes as it always did.
+    """
     digest = hashlib.sha256()
-    schema = [[str(name), str(dtype)] for name, dtype in frame.dtypes.items()]
-    digest.update(json.dumps(schema).encode())
-    row_hashes = pd.util.hash_pandas_object(frame, index=False, categorize=True)
-    digest.update(row_hashes.to_numpy().tobytes())
+    for part in (frame, quarantine):
+        if part is None or (part is quarantine and part.empty):
+            continue
+        schema = [[str(name), str(dtype)] for name, dtype in part.dtypes.items()]
+        digest.update(json.dumps(schema).encode())
+        row_hashes = pd.util.hash_pandas_object(part, index=False, categorize=True)
+        digest.update(row_hashes.to_numpy().tobytes())
     return digest.hexdigest()[:VERSION_LENGTH]
 
 
@@ -42,6 +51,8 @@ class SnapshotManifest:
     rows: int
     columns: int
     ingested_at: str
+    quarantined: int = 0
+    quality: dict[str, object] = field(default_factory=dict)
 
 
 class SnapshotStore:
@@ -51,10 +62,22 @@ class SnapshotStore:
         self.root = root
 
     def save(
-        self, frame: pd.DataFrame, dataset: str, source: str, target: str, id_column: str | None
+        self,
+        frame: pd.DataFrame,
+        dataset: str,
+        source: str,
+        target: str,
+        id_column: str | None,
+        quarantine: pd.DataFrame | None = None,
+        quality: dict[str, object] | None = None,
     ) -> SnapshotManifest:
-        """Store `frame` unless an identical version is already stored; return its manifest."""
-        version = content_hash(frame)
+        """Store `frame` unless an identical version is already stored; return its manifest.
+
+        `quarantine` (the rows set aside, with their reasons) is stored beside the version, and
+        `quality` (what was coerced or set aside) in its manifest.
+        """
+        quarantine = quarantine if quarantine is not None else pd.DataFrame()
+        version = content_hash(frame, quarantine)
         if self.has(version):
             manifest = self.manifest(version)
         else:
@@ -67,8 +90,12 @@ class SnapshotStore:
                 rows=len(frame),
                 columns=len(frame.columns),
                 ingested_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                quarantined=len(quarantine),
+                quality=quality or {},
             )
             self.root.mkdir(parents=True, exist_ok=True)
+            if not quarantine.empty:
+                write_atomically(self.quarantine_path(version), quarantine.to_parquet, index=False)
             write_atomically(self._data_path(version), frame.to_parquet, index=False)
             write_atomically(
                 self._manifest_path(version),
@@ -95,6 +122,17 @@ class SnapshotStore:
             if isinstance(dtype, pd.StringDtype)
         }
         return frame.astype(text) if text else frame
+
+    def load_quarantine(self, version: str) -> pd.DataFrame:
+        """The rows set aside from a stored version, with their reasons (empty if none)."""
+        if not self.has(version):
+            raise KeyError(f"no stored data version {version!r} under {self.root}")
+        path = self.quarantine_path(version)
+        return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+    def quarantine_path(self, version: str) -> Path:
+        """Where the rows set aside from a version are kept."""
+        return self.root / f"{version}{QUARANTINE_SUFFIX}"
 
     def manifest(self, version: str) -> SnapshotManifest:
         """The manifest of a stored version."""

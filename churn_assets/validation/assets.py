@@ -42,8 +42,10 @@ def validated_customers(
     """Customer records that passed the data-quality suite: the only data training ever sees."""
     table = labelled_customers
     suites = SuiteStore(home.suites_dir)
-    suite, origin = suites.resolve(table.dataset, table.frame, table.target, table.id_column)
-    outcomes = run_suite(table.frame, suite)
+    suite, origin = suites.resolve(
+        table.dataset, table.frame, table.target, table.id_column, table.quality
+    )
+    outcomes = run_suite(table.frame, suite, table.quality)
     for outcome in outcomes:
         yield _check_result(outcome, origin)
 

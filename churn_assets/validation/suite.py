@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn_assets.tables import DataQuality
 from churn_assets.telco import looks_like_telco
 
 TELCO_SUITE_PATH = Path(__file__).with_name("suites") / "telco.json"
@@ -37,6 +38,7 @@ NUMERIC_RANGES = "numeric_ranges"
 CATEGORICAL_VALUES = "categorical_values"
 TARGET_IS_BINARY = "target_is_binary"
 ROW_COUNT = "row_count"
+DATA_QUALITY = "data_quality"
 
 CHECKS: dict[str, str] = {
     REQUIRED_COLUMNS: "Every column the suite knows is present.",
@@ -47,7 +49,15 @@ CHECKS: dict[str, str] = {
     CATEGORICAL_VALUES: "Categorical columns take only their known values.",
     TARGET_IS_BINARY: "The target is 0 (retained) or 1 (churned).",
     ROW_COUNT: "The number of rows is within bounds.",
+    DATA_QUALITY: "The share of values coerced to missing (junk tokens, words in numbers) and of "
+    "rows set aside, per column, stays near the first version's.",
 }
+
+# Expectations of the `data_quality` check run on a one-row table of shares (`DataQuality.shares`)
+# rather than on the rows: `meta.batch` says so.
+QUALITY_BATCH = "quality"
+# A share may grow by this much (or double, when larger) before a version counts as broken.
+QUALITY_MARGIN = 0.01
 
 # Derived baselines: a categorical column has at most this many values, and a numeric range is
 # widened by its own span on each side, so that drift is left to drift monitoring.
@@ -96,8 +106,38 @@ def expectation(kind: str, check: str, **kwargs: Any) -> dict[str, Any]:
     return {"type": kind, "kwargs": kwargs, "meta": {"check": check}}
 
 
+def quality_expectations(
+    columns: list[str], quality: DataQuality | None, key_columns: list[str]
+) -> list[dict[str, Any]]:
+    """Bounds on each column's coerced share (and the key's and target's set-aside share).
+
+    A share may grow by `QUALITY_MARGIN`, or double when it is larger, from the version the
+    suite is derived from.
+    """
+    shares = (quality or DataQuality()).shares(columns)
+    expectations = []
+    for column in columns:
+        prefixes = ["coerced_share"] + (["quarantined_share"] if column in key_columns else [])
+        for prefix in prefixes:
+            share = shares[f"{prefix}__{column}"]
+            item = expectation(
+                "expect_column_values_to_be_between",
+                DATA_QUALITY,
+                column=f"{prefix}__{column}",
+                min_value=0.0,
+                max_value=math.ceil((share + max(share, QUALITY_MARGIN)) * 10_000) / 10_000,
+            )
+            item["meta"]["batch"] = QUALITY_BATCH
+            expectations.append(item)
+    return expectations
+
+
 def derive_suite(
-    frame: pd.DataFrame, name: str, target: str, id_column: str | None
+    frame: pd.DataFrame,
+    name: str,
+    target: str,
+    id_column: str | None,
+    quality: DataQuality | None = None,
 ) -> dict[str, Any]:
     """A baseline suite describing `frame`, for a data set with no curated suite."""
     expectations = [
@@ -138,6 +178,7 @@ def derive_suite(
         expectations.append(
             expectation("expect_column_values_to_be_unique", CUSTOMER_KEY_UNIQUE, column=id_column)
         )
+    expectations += quality_expectations([str(c) for c in frame.columns], quality, keys)
     return {"name": name, "expectations": expectations, "meta": {"origin": "derived baseline"}}
 
 
@@ -202,7 +243,12 @@ class SuiteStore:
         self.root = root
 
     def resolve(
-        self, name: str, frame: pd.DataFrame, target: str, id_column: str | None
+        self,
+        name: str,
+        frame: pd.DataFrame,
+        target: str,
+        id_column: str | None,
+        quality: DataQuality | None = None,
     ) -> tuple[dict[str, Any], str]:
         """The suite for data set `name`, and where it comes from (for the metadata)."""
         path = self._path(name)
@@ -213,7 +259,10 @@ class SuiteStore:
             return stored, f"suite of data set {name!r} ({path})"
         if looks_like_telco(list(frame.columns)):
             return load_telco_suite(), "curated Telco suite (first version of this data set)"
-        return derive_suite(frame, name, target, id_column), "baseline derived from this version"
+        return (
+            derive_suite(frame, name, target, id_column, quality),
+            "baseline derived from this version",
+        )
 
     def adopt(self, name: str, suite: dict[str, Any]) -> Path | None:
         """Keep `suite` for data set `name` if it has none yet; return the path if written."""
@@ -238,27 +287,28 @@ def load_telco_suite() -> dict[str, Any]:
     return suite
 
 
-def run_suite(frame: pd.DataFrame, suite: dict[str, Any]) -> list[CheckOutcome]:
-    """Validate `frame` with Great Expectations; one outcome per Dagster check, in CHECKS order."""
+def run_suite(
+    frame: pd.DataFrame, suite: dict[str, Any], quality: DataQuality | None = None
+) -> list[CheckOutcome]:
+    """Validate `frame` with Great Expectations; one outcome per Dagster check, in CHECKS order.
+
+    Expectations whose `meta.batch` is `quality` check the one-row table of `quality`'s shares.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (
-        context.data_sources.add_pandas("churn")
-        .add_dataframe_asset("customers")
-        .add_batch_definition_whole_dataframe("all_rows")
-        .get_batch(batch_parameters={"dataframe": frame})
-    )
+    source = context.data_sources.add_pandas("churn")
     outcomes = {check: CheckOutcome(check) for check in CHECKS}
     required = {
         e["kwargs"]["column"]
         for e in suite["expectations"]
         if e["type"] == "expect_column_to_exist"
     }
-    evaluated = []
+    rows: list[dict[str, Any]] = []
+    on_quality: list[dict[str, Any]] = []
     for item in suite["expectations"]:
         check = item.get("meta", {}).get("check")
         column = item["kwargs"].get("column")
@@ -267,18 +317,38 @@ def run_suite(frame: pd.DataFrame, suite: dict[str, Any]) -> list[CheckOutcome]:
                 f"expectation {item['type']} on {column!r} names unknown check {check!r} "
                 f"in meta.check; known checks: {', '.join(CHECKS)}"
             )
+        if item.get("meta", {}).get("batch") == QUALITY_BATCH:
+            on_quality.append(item)
+            continue
         absent = column in required and column not in frame.columns
         if absent and item["type"] != "expect_column_to_exist":
             outcomes[check].not_evaluated.append(f"{item['type']} on {column} (column missing)")
         else:
-            evaluated.append(item)
+            rows.append(item)
 
-    gx_suite = gx.ExpectationSuite(name=suite["name"], expectations=evaluated)
-    result = batch.validate(gx_suite, result_format="SUMMARY")
-    for expectation_result in result.results:
-        assert expectation_result.expectation_config is not None
-        check = expectation_result.expectation_config.meta["check"]
-        outcomes[check].expectations.append(_outcome(expectation_result, frame))
+    batches = [("customers", frame, rows)]
+    if on_quality:
+        shares = (quality or DataQuality()).shares(frame.columns)
+        wanted = [item["kwargs"]["column"] for item in on_quality]
+        batches.append(
+            (
+                "quality",
+                pd.DataFrame({name: [shares.get(name, 0.0)] for name in wanted}),
+                on_quality,
+            )
+        )
+    for name, data, expectations in batches:
+        batch = (
+            source.add_dataframe_asset(name)
+            .add_batch_definition_whole_dataframe("all_rows")
+            .get_batch(batch_parameters={"dataframe": data})
+        )
+        gx_suite = gx.ExpectationSuite(name=f"{suite['name']}-{name}", expectations=expectations)
+        result = batch.validate(gx_suite, result_format="SUMMARY")
+        for expectation_result in result.results:
+            assert expectation_result.expectation_config is not None
+            check = expectation_result.expectation_config.meta["check"]
+            outcomes[check].expectations.append(_outcome(expectation_result, data))
     return list(outcomes.values())
 
 
@@ -316,6 +386,8 @@ def _observed(kind: str, result: dict[str, Any], frame: pd.DataFrame, column: st
     if kind == "expect_column_values_to_be_unique":
         return f"{unexpected} duplicated values"
     examples = [str(item["value"]) for item in result.get("partial_unexpected_counts") or []][:5]
+    if column.startswith(("coerced_share__", "quarantined_share__")) and column in frame.columns:
+        return f"{float(frame[column].iloc[0]):.2%} of rows"
     if kind == "expect_column_values_to_be_between" and column in frame.columns:
         values = pd.to_numeric(frame[column], errors="coerce")
         span = f"min {values.min():.6g}, max {values.max():.6g}"
