@@ -17,7 +17,14 @@ from churn_assets.monitoring.assets import MONITORING_ASSETS
 from churn_assets.registry.assets import production_model, registered_model
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.schedules import daily_schedule, step_retry_policy
-from churn_assets.sensors import drift_sensor_for, monitoring_sensor_for, new_data_sensor_for
+from churn_assets.sensors import (
+    drift_sensor_for,
+    freshness_sensor_for,
+    monitoring_sensor_for,
+    new_data_sensor_for,
+    pipeline_failure_alert,
+    pipeline_recovery,
+)
 from churn_assets.training.assets import candidate_models
 from churn_assets.validation.assets import validated_customers
 
@@ -72,15 +79,21 @@ refresh_labels_job = define_asset_job(
 
 # The graph is a chain: steps never run side by side, so separate step processes would only add
 # their start-up (about 3.5 s of imports each) to every run.
+JOBS = [ingest_and_validate_job, churn_pipeline_job, monitoring_job, refresh_labels_job]
+schedule = daily_schedule(churn_pipeline_job)
+
 defs = Definitions(
     executor=in_process_executor,
     assets=[*ASSETS, *MONITORING_ASSETS],
-    jobs=[ingest_and_validate_job, churn_pipeline_job, monitoring_job, refresh_labels_job],
-    schedules=[daily_schedule(churn_pipeline_job)],
+    jobs=JOBS,
+    schedules=[schedule],
     sensors=[
         monitoring_sensor_for(monitoring_job.name),
         drift_sensor_for(churn_pipeline_job.name),
         new_data_sensor_for(refresh_labels_job.name),
+        pipeline_failure_alert,
+        pipeline_recovery,
+        freshness_sensor_for([job.name for job in JOBS], schedule.name),
     ],
     resources={
         "dataset": DatasetResource.from_env(),

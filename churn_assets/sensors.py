@@ -8,6 +8,11 @@
   the reason in its tags and a run key derived from the report, so a repeated tick cannot launch
   twice; a cooldown keeps a persisting drift from starting a retraining storm.
 - `new_data_sensor`: when new landing files or outcomes arrive, materializes `labelled_customers`.
+- `pipeline_failure_alert`, `pipeline_recovery`: post a failed run (or a promotion a quality gate
+  blocked) to Alertmanager, and resolve it when the next run of the same job succeeds
+  (`churn_assets/alerting.py`).
+- `pipeline_freshness_sensor`: publishes when each job last succeeded and failed, and whether the
+  daily schedule is on, for Prometheus (`ChurnPipelineStale`, the Grafana *Pipeline* row).
 
 Each sensor keeps a cursor (what it has already acted on). Intervals and the cooldown are
 environment variables, read when the code location loads.
@@ -19,23 +24,39 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dagster import (
+    AssetCheckEvaluation,
     AssetKey,
     AssetRecordsFilter,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
+    RunFailureSensorContext,
     RunRequest,
     RunsFilter,
+    RunStatusSensorContext,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_failure_sensor,
+    run_status_sensor,
     sensor,
 )
+from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
+from churn_assets.alerting import (
+    PIPELINE_FAILED,
+    PROMOTION_BLOCKED,
+    AlertSettings,
+    pipeline_failed,
+    post_or_log,
+    promotion_blocked,
+)
 from churn_assets.ingestion.labelled import landing_files
 from churn_assets.monitoring.assets import DRIFT_REPORT, LIVE_PERFORMANCE
 from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS
+from churn_assets.monitoring.published import publish
 from churn_assets.registry.model_registry import PRODUCTION
 from churn_assets.resources import PlatformHome, environment_float
 
@@ -268,3 +289,149 @@ def new_data_sensor_for(job_name: str) -> SensorDefinition:
         )
 
     return new_data_sensor
+
+
+# Pipeline alerts and freshness
+
+GATED_ASSET = AssetKey("registered_model")
+FRESHNESS_INTERVAL_SECONDS = 60
+
+
+def failed_gates(instance: DagsterInstance, run_id: str) -> tuple[list[str], str]:
+    """The quality gates a run's new version failed (`name: observed, required`), its version."""
+    gates = []
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = record.dagster_event.event_specific_data if record.dagster_event else None
+        if (
+            isinstance(evaluation, AssetCheckEvaluation)
+            and evaluation.asset_key == GATED_ASSET
+            and not evaluation.passed
+        ):
+            gates.append(f"{evaluation.check_name}: {evaluation.description}")
+    version = ""
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION):
+        materialization = record.asset_materialization
+        if materialization is not None and materialization.asset_key == GATED_ASSET:
+            entry = materialization.metadata.get("version")
+            version = str(entry.value) if entry is not None else ""
+    return gates, version
+
+
+def failed_step(instance: DagsterInstance, run_id: str, fallback: str) -> tuple[str, str]:
+    """The first failed step of a run and its error, as the Dagster UI shows them."""
+    for record in instance.all_logs(run_id, of_type=DagsterEventType.STEP_FAILURE):
+        event = record.dagster_event
+        if event is None:
+            continue
+        data = event.step_failure_data
+        reason = ""
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            reason = data.user_failure_data.description
+        elif data.error is not None:
+            reason = data.error.message.strip()
+        return event.step_key or "(run)", reason or event.message or fallback
+    return "(run)", fallback
+
+
+@run_failure_sensor(
+    name="pipeline_failure_alert",
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Posts a failed run to Alertmanager (ChurnPipelineFailed, or "
+    "ChurnPromotionBlocked when a quality gate stopped a new version), with the failed step or "
+    "gates, the reason and a link to the run.",
+)
+def pipeline_failure_alert(context: RunFailureSensorContext) -> None:
+    """Post the failure of any job of this code location to Alertmanager."""
+    run = context.dagster_run
+    settings = AlertSettings.from_env()
+    gates, version = failed_gates(context.instance, run.run_id)
+    if gates:
+        alert = promotion_blocked(run.job_name, run.run_id, gates, version, settings)
+    else:
+        step, reason = failed_step(
+            context.instance, run.run_id, context.failure_event.message or ""
+        )
+        alert = pipeline_failed(run.job_name, run.run_id, step, reason, settings)
+    context.log.info(post_or_log([alert], settings))
+
+
+@run_status_sensor(
+    name="pipeline_recovery",
+    run_status=DagsterRunStatus.SUCCESS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Resolves a job's ChurnPipelineFailed and ChurnPromotionBlocked alerts when a "
+    "run of the same job succeeds.",
+)
+def pipeline_recovery(context: RunStatusSensorContext) -> None:
+    """Resolve the pipeline alerts of the job whose run just succeeded."""
+    settings = AlertSettings.from_env()
+    manager = settings.alertmanager
+    if manager is None:
+        context.log.info("Nothing to resolve: CHURN_ALERTMANAGER_URL is not set")
+        return
+    job = context.dagster_run.job_name
+    resolved = [
+        alert.resolved()
+        for name in (PIPELINE_FAILED, PROMOTION_BLOCKED)
+        for alert in manager.active(name)
+        if alert.labels.get("dagster_job") == job
+    ]
+    if resolved:
+        context.log.info(
+            post_or_log(resolved, settings) + f" (resolved by run {context.dagster_run.run_id})"
+        )
+    else:
+        context.log.info(f"No active pipeline alert of {job} to resolve")
+
+
+def schedule_running(instance: DagsterInstance, name: str) -> bool:
+    """Whether a schedule that is on by default has not been switched off in the UI."""
+    if instance.schedule_storage is None:  # an instance that runs no schedule keeps the default
+        return True
+    states = instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+    return not any(
+        state.instigator_name == name and state.status == InstigatorStatus.STOPPED
+        for state in states
+    )
+
+
+def job_freshness(instance: DagsterInstance, job: str) -> dict[str, float]:
+    """When a job last succeeded and last failed (seconds since the epoch; 0: never)."""
+    times = {}
+    for key, status in (
+        ("last_success", DagsterRunStatus.SUCCESS),
+        ("last_failure", DagsterRunStatus.FAILURE),
+    ):
+        records = instance.get_run_records(RunsFilter(job_name=job, statuses=[status]), limit=1)
+        ended = records[0].end_time if records else None
+        times[key] = float(ended or 0.0)
+    return times
+
+
+def freshness_sensor_for(jobs: list[str], schedule_name: str) -> SensorDefinition:
+    """The sensor that publishes when each job last succeeded or failed, for Prometheus."""
+
+    @sensor(
+        name="pipeline_freshness_sensor",
+        minimum_interval_seconds=FRESHNESS_INTERVAL_SECONDS,
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Publishes when each job last succeeded and failed, and whether the daily "
+        "schedule is on; the production service exposes them to Prometheus.",
+    )
+    def pipeline_freshness_sensor(
+        context: SensorEvaluationContext, home: PlatformHome
+    ) -> SkipReason:
+        freshness = {job: job_freshness(context.instance, job) for job in jobs}
+        running = schedule_running(context.instance, schedule_name)
+        publish(
+            home.monitoring_dir,
+            "pipeline",
+            {"jobs": freshness, "schedule": schedule_name, "schedule_running": running},
+        )
+        last = {job: f"{times['last_success']:.0f}" for job, times in freshness.items()}
+        return SkipReason(
+            f"Published the pipeline's freshness (last success per job: {last}; schedule "
+            f"{schedule_name} {'on' if running else 'off'})"
+        )
+
+    return pipeline_freshness_sensor

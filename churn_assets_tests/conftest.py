@@ -21,6 +21,14 @@ from churn_assets.resources import PlatformHome
 REPOSITORY = Path(__file__).resolve().parents[1]
 TELCO_CSV = REPOSITORY.parent / "shared" / "data" / "telco_customer_churn.csv"
 
+# A small search budget: tests check what training does, not how well it tunes.
+QUICK_TRAINING = {
+    "algorithms": ["logistic_regression"],
+    "iterations": 3,
+    "folds": 3,
+    "n_jobs": 1,
+}
+
 # `churn_assets.definitions` reads CHURN_HOME when imported: point it away from the repository.
 os.environ["CHURN_HOME"] = tempfile.mkdtemp(prefix="churn-tests-")
 os.environ["GX_ANALYTICS_ENABLED"] = "False"

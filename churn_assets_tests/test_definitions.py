@@ -76,11 +76,20 @@ def test_every_definition_is_listed() -> None:
     jobs = {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
     assert jobs == {"ingest_and_validate", "churn_pipeline", "monitoring", "refresh_labelled_data"}
     sensors = {sensor.name: sensor for sensor in defs.sensors or []}
-    assert set(sensors) == {"monitoring_sensor", "drift_sensor", "new_data_sensor"}
+    assert set(sensors) == {
+        "monitoring_sensor",
+        "drift_sensor",
+        "new_data_sensor",
+        "pipeline_failure_alert",
+        "pipeline_recovery",
+        "pipeline_freshness_sensor",
+    }
     assert sensors["drift_sensor"].job_name == "churn_pipeline"
     assert sensors["monitoring_sensor"].job_name == "monitoring"
     assert sensors["new_data_sensor"].job_name == "refresh_labelled_data"
-    assert all(sensor.minimum_interval_seconds == 60 for sensor in sensors.values())
+    timed = ("monitoring_sensor", "drift_sensor", "new_data_sensor", "pipeline_freshness_sensor")
+    assert all(sensors[name].minimum_interval_seconds == 60 for name in timed)
+    assert all(sensor.default_status.value == "RUNNING" for sensor in sensors.values())
     pipeline = defs.resolve_job_def("churn_pipeline").asset_layer.selected_asset_keys
     assert {key.to_user_string() for key in pipeline} == {
         name for name, group in assets.items() if group != "monitoring"

@@ -35,6 +35,7 @@ SERVICES = {
     "serving-production",
     "serving-staging",
     "prometheus",
+    "alertmanager",
     "grafana",
 }
 
@@ -66,6 +67,7 @@ def test_the_compose_stack_is_valid_and_complete() -> None:
         "mlflow-artifacts",
         "churn-home",
         "prometheus-data",
+        "alertmanager-data",
         "grafana-data",
     }
     published = {
@@ -91,6 +93,13 @@ def test_the_compose_stack_is_valid_and_complete() -> None:
         str(volume).endswith("deploy/dagster-production.yaml:/opt/dagster/dagster.yaml:ro")
         for volume in services["dagster-daemon"]["volumes"]
     )
+    # Every alert goes through Alertmanager: the pipeline's sensors post there too.
+    assert published["alertmanager"] == {9093}
+    for name in ("code-location", "dagster-daemon"):
+        assert services[name]["environment"]["CHURN_ALERTMANAGER_URL"] == (
+            "http://alertmanager:9093"
+        )
+    assert services["alertmanager"]["entrypoint"][:2] == ["/bin/sh", "/etc/alertmanager/render.sh"]
 
 
 def test_the_compose_file_holds_no_secret_and_refuses_to_start_without_them() -> None:

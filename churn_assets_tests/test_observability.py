@@ -12,10 +12,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -23,14 +20,15 @@ from dagster import DagsterInstance, materialize
 
 from churn_assets.ingestion.synthetic import SyntheticDrift
 from churn_assets.monitoring.assets import MONITORING_ASSETS
+from churn_assets.monitoring.published import publish
 from churn_assets.resources import MlflowResource, PlatformHome
-from churn_assets_tests.conftest import REPOSITORY, free_port
-from churn_assets_tests.test_serving import Registry, customer, registry, serve
+from churn_assets_tests.conftest import REPOSITORY
+from churn_assets_tests.processes import PROMETHEUS_DIR, prometheus, query, serve, wait_for
+from churn_assets_tests.test_serving import Registry, customer, registry
 from serving.traffic import customers, send_traffic
 
 __all__ = ["registry"]  # the serving tests' registry fixture, used here too
 
-PROMETHEUS_DIR = REPOSITORY / "deploy" / "prometheus"
 DASHBOARD = REPOSITORY / "deploy" / "grafana" / "dashboards" / "churn.json"
 # Grafana's variables, as the dashboard would resolve them over a short test.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "10m", "$deployment": ".*"}
@@ -58,77 +56,14 @@ def test_promtool_accepts_the_configuration_and_the_alert_rules() -> None:
         "ChurnServiceDown",
         "ChurnFeatureDrift",
         "ChurnLiveF1Degraded",
+        "ChurnPipelineStale",
+        "ChurnModelStale",
     }
-
-
-@contextmanager
-def prometheus(targets: dict[str, str], folder: Path) -> Iterator[str]:
-    """A real Prometheus with the repository's configuration and rules, scraping `targets`
-    (deployment -> host:port) every second; rules evaluate every second and fire at once."""
-    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    config["scrape_configs"][0]["static_configs"] = [
-        {"targets": [target], "labels": {"deployment": deployment}}
-        for deployment, target in targets.items()
-    ]
-    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    # Every rule says who it is for: Alertmanager routes by these labels.
     for group in rules["groups"]:
         for rule in group["rules"]:
-            rule["for"] = "0s"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "alerts.yml").write_text(yaml.safe_dump(rules))
-    config["rule_files"] = [str(folder / "alerts.yml")]
-    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(folder / "prometheus.log", "wb") as log:
-        process = subprocess.Popen(
-            [
-                "prometheus",
-                f"--config.file={folder / 'prometheus.yml'}",
-                f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + 60
-        while not _answers(url + "/-/ready"):
-            assert process.poll() is None, (folder / "prometheus.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "Prometheus did not become ready"
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-def query(url: str, expression: str) -> list[dict[str, Any]]:
-    """The instant-query result of `expression` (raises on a query Prometheus refuses)."""
-    address = f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expression})}"
-    with urllib.request.urlopen(address, timeout=10) as response:
-        body = json.load(response)
-    assert body["status"] == "success", body
-    result: list[dict[str, Any]] = body["data"]["result"]
-    return result
-
-
-def wait_for(url: str, expression: str, timeout: float = 90) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = query(url, expression)
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(1)
+            assert rule["labels"]["severity"] in {"critical", "warning"}, rule["alert"]
+            assert rule["labels"]["team"] in {"ml-platform", "data-science"}, rule["alert"]
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -229,10 +164,28 @@ def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_pane
         )
         assert 0 < float(p99["value"][1]) < 0.2
 
-        # Every dashboard panel's query names metrics Prometheus has, and returns data.
+        # The pipeline's freshness, as the Dagster sensor publishes it, reaches the Pipeline row.
+        now = time.time()
+        publish(
+            home.monitoring_dir,
+            "pipeline",
+            {
+                "jobs": {"churn_pipeline": {"last_success": now - 60, "last_failure": now - 600}},
+                "schedule": "daily_churn_pipeline",
+                "schedule_running": True,
+            },
+        )
+        wait_for(url, "churn_pipeline_schedule_running == 1", timeout=30)
+        assert query(url, firing % "ChurnPipelineStale") == []
+        assert query(url, firing % "ChurnModelStale") == []
+
+        # Every dashboard panel's query names metrics Prometheus has, and returns data (the
+        # Alertmanager panel's in test_alerting.py, where an Alertmanager runs).
         names = set(query_names(url))
         for title, expression in dashboard_queries():
-            used = set(re.findall(r"\b(?:bentoml|churn)_[a-z0-9_]+", expression))
+            if "alertmanager_" in expression:
+                continue
+            used = set(re.findall(r"(?<![\"\w])(?:bentoml|churn)_[a-z0-9_]+", expression))
             assert used <= names, f"panel {title!r} uses unknown metrics {used - names}"
             assert wait_for(url, expression, timeout=30), f"panel {title!r} shows no data"
 
@@ -258,8 +211,14 @@ def test_every_panel_the_brief_asks_for_is_on_the_dashboard() -> None:
         "churn_drift_psi",
         'churn_live_metric{metric=\\"f1\\"',
         "ALERTS",
+        "alertmanager_alerts",
+        "churn_pipeline_last_success_timestamp_seconds",
+        "churn_served_model_promoted_timestamp_seconds",
+        "churn_pipeline_schedule_running",
     ):
         assert needed in text, needed
+    rows = [panel["title"] for panel in dashboard["panels"] if panel["type"] == "row"]
+    assert rows == ["Pipeline"]
     provisioned = yaml.safe_load(
         (DASHBOARD.parents[1] / "provisioning" / "datasources" / "prometheus.yaml").read_text()
     )

@@ -22,8 +22,7 @@ import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
-from churn_assets_tests.conftest import REPOSITORY, free_port
-from churn_assets_tests.test_training_registry import QUICK_TRAINING
+from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
 
 POSTGRES = os.environ.get(
     "CHURN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -10,17 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +26,10 @@ from churn_assets.parquet_log import read_log
 from churn_assets.registry.model_registry import PRODUCTION, STAGING, ModelRegistry
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.telco import FEATURES
-from churn_assets_tests.conftest import REPOSITORY, free_port
+from churn_assets_tests.conftest import REPOSITORY
+from churn_assets_tests.processes import BENTOML, MAX_BODY_BYTES, MAX_RECORDS, Server, serve
 from churn_assets_tests.test_training_registry import run_pipeline
 from serving.contract import EXAMPLE_CUSTOMER, FEATURE_FIELDS
-
-BENTOML = Path(sys.executable).parent / "bentoml"
-MAX_RECORDS = 50
-MAX_BODY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,114 +61,6 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 def customer(**changes: Any) -> dict[str, Any]:
     return {**EXAMPLE_CUSTOMER, **changes}
-
-
-@dataclass
-class Answer:
-    status: int
-    body: Any
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-class Server:
-    """A running `bentoml serve` of the churn service."""
-
-    def __init__(self, process: subprocess.Popen[bytes], port: int, home: PlatformHome) -> None:
-        self.process = process
-        self.url = f"http://127.0.0.1:{port}"
-        self.home = home
-
-    def request(
-        self,
-        path: str,
-        body: Any = None,
-        *,
-        raw: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Answer:
-        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            headers={"Content-Type": "application/json", **(headers or {})},
-            method="GET" if data is None else "POST",
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return Answer(response.status, _json(response.read()), dict(response.headers))
-        except urllib.error.HTTPError as error:
-            return Answer(error.code, _json(error.read()), dict(error.headers))
-
-    def predict(self, *records: dict[str, Any], **headers: str) -> Answer:
-        return self.request("/predict", {"records": list(records)}, headers=headers)
-
-    def log(self, name: str) -> pd.DataFrame:
-        return read_log(self.home.serving_log("production", name))
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return body.decode()
-
-
-@contextmanager
-def serve(home: PlatformHome, ready: bool = True, **settings: str) -> Iterator[Server]:
-    """Start `bentoml serve` on a free port; stop it with SIGTERM, as an orchestrator would."""
-    port = free_port()
-    environment = {
-        **os.environ,
-        "CHURN_HOME": str(home.root),
-        "CHURN_MODEL_REFRESH_SECONDS": "1",
-        "CHURN_LOG_FLUSH_SECONDS": "1",
-        "CHURN_MAX_BATCH_RECORDS": str(MAX_RECORDS),
-        "CHURN_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
-        "BENTOML_DO_NOT_TRACK": "True",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        # BentoML keeps its metrics files under BENTOML_HOME and clears them at start: each
-        # server needs its own, or one's start wipes the other's counters.
-        "BENTOML_HOME": str(home.root.parent / f"bentoml-{port}"),
-        **settings,
-    }
-    environment.pop("MLFLOW_TRACKING_URI", None)
-    log = home.root.parent / f"bentoml-{port}.log"
-    home.root.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as output:
-        process = subprocess.Popen(
-            [str(BENTOML), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPOSITORY,
-            env=environment,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-    server = Server(process, port, home)
-    try:
-        _wait_for(server, "/readyz" if ready else "/livez", log)
-        yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert process.returncode == 0, log.read_text()[-3000:]
-
-
-def _wait_for(server: Server, path: str, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(server.url + path, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.25)
-    raise AssertionError(f"{path} never answered 200:\n{log.read_text()[-3000:]}")
 
 
 def test_the_service_class_scores_like_the_registered_model(

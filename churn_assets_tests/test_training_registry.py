@@ -18,13 +18,7 @@ from churn_assets.registry.cli import main as registry_cli
 from churn_assets.registry.model_registry import ModelRegistry
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.training.churn_model import LABEL, PROBABILITY
-
-QUICK_TRAINING = {
-    "algorithms": ["logistic_regression"],
-    "iterations": 3,
-    "folds": 3,
-    "n_jobs": 1,
-}
+from churn_assets_tests.conftest import QUICK_TRAINING
 
 
 def run_pipeline(

@@ -80,7 +80,7 @@ class ChurnService:
         self.settings = SETTINGS
         alias = self.settings.alias
         home = PlatformHome.from_env()
-        self.metrics = ServingMetrics(alias)
+        self.metrics = ServingMetrics(alias, self.settings.model_max_age_days * 86_400)
 
         def log(name: str, schema: pa.Schema, time_column: str) -> ParquetLog:
             return ParquetLog(

@@ -19,6 +19,7 @@ SERVING_ENVIRONMENT = {
     "CHURN_API_KEY": "api_key",
     "CHURN_LOG_FLUSH_SECONDS": "log_flush_seconds",
     "CHURN_SERVING_WORKERS": "workers",
+    "CHURN_MODEL_MAX_AGE_DAYS": "model_max_age_days",
 }
 
 
@@ -45,6 +46,11 @@ class ServingSettings(BaseModel):
         "lose at most.",
     )
     workers: int = Field(default=1, ge=1, description="BentoML worker processes.")
+    model_max_age_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="A served model promoted longer ago than this is stale (ChurnModelStale).",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServingSettings:

@@ -14,6 +14,7 @@ several services in one test process do not collide; in a BentoML worker the val
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 PROBABILITY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
@@ -22,7 +23,7 @@ PROBABILITY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 
 class ServingMetrics:
     """Counters and gauges of one service (one alias)."""
 
-    def __init__(self, alias: str) -> None:
+    def __init__(self, alias: str, max_model_age_seconds: float = 30 * 86_400) -> None:
         import prometheus_client as prom
 
         self.alias = alias
@@ -138,6 +139,31 @@ class ServingMetrics:
         self.labelled = monitoring_gauge(
             "churn_live_labelled_predictions", "Outcomes the live figures are computed on."
         )
+        # The pipeline's freshness, published by the Dagster sensors (ChurnPipelineStale).
+        self.pipeline_success = monitoring_gauge(
+            "churn_pipeline_last_success_timestamp_seconds",
+            "When a run of a Dagster job last succeeded (0: never).",
+            ["dagster_job"],
+        )
+        self.pipeline_failure = monitoring_gauge(
+            "churn_pipeline_last_failure_timestamp_seconds",
+            "When a run of a Dagster job last failed (0: never).",
+            ["dagster_job"],
+        )
+        self.schedule_running = monitoring_gauge(
+            "churn_pipeline_schedule_running",
+            "1 while the daily schedule of the pipeline is on, 0 when it was switched off.",
+        )
+        # The served model's age (ChurnModelStale).
+        self.promoted_at = monitoring_gauge(
+            "churn_served_model_promoted_timestamp_seconds",
+            "When the registry alias last moved to the version being served (0: unknown).",
+        )
+        self.max_age = monitoring_gauge(
+            "churn_model_max_age_seconds",
+            "Oldest a production model may be before ChurnModelStale (CHURN_MODEL_MAX_AGE_DAYS).",
+        )
+        self.max_age.labels(alias).set(max_model_age_seconds)
 
     def predicted(
         self, version: str, probabilities: Sequence[float], labels: Any, unknown: dict[str, int]
@@ -162,6 +188,10 @@ class ServingMetrics:
             ).set(0)
         self.model_info.labels(self.alias, new.name, new.version, new.card.algorithm).set(1)
         self.model_version.labels(self.alias).set(float(new.version))
+        promoted = new.card.promoted_at
+        self.promoted_at.labels(self.alias).set(
+            datetime.fromisoformat(promoted).timestamp() if promoted else 0.0
+        )
         self.swaps.labels(self.alias).inc()
 
     def backlog(self, log: str, records: int) -> None:
@@ -186,3 +216,9 @@ class ServingMetrics:
             self.f1_drop.labels(self.alias).set(performance["f1_drop"])
             self.f1_margin.labels(self.alias).set(performance["margin"])
             self.labelled.labels(self.alias).set(performance["labelled"])
+        pipeline = figures.get("pipeline") or {}
+        for job, times in (pipeline.get("jobs") or {}).items():
+            self.pipeline_success.labels(self.alias, job).set(times.get("last_success", 0.0))
+            self.pipeline_failure.labels(self.alias, job).set(times.get("last_failure", 0.0))
+        if pipeline:
+            self.schedule_running.labels(self.alias).set(float(pipeline["schedule_running"]))

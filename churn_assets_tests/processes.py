@@ -1,0 +1,228 @@
+"""Real servers the tests start and talk to: `bentoml serve` and Prometheus.
+
+Shared by the serving, observability and alerting tests. Each process listens on a free
+loopback port and is stopped the way an orchestrator stops it (SIGTERM), so that what it flushes
+on shutdown is flushed as in production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from churn_assets.parquet_log import read_log
+from churn_assets.resources import PlatformHome
+from churn_assets_tests.conftest import REPOSITORY, free_port
+
+PROMETHEUS_DIR = REPOSITORY / "deploy" / "prometheus"
+
+BENTOML = Path(sys.executable).parent / "bentoml"
+MAX_RECORDS = 50
+MAX_BODY_BYTES = 64 * 1024
+
+
+@dataclass
+class Answer:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Server:
+    """A running `bentoml serve` of the churn service."""
+
+    def __init__(self, process: subprocess.Popen[bytes], port: int, home: PlatformHome) -> None:
+        self.process = process
+        self.url = f"http://127.0.0.1:{port}"
+        self.home = home
+
+    def request(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            headers={"Content-Type": "application/json", **(headers or {})},
+            method="GET" if data is None else "POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return Answer(response.status, _json(response.read()), dict(response.headers))
+        except urllib.error.HTTPError as error:
+            return Answer(error.code, _json(error.read()), dict(error.headers))
+
+    def predict(self, *records: dict[str, Any], **headers: str) -> Answer:
+        return self.request("/predict", {"records": list(records)}, headers=headers)
+
+    def log(self, name: str) -> pd.DataFrame:
+        return read_log(self.home.serving_log("production", name))
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode()
+
+
+@contextmanager
+def serve(home: PlatformHome, ready: bool = True, **settings: str) -> Iterator[Server]:
+    """Start `bentoml serve` on a free port; stop it with SIGTERM, as an orchestrator would."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "CHURN_HOME": str(home.root),
+        "CHURN_MODEL_REFRESH_SECONDS": "1",
+        "CHURN_LOG_FLUSH_SECONDS": "1",
+        "CHURN_MAX_BATCH_RECORDS": str(MAX_RECORDS),
+        "CHURN_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "BENTOML_DO_NOT_TRACK": "True",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        # BentoML keeps its metrics files under BENTOML_HOME and clears them at start: each
+        # server needs its own, or one's start wipes the other's counters.
+        "BENTOML_HOME": str(home.root.parent / f"bentoml-{port}"),
+        **settings,
+    }
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    log = home.root.parent / f"bentoml-{port}.log"
+    home.root.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [str(BENTOML), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=REPOSITORY,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(process, port, home)
+    try:
+        _wait_for(server, "/readyz" if ready else "/livez", log)
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, log.read_text()[-3000:]
+
+
+def _wait_for(server: Server, path: str, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(server.url + path, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"{path} never answered 200:\n{log.read_text()[-3000:]}")
+
+
+@contextmanager
+def prometheus(
+    targets: dict[str, str], folder: Path, alertmanager: str | None = None
+) -> Iterator[str]:
+    """A real Prometheus with the repository's configuration and rules, scraping `targets`
+    (deployment -> host:port) every second; rules evaluate every second and fire at once.
+
+    Only the addresses and timings differ from the repository's files. With `alertmanager`
+    (host:port), alerts go there and its metrics are scraped, as in compose.yaml; without, the
+    configuration's Alertmanager is left out.
+    """
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    serving, alertmanager_job = config["scrape_configs"]
+    serving["static_configs"] = [
+        {"targets": [target], "labels": {"deployment": deployment}}
+        for deployment, target in targets.items()
+    ]
+    if alertmanager is None:
+        config["scrape_configs"] = [serving]
+        del config["alerting"]
+    else:
+        alertmanager_job["static_configs"] = [{"targets": [alertmanager]}]
+        config["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "alerts.yml").write_text(yaml.safe_dump(rules))
+    config["rule_files"] = [str(folder / "alerts.yml")]
+    (folder / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(folder / "prometheus.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={folder / 'prometheus.yml'}",
+                f"--storage.tsdb.path={folder / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(url + "/-/ready"):
+            assert process.poll() is None, (folder / "prometheus.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "Prometheus did not become ready"
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def query(url: str, expression: str) -> list[dict[str, Any]]:
+    """The instant-query result of `expression` (raises on a query Prometheus refuses)."""
+    address = f"{url}/api/v1/query?{urllib.parse.urlencode({'query': expression})}"
+    with urllib.request.urlopen(address, timeout=10) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def wait_for(url: str, expression: str, timeout: float = 90) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = query(url, expression)
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(1)
