@@ -103,13 +103,13 @@ bento: install
 
 ## Run the tests.
 test: install
-	$(BIN)/pytest --cov=churn_assets --cov=serving --cov-report=term:skip-covered --cov-report=xml
+	$(BIN)/pytest --cov=churn --cov=churn_assets --cov=serving --cov-report=term:skip-covered --cov-report=xml
 
 ## Format check, lint and type check, as CI runs them.
 lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy churn_assets churn_assets_tests serving benchmarks
+	$(BIN)/mypy churn churn_assets churn_assets_tests serving benchmarks
 
 format: install
 	$(BIN)/ruff format .

@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from churn.schema import ModelSchema
 from churn_assets.ingestion.normalise import normalise
 from churn_assets.ingestion.synthetic import SyntheticDrift, generate_customers
 from churn_assets.monitoring.drift import measure_drift
-from churn_assets.monitoring.logs import PREDICTION_SCHEMA, recent_predictions
+from churn_assets.monitoring.logs import prediction_schema, recent_predictions
 from churn_assets.parquet_log import ParquetLog
 from churn_assets.telco import FEATURES
 
@@ -48,7 +49,8 @@ def write_log(folder: Path, rows: int) -> None:
     """`rows` drifted customers in the prediction log, in `LOG_FILES` flushes."""
     frame, _ = normalise(generate_customers(rows, 2, SyntheticDrift(0.3, 0.5)), "Churn")
     now = datetime.now(UTC)
-    log = ParquetLog(folder, PREDICTION_SCHEMA, "predicted_at")
+    schema = prediction_schema(ModelSchema.from_frame(frame, "churn", "customer_id"))
+    log = ParquetLog(folder, schema, "predicted_at")
     for part in np.array_split(np.arange(rows), LOG_FILES):
         chunk = frame.iloc[part]
         size = len(chunk)

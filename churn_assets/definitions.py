@@ -13,7 +13,7 @@ from dagster import (
 from churn_assets.evaluation.assets import model_evaluation
 from churn_assets.features.assets import customer_splits, feature_pipeline
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
-from churn_assets.monitoring.assets import MONITORING_ASSETS
+from churn_assets.monitoring.assets import monitored_features, monitoring_assets
 from churn_assets.registry.assets import production_model, registered_model
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.schedules import daily_schedule, step_retry_policy
@@ -29,6 +29,10 @@ from churn_assets.training.assets import candidate_models
 from churn_assets.validation.assets import validated_customers
 
 home = PlatformHome.from_env()
+dataset = DatasetResource.from_env()
+# Drift has a check per feature of the configured data set (known at load time; see
+# `monitored_features`) and one for all features of the model in production.
+MONITORING_ASSETS = monitoring_assets(monitored_features(dataset, home))
 
 retries = step_retry_policy()
 # Jobs that write the training data run one at a time (tag_concurrency_limits in dagster.yaml).
@@ -96,7 +100,7 @@ defs = Definitions(
         freshness_sensor_for([job.name for job in JOBS], schedule.name),
     ],
     resources={
-        "dataset": DatasetResource.from_env(),
+        "dataset": dataset,
         "home": home,
         "mlflow_tracking": MlflowResource.from_env(home),
         "gates": QualityGates.from_env(),

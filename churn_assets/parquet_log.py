@@ -66,7 +66,7 @@ class ParquetLog:
         self.flush_seconds = flush_seconds
         self.flush_records = flush_records
         self.on_backlog = on_backlog
-        self._buffer: list[Mapping[str, Sequence[Any]]] = []
+        self._buffer: list[tuple[Mapping[str, Sequence[Any]], pa.Schema]] = []
         self._backlog = 0
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -81,11 +81,15 @@ class ParquetLog:
         """Records appended but not yet on disk."""
         return self._backlog
 
-    def append(self, batch: Mapping[str, Sequence[Any]]) -> None:
-        """Queue a batch of records (column name -> values) for the next write; no I/O."""
+    def append(self, batch: Mapping[str, Sequence[Any]], schema: pa.Schema | None = None) -> None:
+        """Queue a batch of records (column name -> values) for the next write; no I/O.
+
+        `schema` overrides the log's own for this batch (a model version with other inputs):
+        batches of different schemas are written to different files.
+        """
         rows = len(batch[self.time_column])
         with self._lock:
-            self._buffer.append(batch)
+            self._buffer.append((batch, schema or self.schema))
             self._backlog += rows
             backlog = self._backlog
         self.on_backlog(backlog)
@@ -140,10 +144,17 @@ class ParquetLog:
             except Exception:
                 logger.exception("writing %s failed; the records stay buffered", self.folder)
 
-    def _write(self, batches: list[Mapping[str, Sequence[Any]]]) -> None:
+    def _write(self, pending: list[tuple[Mapping[str, Sequence[Any]], pa.Schema]]) -> None:
+        groups: dict[pa.Schema, list[Mapping[str, Sequence[Any]]]] = {}
+        for batch, schema in pending:
+            groups.setdefault(schema, []).append(batch)
+        for schema, batches in groups.items():
+            self._write_table(batches, schema)
+
+    def _write_table(self, batches: list[Mapping[str, Sequence[Any]]], schema: pa.Schema) -> None:
         # One table from the concatenated columns: per-batch tables would cost a conversion per
         # request, and most requests hold one record.
-        merged: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        merged: dict[str, list[Any]] = {name: [] for name in schema.names}
         for batch in batches:
             rows = len(batch[self.time_column])
             for name, values in merged.items():
@@ -151,8 +162,8 @@ class ParquetLog:
         # Column by column: converting Python objects holds the GIL, and one call for the whole
         # table would stall the requests being served for as long as it takes.
         table = pa.table(
-            [pa.array(merged[field.name], type=field.type) for field in self.schema],
-            schema=self.schema,
+            [pa.array(merged[field.name], type=field.type) for field in schema],
+            schema=schema,
         )
         days = pc.strftime(table[self.time_column], format="%Y-%m-%d").to_numpy(
             zero_copy_only=False
@@ -184,5 +195,14 @@ def read_log(folder: Path, since: date | None = None, until: date | None = None)
     ]
     if not files:
         return pd.DataFrame()
-    frame: pd.DataFrame = ds.dataset(files, format="parquet").to_table().to_pandas()
+    # Files of model versions with other inputs have other columns: read them all under one
+    # schema, a column missing from a file being null there.
+    schemas = [pq.read_schema(path) for path in files]
+    unified = (
+        schemas[0]
+        if all(schema.equals(schemas[0]) for schema in schemas)
+        else pa.unify_schemas(schemas, promote_options="permissive")
+    )
+    table = ds.dataset(files, format="parquet", schema=unified).to_table()
+    frame: pd.DataFrame = table.to_pandas()
     return frame

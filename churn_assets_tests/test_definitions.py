@@ -60,9 +60,16 @@ def test_every_definition_is_listed() -> None:
         )
     } | {
         ("registered_model", name)
-        for name in ("f1_gate", "recall_gate", "probability_rmse_gate", "latency_p99_gate")
+        for name in (
+            "f1_gate",
+            "recall_gate",
+            "probability_rmse_gate",
+            "latency_p99_gate",
+            "input_schema_compatible",
+        )
     }
     warnings = {("drift_report", f"{column}_drift") for column in FEATURES} | {
+        ("drift_report", "feature_drift"),
         ("live_performance", "live_f1_degradation"),
         ("raw_customers", "coerced_values"),
         ("raw_customers", "rows_set_aside"),

@@ -27,17 +27,18 @@ from dagster import (
     materialize,
 )
 
+from churn.schema import ModelSchema
 from churn_assets.definitions import ASSETS, defs
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.normalise import normalise
 from churn_assets.ingestion.synthetic import SyntheticDrift, churn_probability, generate_customers
-from churn_assets.monitoring.assets import MONITORING_ASSETS, drift_check_name
+from churn_assets.monitoring.assets import DRIFT_CHECK, drift_check_name, monitoring_assets
 from churn_assets.monitoring.logs import (
     FEEDBACK,
     FEEDBACK_SCHEMA,
-    PREDICTION_SCHEMA,
     PREDICTIONS,
     join_feedback,
+    prediction_schema,
 )
 from churn_assets.parquet_log import ParquetLog, read_log
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
@@ -89,7 +90,8 @@ def log_predictions(
     }
     for name in ("total_charges",):
         batch[name] = [None if v != v else v for v in batch[name]]
-    log = ParquetLog(home.serving_log(alias, PREDICTIONS), PREDICTION_SCHEMA, "predicted_at")
+    schema = prediction_schema(ModelSchema.from_frame(frame, "churn", "customer_id"))
+    log = ParquetLog(home.serving_log(alias, PREDICTIONS), schema, "predicted_at")
     log.append(batch)
     log.close()
     return ids
@@ -296,7 +298,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
 
 def monitor(home: PlatformHome, instance: DagsterInstance, **config: Any) -> Any:
     return materialize(
-        MONITORING_ASSETS,
+        monitoring_assets(FEATURES),
         resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
         run_config={"ops": config},
         instance=instance,
@@ -372,6 +374,9 @@ def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promote
     assert not monthly.passed and monthly.severity.value == "WARN"
     assert monthly.description.startswith("Drift detected on monthly_charges - PSI = ")
     assert checks[drift_check_name("gender")].passed
+    # One check for every input of the production model, whatever checks the load knew of.
+    assert not checks[DRIFT_CHECK].passed
+    assert "monthly_charges PSI" in str(checks[DRIFT_CHECK].description)
     mlflow_run = MlflowResource.from_env(home).client().get_run(report.mlflow_run_id)
     assert mlflow_run.data.metrics["psi_monthly_charges"] == pytest.approx(
         report.psi["monthly_charges"]
@@ -460,7 +465,7 @@ def test_live_performance_flags_an_f1_drop_beyond_the_margin(home: PlatformHome)
     drift_checks = [
         e for e in result.get_asset_check_evaluations() if e.check_name.endswith("_drift")
     ]
-    assert len(drift_checks) == len(FEATURES)
+    assert len(drift_checks) == len(FEATURES) + 1  # one per feature, one for them all
     assert all(e.passed and "not evaluated" in (e.description or "") for e in drift_checks)
 
     outcome, _ = sensor("drift_sensor", instance, home, None)

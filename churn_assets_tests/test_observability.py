@@ -18,14 +18,14 @@ import pytest
 import yaml
 from dagster import DagsterInstance, materialize
 
-from churn_assets.ingestion.synthetic import SyntheticDrift
-from churn_assets.monitoring.assets import MONITORING_ASSETS
+from churn.schema import ModelSchema
+from churn_assets.definitions import MONITORING_ASSETS
 from churn_assets.monitoring.published import publish
 from churn_assets.resources import MlflowResource, PlatformHome
 from churn_assets_tests.conftest import REPOSITORY
 from churn_assets_tests.processes import PROMETHEUS_DIR, prometheus, query, serve, wait_for
 from churn_assets_tests.test_serving import Registry, customer, registry
-from serving.traffic import customers, send_traffic
+from serving.traffic import perturb, population, send_traffic, served_model
 
 __all__ = ["registry"]  # the serving tests' registry fixture, used here too
 
@@ -110,16 +110,19 @@ def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_pane
 
         refuse(1)
         time.sleep(2)
+        card = served_model(production.url)
+        schema = ModelSchema.model_validate(card["input_schema"])
+        reference = home.snapshots().load(card["data_version"])
+        drifted = perturb(
+            reference, schema, {"monthly_charges": 1.3}, {"contract": ("Month-to-month", 0.5)}
+        )
         summary = send_traffic(
-            production.url,
-            rate=40,
-            duration=6,
-            drift=SyntheticDrift(monthly_charges_shift=0.3, month_to_month_shift=0.5),
+            production.url, rate=40, duration=6, customers=population(drifted, schema)
         )
         assert summary.failed == 0 and summary.records >= 200
         refuse(20)
         # Outcomes that contradict every label served: live F1 falls to 0.
-        records, _ = customers(60, seed=3, drift=SyntheticDrift())
+        records = population(reference, schema, rows=60, seed=3).records
         for start in (0, 30):
             answer = production.request("/predict", {"records": records[start : start + 30]})
             assert answer.status == 200

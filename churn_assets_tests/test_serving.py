@@ -29,7 +29,6 @@ from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import REPOSITORY
 from churn_assets_tests.processes import BENTOML, MAX_BODY_BYTES, MAX_RECORDS, Server, serve
 from churn_assets_tests.test_training_registry import run_pipeline
-from serving.contract import EXAMPLE_CUSTOMER, FEATURE_FIELDS
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,8 @@ class Registry:
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     home = PlatformHome(path=str(tmp_path_factory.mktemp("serving") / "home"))
+    # Module fixtures run before the per-test isolation: never inherit another test's store.
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     # The serving tests need two registered versions, not the brief's gates: the telco profile's.
     gates = QualityGates.from_env({"CHURN_GATES": "telco"})
     for seed in (42, 7):
@@ -59,6 +60,31 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return made
 
 
+# A record of the Telco schema, as clients of a Telco-trained model send them.
+EXAMPLE_CUSTOMER: dict[str, Any] = {
+    "customer_id": "7590-VHVEG",
+    "gender": "Female",
+    "senior_citizen": 0,
+    "partner": "Yes",
+    "dependents": "No",
+    "tenure": 1,
+    "phone_service": "No",
+    "multiple_lines": "No phone service",
+    "internet_service": "DSL",
+    "online_security": "No",
+    "online_backup": "Yes",
+    "device_protection": "No",
+    "tech_support": "No",
+    "streaming_tv": "No",
+    "streaming_movies": "No",
+    "contract": "Month-to-month",
+    "paperless_billing": "Yes",
+    "payment_method": "Electronic check",
+    "monthly_charges": 29.85,
+    "total_charges": 29.85,
+}
+
+
 def customer(**changes: Any) -> dict[str, Any]:
     return {**EXAMPLE_CUSTOMER, **changes}
 
@@ -69,7 +95,7 @@ def test_the_service_class_scores_like_the_registered_model(
     import mlflow
     from pydantic import TypeAdapter
 
-    from serving.contract import CustomerRecord, Prediction
+    from serving.contract import Prediction
     from serving.service import ChurnService
 
     monkeypatch.setenv("CHURN_HOME", str(registry.home.root))
@@ -80,9 +106,13 @@ def test_the_service_class_scores_like_the_registered_model(
             time.sleep(0.1)
         assert service.__is_ready__(), service.not_ready_reason()
         records = [customer(customer_id=f"c{i}", tenure=i) for i in range(5)]
-        # What BentoML does with the answer: validate it as the declared response type.
+        # What BentoML does with the request: validate it against the served version's contract.
+        model = service.watcher.current
+        assert model is not None
+        request = model.contract.request_type.model_validate({"records": records})
+        # ...and with the answer: validate it as the declared response type.
         predictions = TypeAdapter(list[Prediction]).validate_python(
-            asyncio.run(service.predict([CustomerRecord(**record) for record in records]))
+            asyncio.run(service.predict(request.records))
         )
     finally:
         service.close()
@@ -356,9 +386,17 @@ def test_the_openapi_document_shows_the_contract_and_its_example(production: Ser
     schemas = document.body["components"]["schemas"]
     customer_schema = schemas["CustomerRecord"]
     assert customer_schema["additionalProperties"] is False
-    assert customer_schema["example"] == EXAMPLE_CUSTOMER
-    assert "Months as a customer" in customer_schema["properties"]["tenure"]["description"]
+    served = production.request("/model").body["input_schema"]
+    # A realistic example: each column's typical training value, no real customer's row.
+    example = customer_schema["example"]
+    assert set(example) == {"customer_id", *(column["name"] for column in served["columns"])}
+    assert example["contract"] == "Month-to-month" and isinstance(example["tenure"], int)
+    assert customer_schema["properties"]["tenure"]["description"].startswith("Integer from 0 to")
+    assert "Seen in training" in customer_schema["properties"]["contract"]["description"]
+    records = schemas["PredictRequest"]["properties"]["records"]
+    assert records["items"] == {"$ref": "#/components/schemas/CustomerRecord"}
     assert "/predict" in document.body["paths"] and "/feedback" in document.body["paths"]
+    assert production.predict(example).status == 200
 
 
 def test_bentoml_build_packages_the_service(tmp_path: Path) -> None:
@@ -384,18 +422,21 @@ def test_continuous_batching_merges_concurrent_requests_and_returns_each_its_own
 
     calls: list[list[int]] = []
 
-    def score(items: list[int]) -> list[int]:
+    groups: list[str] = []
+
+    def score(items: list[int], group: str) -> list[int]:
         calls.append(items)
+        groups.append(group)
         if -1 in items:
             raise ValueError("a poisoned batch")
         time.sleep(0.05)
         return [item * 10 for item in items]
 
     async def scenario() -> list[object]:
-        batcher = ContinuousBatcher(score, max_records=5)
+        batcher: ContinuousBatcher[int, int, str] = ContinuousBatcher(score, max_records=5)
         requests = [[1], [2, 3], [4], [5, 6, 7], [8]]
         return await asyncio.gather(
-            *(batcher.submit(items) for items in requests), return_exceptions=True
+            *(batcher.submit(items, "v1") for items in requests), return_exceptions=True
         )
 
     results = asyncio.run(scenario())
@@ -404,27 +445,58 @@ def test_continuous_batching_merges_concurrent_requests_and_returns_each_its_own
     assert calls == [[1, 2, 3, 4], [5, 6, 7, 8]]
 
     async def failing() -> list[object]:
-        batcher = ContinuousBatcher(score, max_records=5)
-        first = asyncio.ensure_future(batcher.submit([1]))
+        batcher: ContinuousBatcher[int, int, str] = ContinuousBatcher(score, max_records=5)
+        first = asyncio.ensure_future(batcher.submit([1], "v1"))
         await asyncio.sleep(0)
-        rest = [batcher.submit([-1]), batcher.submit([2])]
+        rest = [batcher.submit([-1], "v1"), batcher.submit([2], "v1")]
         return [await first, *await asyncio.gather(*rest, return_exceptions=True)]
+
+    # Around a swap, requests validated for different versions are never scored together.
+    async def swapped() -> list[object]:
+        batcher: ContinuousBatcher[int, int, str] = ContinuousBatcher(score, max_records=5)
+        first = asyncio.ensure_future(batcher.submit([1], "v1"))
+        await asyncio.sleep(0)
+        rest = [batcher.submit([2], "v1"), batcher.submit([3], "v2"), batcher.submit([4], "v2")]
+        return [await first, *await asyncio.gather(*rest)]
+
+    calls.clear()
+    groups.clear()
+    assert asyncio.run(swapped()) == [[10], [20], [30], [40]]
+    assert calls == [[1], [2], [3, 4]] and groups == ["v1", "v1", "v2"]
 
     first, poisoned, neighbour = asyncio.run(failing())
     assert first == [10]
     assert isinstance(poisoned, ValueError) and isinstance(neighbour, ValueError)
 
 
-def test_churn_traffic_sends_drifted_requests_and_delayed_labels(production: Server) -> None:
-    from churn_assets.ingestion.synthetic import SyntheticDrift
-    from serving.traffic import send_traffic
+def test_churn_traffic_replays_the_models_data_drifted_with_delayed_labels(
+    production: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from churn.schema import ModelSchema
+    from serving.traffic import (
+        main,
+        perturb,
+        population,
+        reference_frame,
+        send_traffic,
+        served_model,
+    )
 
+    monkeypatch.setenv("CHURN_HOME", str(production.home.root))
+    card = served_model(production.url)
+    schema = ModelSchema.model_validate(card["input_schema"])
+    reference = reference_frame(card, None, None)  # the data version the model learned from
+    assert len(reference) == 3_000
+    drifted = perturb(
+        reference, schema, {"monthly_charges": 1.5}, {"contract": ("Month-to-month", 1.0)}, seed=99
+    )
+    customers = population(drifted, schema, seed=99)
     summary = send_traffic(
         production.url,
         rate=20,
         duration=2,
+        customers=customers,
         batch=2,
-        drift=SyntheticDrift(monthly_charges_shift=0.3, month_to_month_shift=0.5),
         label_share=1.0,
         label_delay=0.5,
         seed=99,
@@ -436,9 +508,18 @@ def test_churn_traffic_sends_drifted_requests_and_delayed_labels(production: Ser
     predictions = production.log("predictions")
     sent = predictions[predictions["customer_id"].isin(summary.customer_ids)]
     assert len(sent) == summary.records
-    assert sent["monthly_charges"].max() > 118.75  # beyond the undrifted maximum
+    assert sent["monthly_charges"].max() > reference["monthly_charges"].max()
+    assert set(sent["contract"]) == {"Month-to-month"}
     outcomes = production.log("feedback")
-    assert outcomes["customer_id"].isin(summary.customer_ids).sum() == summary.labels_sent
+    answered = outcomes[outcomes["customer_id"].isin(summary.customer_ids)]
+    assert len(answered) == summary.labels_sent
+    # The outcome reported is the customer's label in the data.
+    truth = reference.set_index("customer_id")["churn"].astype(bool)
+    assert (answered["churned"].to_numpy() == truth.loc[answered["customer_id"]].to_numpy()).all()
+    # The command line refuses drift on a column the model does not take.
+    with pytest.raises(SystemExit):
+        main(["--url", production.url, "--scale", "loyalty=2"])
+    assert "'loyalty' is not an input of the served model" in capsys.readouterr().err
 
 
 def test_the_staging_deployment_serves_the_staging_alias(registry: Registry) -> None:
@@ -464,5 +545,10 @@ def test_an_unknown_alias_is_refused_with_its_name() -> None:
     assert ServingSettings.from_env({}).alias == PRODUCTION
 
 
-def test_the_monitoring_watches_exactly_the_inputs_of_the_contract() -> None:
-    assert tuple(FEATURE_FIELDS) == FEATURES
+def test_the_served_contract_is_the_schema_the_model_was_trained_on(production: Server) -> None:
+    card = production.request("/model").body
+    names = [column["name"] for column in card["input_schema"]["columns"]]
+    # A model of the Telco schema takes the Telco columns, the key aside.
+    assert tuple(names) == FEATURES
+    assert card["input_schema"]["key"] == "customer_id"
+    assert card["features"] == sorted(names, key=card["features"].index)

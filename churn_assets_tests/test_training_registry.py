@@ -15,7 +15,7 @@ from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materiali
 
 from churn_assets.definitions import ASSETS
 from churn_assets.registry.cli import main as registry_cli
-from churn_assets.registry.model_registry import ModelRegistry
+from churn_assets.registry.model_registry import ModelRegistry, RegistryError
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.training.churn_model import LABEL, PROBABILITY
 from churn_assets_tests.conftest import QUICK_TRAINING
@@ -27,6 +27,7 @@ def run_pipeline(
     gates: QualityGates | None = None,
     training: dict[str, Any] | None = None,
     instance: DagsterInstance | None = None,
+    promotion: dict[str, Any] | None = None,
 ) -> ExecuteInProcessResult:
     return materialize(
         ASSETS,
@@ -40,6 +41,7 @@ def run_pipeline(
             "ops": {
                 "candidate_models": {"config": {**QUICK_TRAINING, **(training or {})}},
                 "model_evaluation": {"config": {"latency_samples": 100}},
+                **({"production_model": {"config": promotion}} if promotion else {}),
             }
         },
         instance=instance or DagsterInstance.ephemeral(),
@@ -80,6 +82,7 @@ def test_the_whole_graph_ends_with_a_served_ready_production_model(
         "recall_gate": True,
         "probability_rmse_gate": True,
         "latency_p99_gate": True,
+        "input_schema_compatible": True,  # the first version: nothing to compare with
     }
 
     comparison = metadata(result, "candidate_models")["comparison"]
@@ -190,28 +193,49 @@ def test_gates_challengers_and_the_audit_trail(isolated_home: PlatformHome) -> N
     assert run_pipeline(isolated_home, weak, lenient).success
     assert registry.alias_version("production") == "1"
 
-    # 2. A failing gate: version 2 is registered as staging, production stays at 1.
+    # 2. A failing gate: version 2 is registered as staging, production stays at 1. It also takes
+    #    inputs version 1 does not (the weak model lacked them): a schema change, blocked too.
     strict = QualityGates(min_f1=0.999)
     result = run_pipeline(isolated_home, full.model_copy(update={"synthetic_seed": 2}), strict)
     assert not result.success
-    failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
-    assert failed == {"f1_gate"}
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    failed = {name for name, evaluation in checks.items() if not evaluation.passed}
+    assert failed == {"f1_gate", "input_schema_compatible"}
+    assert "contract: new required column" in str(checks["input_schema_compatible"].description)
     assert registry.alias_version("production") == "1"
     assert registry.alias_version("staging") == "2"
     assert AssetKey("production_model") not in {
         e.asset_key for e in result.get_asset_materialization_events()
     }
 
-    # 3. A better challenger is promoted, on the same hold-out data; the old version is archived.
+    # 3. A better challenger passes the gates, but needs the new inputs: only a deliberate
+    #    promotion by hand moves production, and the audit trail says it changed the schema.
     result = run_pipeline(isolated_home, full.model_copy(update={"synthetic_seed": 3}))
-    assert result.success
-    decision = metadata(result, "production_model")
-    assert decision["decision"] == "promoted"
-    assert "on the same hold-out data" in decision["reason"]
+    assert not result.success
+    assert {e.check_name for e in result.get_asset_check_evaluations() if not e.passed} == {
+        "input_schema_compatible"
+    }
+    assert registry.alias_version("production") == "1"
+    with pytest.raises(RegistryError, match="takes other inputs than production: contract: new"):
+        registry.promote("3", "tests", "better model")
+    registry.promote("3", "tests", "better model", allow_schema_change=True)
+    assert registry.alias_version("production") == "3"
+    assert "schema change allowed: contract: new required column" in registry.audit()[-1].reason
+
+    # 4. A challenger that drops inputs production clients send is not promoted.
+    result = run_pipeline(isolated_home, weak.model_copy(update={"synthetic_seed": 4}), lenient)
+    assert not result.success
+    [schema_check] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "input_schema_compatible"
+    ]
+    assert not schema_check.passed
+    assert "contract: removed (clients still send it)" in str(schema_check.description)
     assert registry.alias_version("production") == "3"
 
-    # 4. A worse challenger is not promoted.
-    result = run_pipeline(isolated_home, weak.model_copy(update={"synthetic_seed": 4}), lenient)
+    # 5. A challenger of the same schema that is not better by the margin is not promoted.
+    result = run_pipeline(
+        isolated_home, full.model_copy(update={"synthetic_seed": 5}), promotion={"margin": 0.5}
+    )
     assert result.success
     assert metadata(result, "production_model")["decision"] == "kept the production version"
     assert registry.alias_version("production") == "3"
@@ -220,15 +244,22 @@ def test_gates_challengers_and_the_audit_trail(isolated_home: PlatformHome) -> N
         str(v.version): v.tags["lifecycle"]
         for v in registry.client.search_model_versions("name = 'churn-predictor'")
     }
-    assert lifecycle == {"1": "archived", "2": "archived", "3": "production", "4": "staging"}
+    assert lifecycle == {
+        "1": "archived",
+        "2": "archived",
+        "3": "production",
+        "4": "archived",
+        "5": "staging",
+    }
     moves = [(e.alias, e.from_version, e.to_version, e.actor) for e in registry.audit()]
     assert moves == [
         ("staging", None, "1", "dagster"),
         ("production", None, "1", "dagster"),
         ("staging", "1", "2", "dagster"),
         ("staging", "2", "3", "dagster"),
-        ("production", "1", "3", "dagster"),
+        ("production", "1", "3", "tests"),
         ("staging", "3", "4", "dagster"),
+        ("staging", "4", "5", "dagster"),
     ]
     assert "gates failed" in registry.audit()[2].reason
 
@@ -335,7 +366,21 @@ def test_the_model_card_is_logged_with_the_run(isolated_home: PlatformHome) -> N
     )
     card = Path(path).read_text()
     assert card == version.description
-    for heading in ("## Data", "## Hold-out metrics", "## Quality gates", "## Lineage"):
+    for heading in (
+        "## Data",
+        "## Hold-out metrics",
+        "## Quality gates",
+        "## Input schema",
+        "## Lineage",
+    ):
         assert heading in card
+    assert "| customer_id | customer key | yes |" in card
+    assert "| tenure | integer | no | 0 to " in card
     assert json.loads(json.dumps(version.tags))["gates"] == "passed"
     assert pd.notna(float(version.tags["latency_p99_ms"]))
+    # The schema is stored with the version, and is the one its pipeline takes.
+    schema = registry.schema_of("1")
+    assert schema is not None and schema.key == "customer_id" and len(schema.names) == 19
+    assert version.tags["input_schema"] == schema.fingerprint
+    model = mlflow.pyfunc.load_model("models:/churn-predictor/1").unwrap_python_model()
+    assert model.schema == schema

@@ -1,8 +1,9 @@
 """The HTTP contract of the churn service: typed requests and responses, with examples.
 
-Requests carry raw customer records, exactly the columns of `raw_customers` for the Telco schema
-(snake_case names), so that what a client sends is what the model's pipeline was trained on.
-Pydantic rejects anything else with a 400 that names the field: missing or unexpected fields,
+Requests carry raw customer records with the columns of the table the served model learned from
+(snake_case names), so that what a client sends is what the model's pipeline was trained on. The
+record contract is the served version's (`churn/contract.py`, built from its input schema):
+pydantic rejects anything else with a 400 that names the field: missing or unexpected fields,
 wrong types, NaN or infinite numbers, numbers outside plausible ranges, an empty list or one
 longer than the configured maximum. Categories are free text on purpose: a category the model
 never saw is scored (the pipeline pools it with the rare ones) and reported in the response,
@@ -12,9 +13,8 @@ rather than rejected, because a new tariff name must not take the service down.
 from __future__ import annotations
 
 import os
-import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from bentoml import IODescriptor
 from pydantic import (
@@ -22,11 +22,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    PrivateAttr,
     model_validator,
 )
-
-from churn_assets.telco import CATEGORIES, NUMERIC_RANGES
 
 DEFAULT_MAX_RECORDS = 1_000
 
@@ -36,105 +33,31 @@ def max_records() -> int:
     return int(os.environ.get("CHURN_MAX_BATCH_RECORDS", DEFAULT_MAX_RECORDS))
 
 
-def _number(column: str, description: str) -> Any:
-    low, high = NUMERIC_RANGES[column]
-    return Field(ge=low, le=high, description=f"{description}, {low:g} to {high:g}.")
-
-
-def _category(column: str, description: str) -> Any:
-    known = ", ".join(CATEGORIES[column])
-    return Field(min_length=1, max_length=64, description=f"{description}: {known}.")
-
-
-EXAMPLE_CUSTOMER: dict[str, Any] = {
-    "customer_id": "7590-VHVEG",
-    "gender": "Female",
-    "senior_citizen": 0,
-    "partner": "Yes",
-    "dependents": "No",
-    "tenure": 1,
-    "phone_service": "No",
-    "multiple_lines": "No phone service",
-    "internet_service": "DSL",
-    "online_security": "No",
-    "online_backup": "Yes",
-    "device_protection": "No",
-    "tech_support": "No",
-    "streaming_tv": "No",
-    "streaming_movies": "No",
-    "contract": "Month-to-month",
-    "paperless_billing": "Yes",
-    "payment_method": "Electronic check",
-    "monthly_charges": 29.85,
-    "total_charges": 29.85,
-}
-
-
-class CustomerRecord(BaseModel):
-    """One customer as the raw data describes them (the Telco columns, snake_case)."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        allow_inf_nan=False,
-        title="customer",
-        json_schema_extra={"example": EXAMPLE_CUSTOMER},
-    )
-
-    customer_id: str | None = Field(
-        default=None, min_length=1, max_length=64, description="Customer key, echoed back."
-    )
-    gender: str = _category("gender", "Gender")
-    senior_citizen: Literal[0, 1] = Field(description="1 for a senior citizen, else 0.")
-    partner: str = _category("partner", "Has a partner")
-    dependents: str = _category("dependents", "Has dependents")
-    tenure: int = _number("tenure", "Months as a customer")
-    phone_service: str = _category("phone_service", "Phone service")
-    multiple_lines: str = _category("multiple_lines", "Several phone lines")
-    internet_service: str = _category("internet_service", "Internet service")
-    online_security: str = _category("online_security", "Online security add-on")
-    online_backup: str = _category("online_backup", "Online backup add-on")
-    device_protection: str = _category("device_protection", "Device protection add-on")
-    tech_support: str = _category("tech_support", "Tech support add-on")
-    streaming_tv: str = _category("streaming_tv", "Streaming TV add-on")
-    streaming_movies: str = _category("streaming_movies", "Streaming movies add-on")
-    contract: str = _category("contract", "Contract term")
-    paperless_billing: str = _category("paperless_billing", "Paperless billing")
-    payment_method: str = _category("payment_method", "Payment method")
-    monthly_charges: float = _number("monthly_charges", "Monthly charges")
-    total_charges: float | None = _number(
-        "total_charges", "Total charges to date, null for a new customer"
-    )
-
-    _request_id: str = PrivateAttr(default="")
-
-
-FEATURE_FIELDS = tuple(name for name in CustomerRecord.model_fields if name != "customer_id")
-
-
 class PredictRequest(IODescriptor):  # type: ignore[misc]
-    """Customers to score: one record or a batch."""
+    """Customers to score: one record or a batch, by the served model's input columns.
 
-    model_config = ConfigDict(
-        extra="forbid",
-        title="predict request",
-        json_schema_extra={"example": {"records": [EXAMPLE_CUSTOMER]}},
+    The records are validated against the contract of the model version being served (built
+    from its input schema, `churn/contract.py`), straight from the request's bytes: each version
+    has its own record type, and the version a request was validated for is the one that scores
+    it. The OpenAPI document shows the served version's record schema (`openapi_document`).
+    """
+
+    model_config = ConfigDict(title="predict request")
+
+    records: list[dict[str, Any]] = Field(
+        min_length=1, description="Customer records, by the served model's input columns."
     )
 
-    records: list[CustomerRecord] = Field(
-        min_length=1,
-        max_length=max_records(),
-        description="Customer records (raw columns, snake_case); at most "
-        f"{max_records()} per request (`CHURN_MAX_BATCH_RECORDS`).",
-    )
+    @classmethod
+    async def from_http_request(cls, request: Any, serde: Any) -> Any:
+        """The request validated against the served version's contract (400 on any problem)."""
+        import bentoml
 
-    @model_validator(mode="after")
-    def _stamp_request(self) -> PredictRequest:
-        # Batching merges several requests into one model call; the id travels with each record
-        # so that the prediction log still says which request a prediction answered.
-        request_id = uuid.uuid4().hex
-        for record in self.records:
-            record._request_id = request_id
-        return self
+        service = bentoml.get_current_service()
+        model = service.watcher.current
+        if model is None:  # the request guard answers 503 before this
+            raise bentoml.exceptions.ServiceUnavailable("no model loaded")
+        return model.contract.request_type.model_validate_json(await request.body())
 
 
 class Prediction(BaseModel):
@@ -179,7 +102,12 @@ class Outcome(BaseModel):
         },
     )
 
-    customer_id: str = Field(min_length=1, max_length=64, description="Customer key.")
+    customer_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Customer key; without one (a table with no key), name the prediction.",
+    )
     churned: Annotated[bool, BeforeValidator(_yes_no)] = Field(
         description="true/false (or Yes/No): whether the customer churned."
     )
@@ -192,6 +120,8 @@ class Outcome(BaseModel):
 
     @model_validator(mode="after")
     def _in_the_past(self) -> Outcome:
+        if self.customer_id is None and self.prediction_id is None:
+            raise ValueError("an outcome names its customer_id or its prediction_id")
         if self.observed_at is not None:
             if self.observed_at.tzinfo is None:
                 self.observed_at = self.observed_at.replace(tzinfo=UTC)
@@ -231,3 +161,7 @@ class ModelCard(BaseModel):
     loaded_at: str = Field(description="When this service loaded it.")
     run_id: str
     features: list[str]
+    input_schema: dict[str, Any] = Field(
+        description="The model's input schema: columns, kinds, ranges, categories, the key."
+    )
+    schema_fingerprint: str = Field(description="Short hash of the columns clients must send.")

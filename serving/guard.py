@@ -3,6 +3,9 @@
 An ASGI middleware rather than checks inside the endpoints, because BentoML parses the body
 before an endpoint runs (and reads any content type as JSON): an oversized or mistyped body must
 be refused before that. Every refusal is a JSON body `{"error": ...}` that says what to change.
+
+It also completes BentoML's OpenAPI document (`/docs.json`) with what only the running service
+knows: the record contract of the model version it serves.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class RequestGuard:
         api_key: the key clients must send (`X-API-Key` or `Authorization: Bearer`); None: open.
         max_body_bytes: largest request body accepted (413 above).
         not_ready: returns why no model can answer yet (503), or None when one can.
+        openapi: completes the OpenAPI document BentoML serves at `/docs.json`.
 
     """
 
@@ -42,11 +46,13 @@ class RequestGuard:
         api_key: str | None,
         max_body_bytes: int,
         not_ready: Callable[[], str | None],
+        openapi: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.not_ready = not_ready
+        self.openapi = openapi
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request, then pass it on or answer it."""
@@ -54,6 +60,9 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         path = scope["path"].rstrip("/") or "/"
+        if path == "/docs.json" and self.openapi is not None:
+            await self.app(scope, receive, self._completing_openapi(send))
+            return
         headers = dict(scope["headers"])
         if self.api_key and path in PROTECTED_PATHS and not self._authorised(headers):
             await _refuse(
@@ -90,6 +99,37 @@ class RequestGuard:
                     return
                 receive = _replay(body, receive)
         await self.app(scope, receive, send)
+
+    def _completing_openapi(self, send: Send) -> Send:
+        """A `send` that buffers BentoML's OpenAPI document and passes it on completed."""
+        assert self.openapi is not None
+        complete = self.openapi
+        start: Message = {}
+        chunks: list[bytes] = []
+
+        async def completed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            body = b"".join(chunks)
+            if start.get("status") == 200:
+                body = json.dumps(complete(json.loads(body))).encode()
+            headers = [
+                (name, value)
+                for name, value in start.get("headers", [])
+                if name.lower() != b"content-length"
+            ]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return completed
 
     def _authorised(self, headers: dict[bytes, bytes]) -> bool:
         assert self.api_key is not None

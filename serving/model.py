@@ -22,10 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn.contract import RecordContract
+from churn.schema import ModelSchema
 from churn_assets.features.pipeline import OneHotCategories, RawRecords
+from churn_assets.monitoring.logs import prediction_schema
 from churn_assets.registry.model_registry import ModelRegistry
 from churn_assets.resources import MlflowResource
-from serving.contract import EXAMPLE_CUSTOMER, FEATURE_FIELDS, ModelCard
+from serving.contract import ModelCard, max_records
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +36,16 @@ METRIC_TAGS = ("f1", "accuracy", "precision", "recall", "roc_auc", "probability_
 
 
 class IncompatibleModelError(ValueError):
-    """A registry version this service cannot serve (its inputs are not the service's contract)."""
+    """A registry version this service cannot serve (no input schema, or one its pipeline lacks)."""
 
 
 @dataclass(frozen=True)
 class ServedModel:
-    """One loaded registry version, ready to score raw customer records."""
+    """One loaded registry version, ready to score raw customer records.
+
+    It carries its own request contract (built from its input schema) and the schema of its
+    prediction log: a request validated for this version is scored and logged by it.
+    """
 
     name: str
     alias: str
@@ -50,6 +57,9 @@ class ServedModel:
     categorical: tuple[str, ...]
     categories: dict[str, frozenset[str]]
     card: ModelCard
+    schema: ModelSchema
+    contract: RecordContract = field(repr=False)
+    log_schema: Any = field(repr=False)  # pyarrow.Schema of the prediction log's rows
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def score(self, columns: dict[str, list[Any]]) -> np.ndarray:
@@ -81,13 +91,19 @@ def load_served_model(
     model_version = client.get_model_version(name, version)
     mlflow.set_tracking_uri(mlflow_resource.tracking_uri)
     churn_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    schema: ModelSchema | None = getattr(churn_model, "schema", None)
+    if schema is None:
+        raise IncompatibleModelError(
+            f"version {version} of {name!r} has no recorded input schema (it was trained before "
+            "schemas were recorded): retrain it"
+        )
     features = churn_model.pipeline.named_steps["features"]
     raw: RawRecords = features.named_steps["raw_records"]
-    missing = sorted({*raw.numeric, *raw.categorical} - set(FEATURE_FIELDS))
-    if missing:
+    if sorted({*raw.numeric, *raw.categorical}) != sorted(schema.names):
         raise IncompatibleModelError(
-            f"version {version} of {name!r} needs columns the service's contract does not "
-            f"have: {', '.join(missing)} (the service takes Telco-schema records)"
+            f"version {version} of {name!r}: its pipeline takes "
+            f"{', '.join(sorted({*raw.numeric, *raw.categorical}))}, its schema names "
+            f"{', '.join(sorted(schema.names))}"
         )
     # Models trained before `FeatureEncoder` still serve, without the unknown-category report.
     encoder = getattr(features.named_steps["encode"], "one_hot_", None)
@@ -124,9 +140,15 @@ def load_served_model(
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run_id=model_version.run_id or "",
             features=[*raw.numeric, *raw.categorical],
+            input_schema=schema.model_dump(mode="json"),
+            schema_fingerprint=schema.fingerprint,
         ),
+        schema=schema,
+        contract=RecordContract(schema, max_records()),
+        log_schema=prediction_schema(schema),
     )
-    example = {name: [value] for name, value in EXAMPLE_CUSTOMER.items()}
+    served.contract.record_type.served_by = served
+    example = {column: [value] for column, value in schema.example().items()}
     for _ in range(3):  # first calls pay for lazy imports and caches, not the first customer
         served.score(example)
     return served

@@ -23,15 +23,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from churn_assets.monitoring.logs import FEEDBACK, FEEDBACK_SCHEMA, PREDICTION_SCHEMA, PREDICTIONS
+from churn_assets.monitoring.logs import (
+    FEEDBACK,
+    FEEDBACK_SCHEMA,
+    PREDICTION_BASE_SCHEMA,
+    PREDICTIONS,
+)
 from churn_assets.monitoring.published import latest_path, read_published
 from churn_assets.parquet_log import ParquetLog
 from churn_assets.registry.model_registry import PRODUCTION
 from churn_assets.resources import MlflowResource, PlatformHome
 from serving.batching import ContinuousBatcher
 from serving.contract import (
-    FEATURE_FIELDS,
-    CustomerRecord,
     FeedbackReceipt,
     FeedbackRequest,
     ModelCard,
@@ -55,6 +58,19 @@ async def model_endpoint(request: Request) -> JSONResponse:
 
 
 model_app = Starlette(routes=[Route("/model", model_endpoint, methods=["GET"])])
+
+
+def openapi_document(document: dict[str, Any]) -> dict[str, Any]:
+    """BentoML's OpenAPI document with the record contract of the version being served."""
+    try:
+        service: ChurnService = bentoml.get_current_service()
+    except bentoml.exceptions.BentoMLException:
+        return document
+    model = service.watcher.current
+    if model is not None:
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.update(model.contract.json_schemas())
+    return document
 
 
 def not_ready_reason() -> str | None:
@@ -91,7 +107,8 @@ class ChurnService:
                 on_backlog=lambda records: self.metrics.backlog(name, records),
             ).start()
 
-        self.prediction_log = log(PREDICTIONS, PREDICTION_SCHEMA, "predicted_at")
+        # Each model version logs its predictions with its own schema (its inputs).
+        self.prediction_log = log(PREDICTIONS, PREDICTION_BASE_SCHEMA, "predicted_at")
         self.feedback_log = log(FEEDBACK, FEEDBACK_SCHEMA, "received_at")
         self.batcher = ContinuousBatcher(
             self.score, max_records(), on_batch=self.metrics.batch_records.labels(alias).observe
@@ -137,23 +154,23 @@ class ChurnService:
         return self.watcher.status.problem or "no model loaded yet"
 
     @bentoml.api(input_spec=PredictRequest)  # type: ignore[untyped-decorator]
-    async def predict(self, records: list[CustomerRecord]) -> list[Prediction]:
+    async def predict(self, records: list[Any]) -> list[Prediction]:
         """Churn probability and label for each customer record, and the model that answered."""
-        return list(await self.batcher.submit(records))
+        # The records were validated against one version's contract; that version scores them,
+        # even if another was swapped in since.
+        model: ServedModel = type(records[0]).served_by
+        return list(await self.batcher.submit(records, model))
 
-    def score(self, records: list[CustomerRecord]) -> list[Prediction]:
-        """Score records (of one or several requests), log them, and count them."""
-        model = self.watcher.current
-        if model is None:  # the guard answers 503 before; a model once loaded is never unloaded
-            raise bentoml.exceptions.ServiceUnavailable("no model loaded")
-        columns = columns_of(records, FEATURE_FIELDS)
+    def score(self, records: list[Any], model: ServedModel) -> list[Prediction]:
+        """Score records (of one or several requests) with `model`, log them, and count them."""
+        columns = columns_of(records, model.schema.names)
         probabilities = model.score(columns)
         labels = (probabilities >= model.threshold).astype(np.int8)
         unknown = _unknown_categories(model, columns, len(records))
         request_ids = [record._request_id for record in records]
         batch = uuid.uuid4().hex[:20]  # unique per call; the index makes it unique per record
         prediction_ids = [f"{batch}{i:06x}" for i in range(len(records))]
-        customer_ids = [record.customer_id for record in records]
+        customer_ids = [model.contract.key_of(record) for record in records]
         probability_list = probabilities.tolist()
         label_list = labels.tolist()
         # Plain dicts: BentoML validates the response into `Prediction`s in pydantic's compiled
@@ -191,7 +208,8 @@ class ChurnService:
                 ]
                 if unknown
                 else [None] * len(records),
-            }
+            },
+            model.log_schema,
         )
         counts: dict[str, int] = {}
         for fields in unknown:
@@ -256,4 +274,5 @@ ChurnService.add_asgi_middleware(  # type: ignore[attr-defined]
     api_key=SETTINGS.api_key,
     max_body_bytes=SETTINGS.max_body_bytes,
     not_ready=not_ready_reason,
+    openapi=openapi_document,
 )

@@ -2,15 +2,20 @@
 
     churn-traffic                                         10 requests/s for 60 s on :8000
     churn-traffic --rate 20 --duration 0                  until Ctrl-C
-    churn-traffic --monthly-charges-shift 0.3 --month-to-month-shift 0.5
+    churn-traffic --scale monthly_charges=1.3 --set contract=Month-to-month@0.5
     churn-traffic --label-share 0.5 --label-delay 30      outcomes of half the customers, later
+    churn-traffic --from customers.csv --target Exited    another file's rows
 
-Customers come from the built-in generator (the population the default model learned from),
-optionally drifted: monthly charges up by a share, longer contracts turned month-to-month. With
-`--label-share`, the true outcome of that share of the scored customers is sent to `/feedback`
-`--label-delay` seconds after their prediction, as a retention team would report it. Each
-request's answer names the model version, so a promotion shows in the summary. Failed requests
-are counted and reported, never retried.
+Customers are real rows of the data the served model learned from (its data version, read from
+the platform home: `GET /model` names it), or of a CSV or Parquet file given with `--from`,
+replayed in a random order with the columns the served model takes (`GET /model` gives its input
+schema). They can be drifted: `--scale column=factor` multiplies a numeric column,
+`--set column=value@share` sets a column to a value on a share of the customers (all without
+`@share`). With `--label-share`, the true outcome of that share of the scored customers (their
+label in the data) is sent to `/feedback` `--label-delay` seconds after their prediction, as a
+retention team would report it; by customer key when the table has one, else by prediction id.
+Each answer names the model version, so a promotion shows in the summary. Failed requests are
+counted and reported, never retried.
 """
 
 from __future__ import annotations
@@ -29,11 +34,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from churn_assets.ingestion.normalise import normalise
-from churn_assets.ingestion.synthetic import SyntheticDrift, generate_customers
+from churn.schema import ColumnKind, ModelSchema
 
 POOL = 20_000
+
+
+@dataclass
+class Population:
+    """Customers to send, as the service takes them, and whether each churned."""
+
+    records: list[dict[str, Any]]
+    outcomes: list[bool]
+    key: str | None = None
 
 
 @dataclass
@@ -49,14 +63,64 @@ class TrafficSummary:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-def customers(
-    rows: int, seed: int, drift: SyntheticDrift
-) -> tuple[list[dict[str, Any]], list[bool]]:
-    """Raw customer records as the service takes them, and whether each churned."""
-    frame, _ = normalise(generate_customers(rows, seed=seed, drift=drift), "Churn")
-    outcomes = frame.pop("churn").astype(bool).tolist()
-    records = [json_record(row) for row in frame.to_dict("records")]
-    return records, outcomes
+def population(
+    frame: pd.DataFrame, schema: ModelSchema, rows: int = POOL, seed: int = 7
+) -> Population:
+    """Up to `rows` customers of a normalised table, shuffled, with the model's columns."""
+    missing = [column for column in [*schema.names, schema.target] if column not in frame.columns]
+    if missing:
+        raise ValueError(f"the data lacks column(s) the served model needs: {', '.join(missing)}")
+    sample = frame.sample(n=min(rows, len(frame)), random_state=seed)
+    columns = ([schema.key] if schema.key and schema.key in frame.columns else []) + schema.names
+    records = [json_record(row) for row in sample[columns].to_dict("records")]
+    outcomes = sample[schema.target].astype(bool).tolist()
+    return Population(records, outcomes, schema.key)
+
+
+def perturb(
+    frame: pd.DataFrame,
+    schema: ModelSchema,
+    scale: Mapping[str, float] | None = None,
+    set_values: Mapping[str, tuple[str, float]] | None = None,
+    seed: int = 7,
+) -> pd.DataFrame:
+    """Drifted customers: numeric columns multiplied, columns set on a share of the rows.
+
+    Raises:
+        ValueError: a column the model does not take, or a factor on a non-numeric column.
+
+    """
+    frame = frame.copy()
+    rng = np.random.default_rng(seed)
+    for column, factor in (scale or {}).items():
+        spec = schema.column(_known(schema, column))
+        if spec.kind not in (ColumnKind.NUMBER, ColumnKind.INTEGER):
+            raise ValueError(f"--scale {column}: the column holds {spec.kind.value}s, not numbers")
+        scaled = frame[column].astype("float64") * factor
+        if spec.maximum is not None:  # stay plausible: the contract refuses what is not
+            scaled = scaled.clip(upper=spec.maximum)
+        frame[column] = scaled.round() if spec.kind == ColumnKind.INTEGER else scaled
+    for column, (value, share) in (set_values or {}).items():
+        spec = schema.column(_known(schema, column))
+        chosen = rng.random(len(frame)) < share
+        typed: Any = value
+        if spec.kind == ColumnKind.NUMBER:
+            typed = float(value)
+        elif spec.kind == ColumnKind.INTEGER:
+            typed = int(value)
+        elif spec.kind == ColumnKind.BOOLEAN:
+            typed = value.strip().lower() in {"true", "1", "yes"}
+        frame[column] = frame[column].astype(object).where(~chosen, typed)
+    return frame
+
+
+def _known(schema: ModelSchema, column: str) -> str:
+    if column not in schema.names:
+        raise ValueError(
+            f"{column!r} is not an input of the served model; its inputs are: "
+            + ", ".join(schema.names)
+        )
+    return column
 
 
 def json_record(row: Mapping[Any, Any]) -> dict[str, Any]:
@@ -64,16 +128,46 @@ def json_record(row: Mapping[Any, Any]) -> dict[str, Any]:
     record = {}
     for key, value in row.items():
         value = value.item() if isinstance(value, np.generic) else value
-        record[str(key)] = None if isinstance(value, float) and value != value else value
+        if value is pd.NA or (isinstance(value, float) and value != value):
+            value = None
+        record[str(key)] = value
     return record
+
+
+def served_model(url: str, api_key: str | None = None) -> dict[str, Any]:
+    """The service's `GET /model`: version, data version, input schema."""
+    request = urllib.request.Request(
+        f"{url}/model", headers={"X-API-Key": api_key} if api_key else {}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        card: dict[str, Any] = json.load(response)
+    return card
+
+
+def reference_frame(
+    card: Mapping[str, Any], source: str | None, target: str | None
+) -> pd.DataFrame:
+    """The rows to replay: the served model's own data version, or the file given."""
+    if source:
+        from churn_assets.ingestion.normalise import normalise
+        from churn_assets.ingestion.sources import read_table
+        from churn_assets.resources import PlatformHome
+
+        raw = read_table(source, 1024**3, 30.0, PlatformHome.from_env().scratch_dir)
+        schema = ModelSchema.model_validate(card["input_schema"])
+        frame, _ = normalise(raw, target or schema.target, id_column=schema.key)
+        return frame
+    from churn_assets.resources import PlatformHome
+
+    return PlatformHome.from_env().snapshots().load(card["data_version"])
 
 
 def send_traffic(
     url: str,
     rate: float,
     duration: float,
+    customers: Population,
     batch: int = 1,
-    drift: SyntheticDrift | None = None,
     label_share: float = 0.0,
     label_delay: float = 30.0,
     seed: int = 7,
@@ -81,7 +175,8 @@ def send_traffic(
     progress: bool = False,
 ) -> TrafficSummary:
     """Send `rate` requests/s of `batch` records for `duration` s (0: until interrupted)."""
-    records, outcomes = customers(POOL, seed, drift or SyntheticDrift())
+    records, outcomes = customers.records, customers.outcomes
+    pool = len(records)
     rng = np.random.default_rng(seed)
     headers = {"Content-Type": "application/json", **({"X-API-Key": api_key} if api_key else {})}
     summary = TrafficSummary()
@@ -92,7 +187,7 @@ def send_traffic(
         while duration <= 0 or time.monotonic() - started < duration:
             due = started + summary.requests / rate
             time.sleep(max(0.0, due - time.monotonic()))
-            chosen = [(summary.requests * batch + i) % POOL for i in range(batch)]
+            chosen = [(summary.requests * batch + i) % pool for i in range(batch)]
             answer = _post(
                 f"{url}/predict", {"records": [records[i] for i in chosen]}, headers, summary
             )
@@ -100,12 +195,16 @@ def send_traffic(
             if answer is not None:
                 summary.records += len(chosen)
                 summary.versions.update(prediction["model_version"] for prediction in answer)
-                summary.customer_ids += [records[i]["customer_id"] for i in chosen]
-                labelled = [i for i in chosen if rng.random() < label_share]
+                summary.customer_ids += [
+                    str(p["customer_id"]) for p in answer if p["customer_id"] is not None
+                ]
+                labelled = [
+                    (i, prediction)
+                    for i, prediction in zip(chosen, answer, strict=True)
+                    if rng.random() < label_share
+                ]
                 if labelled:
-                    pending.append(
-                        (time.monotonic() + label_delay, _outcomes(records, outcomes, labelled))
-                    )
+                    pending.append((time.monotonic() + label_delay, _outcomes(outcomes, labelled)))
             while pending and pending[0][0] <= time.monotonic():
                 _send_labels(url, pending.popleft()[1], headers, summary)
             if progress and time.monotonic() >= next_report:
@@ -119,12 +218,17 @@ def send_traffic(
 
 
 def _outcomes(
-    records: list[dict[str, Any]], outcomes: list[bool], chosen: list[int]
+    outcomes: list[bool], labelled: list[tuple[int, dict[str, Any]]]
 ) -> list[dict[str, Any]]:
     now = datetime.now(UTC).isoformat()
     return [
-        {"customer_id": records[i]["customer_id"], "churned": outcomes[i], "observed_at": now}
-        for i in chosen
+        {
+            **({"customer_id": prediction["customer_id"]} if prediction["customer_id"] else {}),
+            "prediction_id": prediction["prediction_id"],
+            "churned": outcomes[i],
+            "observed_at": now,
+        }
+        for i, prediction in labelled
     ]
 
 
@@ -157,6 +261,16 @@ def _describe(summary: TrafficSummary) -> str:
     )
 
 
+def _pairs(values: Sequence[str], option: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        column, separator, setting = value.partition("=")
+        if not separator or not column or not setting:
+            raise ValueError(f"{option} takes column=value, not {value!r}")
+        pairs[column.strip()] = setting.strip()
+    return pairs
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (1 if any request failed)."""
     parser = argparse.ArgumentParser(prog="churn-traffic", description=__doc__.split("\n")[0])
@@ -164,30 +278,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=10.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds; 0: until Ctrl-C")
     parser.add_argument("--batch", type=int, default=1, help="records per request")
-    parser.add_argument("--monthly-charges-shift", type=float, default=0.0, help="0.3: +30 %%")
     parser.add_argument(
-        "--month-to-month-shift", type=float, default=0.0, help="share of longer contracts moved"
+        "--from",
+        dest="source",
+        help="a CSV or Parquet file of customers (default: the data the served model learned from)",
+    )
+    parser.add_argument("--target", help="the target column of --from (default: the model's)")
+    parser.add_argument(
+        "--scale",
+        action="append",
+        default=[],
+        metavar="COLUMN=FACTOR",
+        help="multiply a numeric column, e.g. monthly_charges=1.3 (repeatable)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="set_values",
+        action="append",
+        default=[],
+        metavar="COLUMN=VALUE[@SHARE]",
+        help="set a column on a share of the customers, e.g. contract=Month-to-month@0.5",
     )
     parser.add_argument("--label-share", type=float, default=0.0, help="customers labelled")
     parser.add_argument("--label-delay", type=float, default=30.0, help="seconds until labelled")
-    parser.add_argument("--seed", type=int, default=7, help="seed of the customers")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the sampling and drift")
     arguments = parser.parse_args(argv)
     if arguments.rate <= 0 or arguments.batch < 1 or not 0 <= arguments.label_share <= 1:
         parser.error("--rate must be positive, --batch at least 1, --label-share within 0-1")
+    url = arguments.url.rstrip("/")
+    api_key = os.environ.get("CHURN_API_KEY") or None
     try:
-        drift = SyntheticDrift(arguments.monthly_charges_shift, arguments.month_to_month_shift)
-    except ValueError as error:
+        scale = {c: float(v) for c, v in _pairs(arguments.scale, "--scale").items()}
+        set_values = {}
+        for column, setting in _pairs(arguments.set_values, "--set").items():
+            value, _, share = setting.rpartition("@") if "@" in setting else (setting, "", "1")
+            set_values[column] = (value, float(share))
+        card = served_model(url, api_key)
+        schema = ModelSchema.model_validate(card["input_schema"])
+        frame = reference_frame(card, arguments.source, arguments.target)
+        frame = perturb(frame, schema, scale, set_values, arguments.seed)
+        customers = population(frame, schema, seed=arguments.seed)
+    except (ValueError, KeyError, OSError) as error:
         parser.error(str(error))
+    except urllib.error.URLError as error:
+        parser.error(f"cannot read {url}/model: {error}")
+    print(
+        f"{len(customers.records)} customers of data version {card['data_version']}"
+        + (f" from {arguments.source}" if arguments.source else "")
+        + f", served by version {card['model_version']}",
+        flush=True,
+    )
     summary = send_traffic(
-        arguments.url.rstrip("/"),
+        url,
         arguments.rate,
         arguments.duration,
+        customers,
         batch=arguments.batch,
-        drift=drift,
         label_share=arguments.label_share,
         label_delay=arguments.label_delay,
         seed=arguments.seed,
-        api_key=os.environ.get("CHURN_API_KEY") or None,
+        api_key=api_key,
         progress=True,
     )
     print(_describe(summary))

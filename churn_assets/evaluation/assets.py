@@ -11,6 +11,7 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 from sklearn.metrics import confusion_matrix
 
+from churn.schema import ModelSchema
 from churn_assets.evaluation.metrics import classification_metrics
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import MlflowResource
@@ -48,6 +49,7 @@ class ModelEvaluation:
     experiment_id: str
     test: pd.DataFrame = field(repr=False)
     target: str = "churn"
+    schema: ModelSchema | None = None
 
 
 @asset(group_name=GROUP, kinds={"mlflow"})
@@ -110,6 +112,7 @@ def model_evaluation(
         experiment_id=candidate_models.experiment_id,
         test=splits.test,
         target=splits.target,
+        schema=model.unwrap_python_model().schema,
     )
     return Output(
         evaluation,

@@ -3,8 +3,10 @@
 Two sources of labels arrive after the original data set:
 
 - **Feedback.** Outcomes posted to `/feedback`, joined to the inputs of the prediction they are
-  about (see `churn_assets.monitoring.logs.join_feedback`). Only for the Telco schema, which is
-  the service's contract.
+  about (see `churn_assets.monitoring.logs.join_feedback`): by the prediction's id, or by the
+  customer key when the table has one. The inputs of the prediction are the source's columns
+  (the model's input schema is the table's), the key comes from the log, the label from the
+  outcome.
 - **Landing files.** CSV or Parquet files of labelled customers in `$CHURN_HOME/landing/`, with
   the source's columns (an optional `observed_at` column dates each row; else the file's
   modification time does).
@@ -51,7 +53,6 @@ from churn_assets.ingestion.normalise import (
 from churn_assets.ingestion.sources import read_table
 from churn_assets.monitoring.logs import join_feedback
 from churn_assets.tables import CustomerTable, DataQuality
-from churn_assets.telco import FEATURES, looks_like_telco
 
 OBSERVED_AT = "observed_at"
 REJECTED = "rejected"
@@ -269,17 +270,21 @@ def feedback_rows(
     empty = source.frame.iloc[:0].assign(**{OBSERVED_AT: pd.Series(dtype="datetime64[us, UTC]")})
     if feedback.empty:
         return empty, 0, report
-    if not (looks_like_telco(list(source.frame.columns)) and source.id_column):
-        return empty, len(feedback), report
     labelled = join_feedback(predictions, feedback)
     matched = labelled.rows
     if matched.empty:
         return empty, labelled.unmatched, report
+    roles = {source.target, *source.excluded} | ({source.id_column} if source.id_column else set())
+    inputs = [column for column in source.frame.columns if column not in roles]
+    if any(column not in matched.columns for column in inputs):
+        # Predictions of a model of another table (the source changed since): not its rows.
+        return empty, len(feedback), report
     columns: dict[str, pd.Series] = {
-        source.id_column: matched["customer_id"],
-        **{name: matched[name] for name in FEATURES},
+        **{name: matched[name] for name in inputs},
         source.target: matched["churned"].astype(bool),
     }
+    if source.id_column:
+        columns[source.id_column] = matched["customer_id"]
     rows = pd.DataFrame(
         {
             column: columns.get(column, pd.Series(pd.NA, index=matched.index, dtype=object))

@@ -11,7 +11,7 @@ The monitoring sensor materializes them when the service logs new traffic; the d
 reads their metadata and asks for a retraining run when drift or degradation is found.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +22,7 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetsDefinition,
     Config,
     DataVersion,
     Failure,
@@ -31,19 +32,31 @@ from dagster import (
 )
 from pydantic import Field
 
+from churn.schema import ModelSchema
 from churn_assets.markdown import markdown_table
 from churn_assets.monitoring.drift import DEFAULT_PSI_THRESHOLD, DriftResult, measure_drift
-from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS, join_feedback, recent_predictions
+from churn_assets.monitoring.logs import (
+    FEEDBACK,
+    META_COLUMNS,
+    PREDICTIONS,
+    join_feedback,
+    recent_predictions,
+)
 from churn_assets.monitoring.published import publish
 from churn_assets.parquet_log import read_log
 from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
-from churn_assets.resources import MlflowResource, PlatformHome, environment_float
-from churn_assets.telco import FEATURES
+from churn_assets.resources import (
+    DatasetResource,
+    MlflowResource,
+    PlatformHome,
+    environment_float,
+)
 
 GROUP = "monitoring"
 DRIFT_REPORT = "drift_report"
 LIVE_PERFORMANCE = "live_performance"
 F1_CHECK = "live_f1_degradation"
+DRIFT_CHECK = "feature_drift"
 
 
 def drift_check_name(column: str) -> str:
@@ -53,11 +66,12 @@ def drift_check_name(column: str) -> str:
 
 @dataclass
 class ReferenceData:
-    """The rows the production model was trained from (its data version), features only."""
+    """The rows the production model was trained from (its data version), its inputs only."""
 
     frame: pd.DataFrame
     model_version: str
     data_version: str
+    schema: ModelSchema
 
 
 def _production_version(mlflow_tracking: MlflowResource) -> tuple[str, dict[str, str]]:
@@ -72,6 +86,18 @@ def _production_version(mlflow_tracking: MlflowResource) -> tuple[str, dict[str,
         )
     tags = dict(client.get_model_version(mlflow_tracking.model_name, version).tags)
     return version, tags
+
+
+def _production_schema(mlflow_tracking: MlflowResource, version: str) -> ModelSchema:
+    registry = ModelRegistry(mlflow_tracking.client(), mlflow_tracking.model_name)
+    schema = registry.schema_of(version)
+    if schema is None:
+        raise Failure(
+            description=f"Production version {version} has no recorded input schema (it was "
+            "trained before schemas were recorded): retrain and promote a new version.",
+            allow_retries=False,
+        )
+    return schema
 
 
 @asset(group_name=GROUP, kinds={"pandas"}, deps=["production_model"])
@@ -89,16 +115,17 @@ def reference_customers(
             f"{data_version!r}, which is not stored under {home.snapshots().root}.",
             allow_retries=False,
         ) from error
-    missing = [column for column in FEATURES if column not in frame.columns]
+    schema = _production_schema(mlflow_tracking, version)
+    missing = [column for column in schema.names if column not in frame.columns]
     if missing:
         raise Failure(
-            description=f"Data version {data_version} lacks the service's input column(s) "
-            f"{', '.join(missing)}: drift is measured on the Telco contract's inputs.",
+            description=f"Data version {data_version} lacks input column(s) of production "
+            f"version {version}: {', '.join(missing)}.",
             allow_retries=False,
         )
     context.log.info("Production version %s learned from data version %s", version, data_version)
     return Output(
-        ReferenceData(frame[list(FEATURES)], version, data_version),
+        ReferenceData(frame[schema.names], version, data_version, schema),
         data_version=DataVersion(data_version),
         metadata={
             "production_version": version,
@@ -137,7 +164,11 @@ def production_inputs(
             f"{config.hours:g} h (log: {folder}). Send traffic first, e.g. `churn-traffic`.",
             allow_retries=False,
         )
-    inputs = logged[["predicted_at", "model_version", *FEATURES]]
+    # Every logged input, whatever model version logged it: drift picks the production model's.
+    inputs = logged[
+        ["predicted_at", "model_version"]
+        + [column for column in logged.columns if column not in META_COLUMNS]
+    ]
     versions = logged["model_version"].value_counts()
     context.log.info("%s predictions from %s to %s", len(inputs), inputs.iloc[0, 0], now)
     return Output(
@@ -192,30 +223,76 @@ class DriftSummary:
         return f"{columns} (threshold {self.threshold:.2f})"
 
 
-@asset(
-    group_name=GROUP,
-    kinds={"evidently", "mlflow"},
-    check_specs=[
-        AssetCheckSpec(
-            drift_check_name(column),
-            asset=DRIFT_REPORT,
-            description=f"PSI of `{column}` in production against the production model's "
-            "training data is within the threshold.",
+def drift_report_asset(monitored: Sequence[str]) -> AssetsDefinition:
+    """The drift report, with an asset check per feature of `monitored` and one for them all.
+
+    Dagster wants check specs when the code location loads, before any model is known; the
+    features come from the configured data set (`monitored_features`). The report itself
+    measures the inputs of whatever version is in production: a feature it has without a check
+    of its own is still in the `feature_drift` check, which covers every feature.
+    """
+
+    @asset(
+        name=DRIFT_REPORT,
+        group_name=GROUP,
+        kinds={"evidently", "mlflow"},
+        check_specs=[
+            AssetCheckSpec(
+                DRIFT_CHECK,
+                asset=DRIFT_REPORT,
+                description="No input of the production model drifted: PSI of every feature "
+                "within the threshold.",
+            ),
+            *(
+                AssetCheckSpec(
+                    drift_check_name(column),
+                    asset=DRIFT_REPORT,
+                    description=f"PSI of `{column}` in production against the production "
+                    "model's training data is within the threshold.",
+                )
+                for column in monitored
+            ),
+        ],
+    )
+    def drift_report(
+        context: AssetExecutionContext,
+        config: DriftConfig,
+        reference_customers: ReferenceData,
+        production_inputs: pd.DataFrame,
+        mlflow_tracking: MlflowResource,
+        home: PlatformHome,
+    ) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
+        """Evidently's data drift report (PSI per feature), stored as HTML and logged to MLflow."""
+        yield from _drift_report(
+            context,
+            config,
+            reference_customers,
+            production_inputs,
+            mlflow_tracking,
+            home,
+            monitored,
         )
-        for column in FEATURES
-    ],
-)
-def drift_report(
+
+    return drift_report
+
+
+def _drift_report(
     context: AssetExecutionContext,
     config: DriftConfig,
-    reference_customers: ReferenceData,
-    production_inputs: pd.DataFrame,
+    reference: ReferenceData,
+    current: pd.DataFrame,
     mlflow_tracking: MlflowResource,
     home: PlatformHome,
+    monitored: Sequence[str],
 ) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
-    """Evidently's data drift report (PSI per feature), stored as HTML and logged to MLflow."""
-    reference = reference_customers
-    current = production_inputs
+    features = [column for column in reference.schema.names if column in current.columns]
+    absent = [column for column in reference.schema.names if column not in current.columns]
+    if absent:
+        raise Failure(
+            description=f"The prediction log lacks input(s) of production version "
+            f"{reference.model_version}: {', '.join(absent)}.",
+            allow_retries=False,
+        )
     summary = DriftSummary(
         evaluated=len(current) >= config.min_records,
         threshold=config.psi_threshold,
@@ -229,10 +306,11 @@ def drift_report(
         "reference_rows": len(reference.frame),
         "current_rows": summary.current_rows,
         "psi_threshold": config.psi_threshold,
+        "features": len(features),
     }
     result: DriftResult | None = None
     if summary.evaluated:
-        result = measure_drift(reference.frame, current, list(FEATURES), config.psi_threshold)
+        result = measure_drift(reference.frame, current, features, config.psi_threshold)
         summary.psi = result.psi()
         summary.drifted = [column.column for column in result.drifted]
         summary.html, summary.mlflow_run_id, run_url = _store_report(
@@ -279,10 +357,30 @@ def drift_report(
         }
     yield Output(summary, metadata=metadata)
 
-    for column in FEATURES:
+    yield AssetCheckResult(
+        check_name=DRIFT_CHECK,
+        asset_key=DRIFT_REPORT,
+        passed=not summary.detected,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"Drift detected: {summary.reason()}"
+            if summary.detected
+            else f"No drift on the {len(features)} inputs of version {summary.production_version}"
+            if result is not None
+            else metadata["verdict"]
+        ),
+        metadata={"drifted": ", ".join(summary.drifted) or "(none)", "features": len(features)},
+    )
+    for column in monitored:
+        check_metadata: dict[str, Any]
         if result is None:
             passed, description = True, metadata["verdict"]
-            check_metadata: dict[str, Any] = {"current_rows": summary.current_rows}
+            check_metadata = {"current_rows": summary.current_rows}
+        elif column not in summary.psi:
+            passed = True
+            description = f"{column} is not an input of production version "
+            description += summary.production_version
+            check_metadata = {}
         else:
             drift = next(c for c in result.columns if c.column == column)
             passed, description = not drift.drifted, drift.describe()
@@ -482,4 +580,41 @@ def live_performance(
     )
 
 
-MONITORING_ASSETS = [reference_customers, production_inputs, drift_report, live_performance]
+def monitored_features(dataset: DatasetResource, home: PlatformHome) -> list[str]:
+    """The feature columns of the configured data set, as known when the code location loads.
+
+    Read from the data set's validation suite, which is fixed on its first validated version:
+    every column it requires but the target, the key and the excluded columns. Before the first
+    validation, the built-in source's columns are known (`churn_assets.telco`, the schema the
+    synthetic generator writes); any other source gets its per-feature checks from the next
+    load of the code location after its first run (the `feature_drift` check covers it until).
+    """
+    from churn_assets.ingestion.normalise import snake_case
+    from churn_assets.validation.suite import (
+        CUSTOMER_KEY_UNIQUE,
+        TARGET_IS_BINARY,
+        SuiteStore,
+    )
+
+    suite = SuiteStore(home.suites_dir).stored(dataset.dataset_name())
+    if suite is None:
+        if dataset.is_synthetic:
+            from churn_assets.telco import FEATURES
+
+            return list(FEATURES)
+        return []
+    required: list[str] = []
+    roles: set[str] = {snake_case(name) for name in dataset.exclude_columns}
+    for expectation in suite["expectations"]:
+        column = expectation["kwargs"].get("column")
+        check = expectation.get("meta", {}).get("check")
+        if expectation["type"] == "expect_column_to_exist":
+            required.append(column)
+        elif check in (TARGET_IS_BINARY, CUSTOMER_KEY_UNIQUE):
+            roles.add(column)
+    return [column for column in required if column not in roles]
+
+
+def monitoring_assets(monitored: Sequence[str]) -> list[AssetsDefinition]:
+    """The monitoring assets, with a drift check per feature of `monitored`."""
+    return [reference_customers, production_inputs, drift_report_asset(monitored), live_performance]

@@ -16,34 +16,54 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from churn.schema import ColumnKind, ModelSchema
 from churn_assets.parquet_log import read_log
-from churn_assets.telco import CUSTOMER_KEY, FEATURES
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"
+# The customer key of a logged prediction, as text, whatever the key column is called.
+CUSTOMER_KEY = "customer_id"
 
-# The contract's numbers as numbers, every other input as text.
-NUMBER_TYPES = {
-    "senior_citizen": pa.int64(),
-    "tenure": pa.int64(),
-    "monthly_charges": pa.float64(),
-    "total_charges": pa.float64(),
+ARROW_TYPES = {
+    ColumnKind.NUMBER: pa.float64(),
+    ColumnKind.INTEGER: pa.int64(),
+    ColumnKind.BOOLEAN: pa.bool_(),
+    ColumnKind.CATEGORY: pa.string(),
 }
-PREDICTION_SCHEMA = pa.schema(
-    [
-        ("request_id", pa.string()),
-        ("prediction_id", pa.string()),
-        ("predicted_at", pa.timestamp("us", tz="UTC")),
-        ("model_name", pa.string()),
-        ("model_version", pa.string()),
-        ("model_alias", pa.string()),
-        (CUSTOMER_KEY, pa.string()),
-        *[(name, NUMBER_TYPES.get(name, pa.string())) for name in FEATURES],
-        ("churn_probability", pa.float64()),
-        ("churn_label", pa.int8()),
-        ("unknown_categories", pa.string()),
+PREDICTION_META = [
+    ("request_id", pa.string()),
+    ("prediction_id", pa.string()),
+    ("predicted_at", pa.timestamp("us", tz="UTC")),
+    ("model_name", pa.string()),
+    ("model_version", pa.string()),
+    ("model_alias", pa.string()),
+    (CUSTOMER_KEY, pa.string()),
+]
+PREDICTION_RESULT = [
+    ("churn_probability", pa.float64()),
+    ("churn_label", pa.int8()),
+    ("unknown_categories", pa.string()),
+]
+META_COLUMNS = frozenset(name for name, _ in [*PREDICTION_META, *PREDICTION_RESULT])
+# A prediction log row without inputs: the log's schema until a model gives its own.
+PREDICTION_BASE_SCHEMA = pa.schema([*PREDICTION_META, *PREDICTION_RESULT])
+
+
+def prediction_schema(schema: ModelSchema) -> pa.Schema:
+    """The columns of a prediction log row of a model: who and when, its inputs, its answer.
+
+    Inputs are typed by the model's input schema (numbers, integers, booleans, text), so a log
+    holds the same values the model scored; a later version with other inputs writes its own
+    files, and readers unify them.
+    """
+    inputs = [
+        (column.name, ARROW_TYPES[column.kind])
+        for column in schema.columns
+        if column.name not in META_COLUMNS
     ]
-)
+    return pa.schema([*PREDICTION_META, *inputs, *PREDICTION_RESULT])
+
+
 FEEDBACK_SCHEMA = pa.schema(
     [
         ("request_id", pa.string()),
@@ -63,7 +83,7 @@ def recent_predictions(
     since = now - timedelta(hours=hours)
     frame = read_log(folder, since=since.date(), until=now.date())
     if frame.empty:
-        return pd.DataFrame(columns=PREDICTION_SCHEMA.names)
+        return pd.DataFrame(columns=[name for name, _ in [*PREDICTION_META, *PREDICTION_RESULT]])
     frame = frame[(frame["predicted_at"] >= since) & (frame["predicted_at"] <= now)]
     frame = frame.sort_values("predicted_at", kind="stable")
     if max_records is not None:
@@ -134,5 +154,7 @@ def join_feedback(predictions: pd.DataFrame, feedback: pd.DataFrame) -> Labelled
 
 
 def _empty_labelled(predictions: pd.DataFrame) -> pd.DataFrame:
-    columns = list(predictions.columns) or PREDICTION_SCHEMA.names
+    columns = list(predictions.columns) or [
+        name for name, _ in [*PREDICTION_META, *PREDICTION_RESULT]
+    ]
     return pd.DataFrame(columns=[*columns, "churned", "observed_at", "received_at"])

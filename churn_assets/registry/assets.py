@@ -17,6 +17,7 @@ from dagster import (
     AssetCheckSpec,
     AssetExecutionContext,
     Config,
+    Failure,
     MetadataValue,
     Output,
     asset,
@@ -25,12 +26,19 @@ from pydantic import Field
 
 from churn_assets.evaluation.assets import ModelEvaluation
 from churn_assets.evaluation.metrics import classification_metrics
+from churn_assets.markdown import markdown_table
 from churn_assets.registry.card import model_card
-from churn_assets.registry.model_registry import PRODUCTION, STAGING, ModelRegistry
+from churn_assets.registry.model_registry import (
+    PRODUCTION,
+    STAGING,
+    ModelRegistry,
+    loading_problem,
+)
 from churn_assets.resources import MlflowResource, QualityGates
 
 GROUP = "registry"
 REGISTERED = "registered_model"
+SCHEMA_CHECK = "input_schema_compatible"
 DAGSTER_ACTOR = "dagster"
 LOWER_IS_BETTER = {"probability_rmse"}
 
@@ -101,6 +109,16 @@ def owner() -> str:
             description=f"Hold-out {metric} {comparison} the `{field}` quality gate.",
         )
         for name, (metric, comparison, field) in GATES.items()
+    ]
+    + [
+        AssetCheckSpec(
+            SCHEMA_CHECK,
+            asset=REGISTERED,
+            blocking=True,
+            description="The version takes the inputs the production version takes: no new "
+            "required column, no removed column, no changed kind. A change is promoted by hand "
+            "(`churn-registry promote N --allow-schema-change`).",
+        )
     ],
 )
 def registered_model(
@@ -133,6 +151,7 @@ def registered_model(
             for name in ("f1", "accuracy", "precision", "recall", "roc_auc", "probability_rmse")
         },
         "latency_p99_ms": f"{evaluation.latency_p99_ms:.2f}",
+        "input_schema": evaluation.schema.fingerprint if evaluation.schema else "",
     }
     version = registry.register(evaluation.model_uri, evaluation.run_id, tags, description="")
     run_url = mlflow_tracking.run_url(evaluation.experiment_id, evaluation.run_id)
@@ -154,6 +173,7 @@ def registered_model(
         dagster_run_id=evaluation.dagster_run_id,
         mlflow_run_id=evaluation.run_id,
         mlflow_run_url=run_url,
+        schema=evaluation.schema,
     )
     client.update_model_version(registry.name, version, description=card)
     client.log_text(evaluation.run_id, card, f"model_card_v{version}.md")
@@ -176,6 +196,32 @@ def registered_model(
             "model_card": MetadataValue.md(card),
             "mlflow_model_version": MetadataValue.url(mlflow_tracking.model_version_url(version)),
             "mlflow_run": MetadataValue.url(run_url),
+        },
+    )
+    changes = registry.schema_changes(version)
+    production = registry.alias_version(PRODUCTION)
+    yield AssetCheckResult(
+        check_name=SCHEMA_CHECK,
+        asset_key=REGISTERED,
+        passed=not changes,
+        severity=AssetCheckSeverity.ERROR,
+        description=(
+            f"Input schema differs from production version {production}: "
+            + "; ".join(str(change) for change in changes)
+            + ". Promote by hand with --allow-schema-change once clients send the new schema."
+            if changes
+            else "Same inputs as the production version"
+            if production and production != version
+            else "No production version to compare with"
+        ),
+        metadata={
+            "version": version,
+            "production_version": production or "(none)",
+            "changes": MetadataValue.md(
+                markdown_table(["column", "change"], [(c.column, c.change) for c in changes])
+                if changes
+                else "(none)"
+            ),
         },
     )
     for result in results:
@@ -272,6 +318,13 @@ def production_model(
             f"(margin {config.margin:g}) on the same hold-out data"
         )
     if promoted:
+        problem = loading_problem(registry.name, challenger.version)
+        if problem:
+            raise Failure(
+                description=f"Version {challenger.version} cannot be served, so it is not "
+                f"promoted (production stays at {champion or 'none'}): {problem}",
+                allow_retries=False,
+            )
         registry.promote(challenger.version, DAGSTER_ACTOR, reason)
         context.log.info("Promoted version %s to production: %s", challenger.version, reason)
     else:

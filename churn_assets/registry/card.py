@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from churn.schema import ModelSchema
 from churn_assets.markdown import markdown_table
 
 
@@ -26,6 +27,7 @@ def model_card(
     dagster_run_id: str,
     mlflow_run_id: str,
     mlflow_run_url: str,
+    schema: ModelSchema | None = None,
 ) -> str:
     """A markdown model card. `gates` rows: (gate, observed, comparison, threshold, passed)."""
     verdict = "all gates passed" if all(row[4] for row in gates) else "gates FAILED"
@@ -64,6 +66,10 @@ def model_card(
             [(g, f"{o:.4f}", f"{c} {t:g}", "pass" if p else "FAIL") for g, o, c, t, p in gates],
         ),
         "",
+        "## Input schema",
+        "",
+        schema_table(schema) if schema else "(not recorded)",
+        "",
         "## Training parameters",
         "",
         markdown_table(["parameter", "value"], list(params.items())),
@@ -75,3 +81,25 @@ def model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def schema_table(schema: ModelSchema) -> str:
+    """The model's input columns as a markdown table, the customer key first."""
+    rows: list[tuple[str, ...]] = []
+    if schema.key:
+        rows.append((schema.key, "customer key", "yes", "", "optional; echoed back, not an input"))
+    for column in schema.columns:
+        bounds = (
+            f"{column.minimum:g} to {column.maximum:g}"
+            if column.minimum is not None and column.maximum is not None
+            else ""
+        )
+        shown = ", ".join(column.categories[:8])
+        if len(column.categories) > 8:
+            shown += f", ... ({len(column.categories)} in all)"
+        rows.append(
+            (column.name, column.kind.value, "yes" if column.nullable else "no", bounds, shown)
+        )
+    return markdown_table(
+        ["column", "kind", "may be missing", "plausible range", "categories"], rows
+    )

@@ -2,6 +2,8 @@
 
     churn-registry list                               versions, as the brief's table
     churn-registry promote 3 --reason "..."           make version 3 the production version
+    churn-registry promote 4 --allow-schema-change --reason "..."
+                                                      ...even if it takes other inputs
     churn-registry rollback --reason "..."            put back the previous production version
     churn-registry audit                              every alias change, oldest first
 
@@ -18,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from churn_assets.markdown import markdown_table
-from churn_assets.registry.model_registry import ModelRegistry, RegistryError
+from churn_assets.registry.model_registry import ModelRegistry, RegistryError, loading_problem
 from churn_assets.resources import MlflowResource, PlatformHome
 
 
@@ -30,6 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("list", help="list the versions")
     promote = commands.add_parser("promote", help="make a version the production version")
     promote.add_argument("version", help="version number")
+    promote.add_argument(
+        "--allow-schema-change",
+        action="store_true",
+        help="promote a version whose input schema differs from production's (clients must "
+        "send the new schema)",
+    )
     rollback = commands.add_parser("rollback", help="put back the previous production version")
     commands.add_parser("audit", help="list every alias change")
     for command in (promote, rollback):
@@ -48,7 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif arguments.command == "audit":
             _print_audit(registry)
         elif arguments.command == "promote":
-            entry = registry.promote(arguments.version, actor, arguments.reason)
+            entry = registry.promote(
+                arguments.version,
+                actor,
+                arguments.reason,
+                arguments.allow_schema_change,
+                servable=lambda version: loading_problem(registry.name, version),
+            )
             print(
                 f"{registry.name}: production {entry.from_version or '(none)'} -> "
                 f"{entry.to_version}"

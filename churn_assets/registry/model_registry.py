@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from churn.schema import SCHEMA_ARTIFACT, ModelSchema, SchemaChange
 
 PRODUCTION = "production"
 STAGING = "staging"
@@ -88,6 +91,29 @@ class ModelRegistry:
         )
         return str(version.version)
 
+    def schema_of(self, version: str) -> ModelSchema | None:
+        """The input schema recorded with a version (None for versions from before schemas)."""
+        import mlflow
+
+        run_id = self._version(version).run_id
+        try:
+            recorded = mlflow.artifacts.load_dict(
+                f"{self.client.get_run(run_id).info.artifact_uri}/{SCHEMA_ARTIFACT}"
+            )
+        except Exception:  # no such artifact: MLflow raises several types for a missing file
+            return None
+        return ModelSchema.model_validate(recorded)
+
+    def schema_changes(self, version: str) -> list[SchemaChange]:
+        """How `version`'s input schema differs from the production version's, for clients."""
+        production = self.alias_version(PRODUCTION)
+        if production is None or production == str(version):
+            return []
+        current, candidate = self.schema_of(production), self.schema_of(version)
+        if current is None or candidate is None:
+            return []
+        return candidate.changes_from(current)
+
     def alias_version(self, alias: str) -> str | None:
         """The version an alias points at, or None."""
         model = self._model()
@@ -120,12 +146,38 @@ class ModelRegistry:
         self.client.set_registered_model_tag(self.name, key, json.dumps(asdict(entry)))
         return entry
 
-    def promote(self, version: str, actor: str, reason: str) -> AuditEntry:
-        """Make `version` the production version (by hand or after the gates)."""
+    def promote(
+        self,
+        version: str,
+        actor: str,
+        reason: str,
+        allow_schema_change: bool = False,
+        servable: Callable[[str], str | None] | None = None,
+    ) -> AuditEntry:
+        """Make `version` the production version (by hand or after the gates).
+
+        A version whose input schema differs from production's (clients would have to send other
+        columns) is refused unless `allow_schema_change`: the change must be deliberate. With
+        `servable` (returns why a version cannot be served, or None), a version the service could
+        not load is refused before the alias moves.
+        """
         if not reason.strip():
             raise RegistryError("a promotion needs a reason")
+        self._version(version)
         if self.alias_version(PRODUCTION) == str(version):
             raise RegistryError(f"version {version} of {self.name!r} is already in production")
+        problem = servable(str(version)) if servable else None
+        if problem:
+            raise RegistryError(f"version {version} of {self.name!r} cannot be served: {problem}")
+        changes = self.schema_changes(version)
+        if changes and not allow_schema_change:
+            raise RegistryError(
+                f"version {version} of {self.name!r} takes other inputs than production: "
+                + "; ".join(str(change) for change in changes)
+                + ". Clients must change too: promote with --allow-schema-change to do it anyway"
+            )
+        if changes:
+            reason = f"{reason} (schema change allowed: {'; '.join(map(str, changes))})"
         return self.move_alias(PRODUCTION, version, actor, reason)
 
     def rollback(self, actor: str, reason: str) -> AuditEntry:
@@ -202,3 +254,27 @@ class ModelRegistry:
             return self.client.get_model_version(self.name, str(version))
         except MlflowException as error:
             raise RegistryError(f"{self.name!r} has no version {version!r}") from error
+
+
+def loading_problem(model_name: str, version: str) -> str | None:
+    """Why the prediction service could not serve a version, or None when it can.
+
+    What the service does when it loads a version: load the logged model, find its input
+    schema, check it against the pipeline's columns, and score the schema's example record.
+    A version that fails here must never become `production`.
+    """
+    import mlflow
+    import pandas as pd
+
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model()
+        schema: ModelSchema | None = getattr(model, "schema", None)
+        if schema is None:
+            return "it has no recorded input schema"
+        record = pd.DataFrame([schema.example()])
+        scored = model.predict(None, record)
+        if len(scored) != 1 or not 0 <= float(scored["churn_probability"].iloc[0]) <= 1:
+            return f"scoring its example record gave {scored.to_dict('records')}"
+    except Exception as error:  # whatever stops a load stops the service's load too
+        return f"{type(error).__name__}: {error}"
+    return None

@@ -9,9 +9,11 @@ from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Outpu
 from pydantic import Field
 from sklearn.pipeline import Pipeline
 
+from churn.schema import SCHEMA_ARTIFACT, ModelSchema
 from churn_assets.evaluation.metrics import classification_metrics
 from churn_assets.features.assets import CustomerSplits
 from churn_assets.markdown import markdown_table
+from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
 from churn_assets.resources import MlflowResource, QualityGates
 from churn_assets.training.search import ALGORITHMS, SCORING, SearchBudget, SearchResult, tune
 
@@ -142,6 +144,13 @@ def _train_candidates(
         "dataset": splits.table.dataset,
     }
     train_labels = splits.train[splits.target]
+    # What the model takes, recorded once from the raw training rows; every candidate carries it.
+    # A column production's clients may send as null stays nullable (the pipeline fills it).
+    registry = ModelRegistry(mlflow_tracking.client(), mlflow_tracking.model_name)
+    production = registry.alias_version(PRODUCTION)
+    schema = ModelSchema.from_frame(
+        splits.train, splits.target, splits.table.id_column, splits.table.excluded
+    ).keeping_nulls_of(registry.schema_of(production) if production else None)
     candidates: list[Candidate] = []
     with mlflow.start_run(run_name=f"pipeline-{context.run.run_id[:8]}", tags=tags) as parent:
         mlflow.log_params({"algorithms": ",".join(config.algorithms), **budget.__dict__})
@@ -173,7 +182,7 @@ def _train_candidates(
                         )
                     )
                     continue
-                candidates.append(_track_candidate(result, run.info.run_id, splits))
+                candidates.append(_track_candidate(result, run.info.run_id, splits, schema))
         finished = [c for c in candidates if c.status == FINISHED]
         if not finished:
             raise Failure(
@@ -198,7 +207,9 @@ def _train_candidates(
     return Output(models, metadata=_comparison_metadata(models, mlflow_tracking))
 
 
-def _track_candidate(result: SearchResult, run_id: str, splits: CustomerSplits) -> Candidate:
+def _track_candidate(
+    result: SearchResult, run_id: str, splits: CustomerSplits, schema: ModelSchema
+) -> Candidate:
     """Log one tuned candidate to its (active) MLflow run: parameters, metrics, data, model."""
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
@@ -235,7 +246,8 @@ def _track_candidate(result: SearchResult, run_id: str, splits: CustomerSplits) 
         context="training",
     )
     example = _plain_frame(splits.test.drop(columns=[splits.target]).head(5))
-    model = ChurnModel(result.pipeline, result.threshold, splits.table.id_column)
+    model = ChurnModel(result.pipeline, result.threshold, splits.table.id_column, schema)
+    mlflow.log_dict(schema.model_dump(mode="json"), SCHEMA_ARTIFACT)
     signature = mlflow.models.infer_signature(example, model.predict(None, example))
     info = mlflow.pyfunc.log_model(
         name="model",

@@ -17,6 +17,8 @@ import pandas as pd
 from mlflow.pyfunc.model import PythonModel
 from sklearn.pipeline import Pipeline
 
+from churn.schema import ModelSchema
+
 PROBABILITY = "churn_probability"
 LABEL = "churn_label"
 
@@ -28,13 +30,21 @@ class ChurnModel(PythonModel):
         pipeline: the fitted feature pipeline and estimator.
         threshold: probability at or above which a customer is labelled as churning.
         id_column: the customer key, echoed in the output when the input has it.
+        schema: the raw input columns the pipeline was fitted on.
 
     """
 
-    def __init__(self, pipeline: Pipeline, threshold: float, id_column: str | None) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        threshold: float,
+        id_column: str | None,
+        schema: ModelSchema | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.threshold = float(threshold)
         self.id_column = id_column
+        self.schema = schema
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn.schema import plausible_range
 from churn_assets.tables import DataQuality
 from churn_assets.telco import looks_like_telco
 
@@ -199,15 +200,14 @@ def _value_expectations(column: str, values: pd.Series) -> list[dict[str, Any]]:
             )
         ]
     if pd.api.types.is_numeric_dtype(values):
-        low, high = float(present.min()), float(present.max())
-        span = (high - low) or abs(high) or 1.0
+        low, high = plausible_range(present)
         return [
             expectation(
                 "expect_column_values_to_be_between",
                 NUMERIC_RANGES,
                 column=column,
-                min_value=0.0 if low >= 0 else _round_out(low - span, down=True),
-                max_value=_round_out(high + span, down=False),
+                min_value=low,
+                max_value=high,
             )
         ]
     if len(distinct) <= MAX_CATEGORIES and len(distinct) < 0.5 * len(present):
@@ -225,15 +225,6 @@ def _value_expectations(column: str, values: pd.Series) -> list[dict[str, Any]]:
 def _plain(value: object) -> object:
     """Numpy scalars as Python values, so that the suite serialises to JSON."""
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _round_out(value: float, down: bool) -> float:
-    """Round a bound outwards to 2 significant figures, for a suite a person can read."""
-    if value == 0:
-        return 0.0
-    magnitude = 10 ** (math.floor(math.log10(abs(value))) - 1)
-    rounded = (math.floor if down else math.ceil)(value / magnitude) * magnitude
-    return float(round(rounded, 10))
 
 
 class SuiteStore:
@@ -263,6 +254,14 @@ class SuiteStore:
             derive_suite(frame, name, target, id_column, quality),
             "baseline derived from this version",
         )
+
+    def stored(self, name: str) -> dict[str, Any] | None:
+        """The suite kept for data set `name`, or None before its first validated version."""
+        path = self._path(name)
+        if not path.exists():
+            return None
+        stored: dict[str, Any] = json.loads(path.read_text())
+        return load_telco_suite() if stored.get("use") == BUILTIN_TELCO else stored
 
     def adopt(self, name: str, suite: dict[str, Any]) -> Path | None:
         """Keep `suite` for data set `name` if it has none yet; return the path if written."""

@@ -1,0 +1,162 @@
+"""The request contract of a model, built from its input schema: what a client must send.
+
+A record has the model's input columns, by the names of the training table (snake_case), and
+optionally the customer key. Validation is strict, and names the field of every problem:
+
+- a missing field, or one the model does not know, is refused;
+- numbers must be JSON numbers (no text, no `true`), finite, and within the column's plausible
+  range; integer columns take integers only; a column that may be missing also takes `null`;
+- booleans must be `true` or `false`;
+- categories are text of 1 to 256 characters. A category the model never saw is scored (the
+  model pools it with the rare ones) and reported, rather than refused, so that a new tariff name
+  cannot take the service down.
+
+The contract is built once per model version and holds on to it (`RecordContract.model`), so a
+request validated against one version's contract is scored by that version.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    create_model,
+    model_validator,
+)
+
+from churn.schema import MAX_TEXT_LENGTH, ColumnKind, ColumnSchema, ModelSchema
+
+KEY_MAX_LENGTH = 64
+
+
+class CustomerRecordBase(BaseModel):
+    """What every record class shares: strictness, and the id of the request it came in."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, title="customer")
+
+    # Continuous batching merges requests; the request id travels with each record so that the
+    # prediction log still says which request a prediction answered.
+    _request_id: str = PrivateAttr(default="")
+    served_by: ClassVar[Any] = None  # the model version whose contract this is
+
+
+class PredictRequestBase(BaseModel):
+    """Customers to score: one record or a batch."""
+
+    model_config = ConfigDict(extra="forbid", title="predict request")
+
+    records: list[Any]
+
+    @model_validator(mode="after")
+    def _stamp_request(self) -> PredictRequestBase:
+        request_id = uuid.uuid4().hex
+        for record in self.records:
+            record._request_id = request_id
+        return self
+
+
+class RecordContract:
+    """The record and request types of one model's schema.
+
+    Args:
+        schema: the model's input schema.
+        max_records: most records one request may carry.
+        model: the served model this contract belongs to (read back from validated records).
+
+    """
+
+    def __init__(self, schema: ModelSchema, max_records: int, model: Any = None) -> None:
+        self.schema = schema
+        self.example = schema.example()
+        fields: dict[str, Any] = {}
+        if schema.key:
+            fields[schema.key] = (
+                StrictStr | StrictInt | None,
+                Field(
+                    default=None,
+                    description="Customer key (optional): echoed back and logged, not a model "
+                    "input.",
+                ),
+            )
+        for column in schema.columns:
+            fields[column.name] = _field(column)
+        self.record_type: type[CustomerRecordBase] = create_model(
+            "CustomerRecord",
+            __base__=CustomerRecordBase,
+            __doc__="One customer, by the columns of the table the served model learned from.",
+            **fields,
+        )
+        self.record_type.model_config["json_schema_extra"] = {"example": self.example}
+        self.record_type.model_rebuild(force=True)
+        self.record_type.served_by = model
+        self.request_type: type[PredictRequestBase] = create_model(
+            "PredictRequest",
+            __base__=PredictRequestBase,
+            records=(
+                list[self.record_type],  # type: ignore[name-defined]
+                Field(
+                    min_length=1,
+                    max_length=max_records,
+                    description=f"Customer records; at most {max_records} per request "
+                    "(`CHURN_MAX_BATCH_RECORDS`).",
+                ),
+            ),
+        )
+        self.request_type.model_config["json_schema_extra"] = {
+            "example": {"records": [self.example]}
+        }
+        self.request_type.model_rebuild(force=True)
+
+    def key_of(self, record: Any) -> str | None:
+        """The customer key a record carries, as text, or None."""
+        if not self.schema.key:
+            return None
+        value = getattr(record, self.schema.key)
+        return None if value is None else str(value)
+
+    def json_schemas(self) -> dict[str, Any]:
+        """The OpenAPI components of the record and the request (references to `#/components`)."""
+        template = "#/components/schemas/{model}"
+        request = self.request_type.model_json_schema(ref_template=template)
+        definitions = request.pop("$defs", {})
+        return {"PredictRequest": request, **definitions}
+
+
+def _field(column: ColumnSchema) -> tuple[Any, Any]:
+    """The pydantic type and constraints of one input column."""
+    missing = " May be null." if column.nullable else ""
+    bounds: dict[str, Any] = {"ge": column.minimum, "le": column.maximum}
+    if column.kind == ColumnKind.NUMBER:
+        kind: Any = StrictFloat
+        described = f"Number from {column.minimum:g} to {column.maximum:g}.{missing}"
+    elif column.kind == ColumnKind.INTEGER:
+        kind = StrictInt
+        described = f"Integer from {column.minimum:g} to {column.maximum:g}.{missing}"
+    elif column.kind == ColumnKind.BOOLEAN:
+        kind, bounds = StrictBool, {}
+        described = f"true or false.{missing}"
+    else:
+        kind = StrictStr
+        bounds = {"min_length": 1, "max_length": MAX_TEXT_LENGTH}
+        seen = ", ".join(column.categories[:20])
+        more = f" (and {len(column.categories) - 20} more)" if len(column.categories) > 20 else ""
+        described = (
+            f"Text. Seen in training: {seen}{more}; another value is scored as a rare category "
+            f"and reported.{missing}"
+            if column.categories
+            else f"Text.{missing}"
+        )
+    if column.kind in (ColumnKind.NUMBER, ColumnKind.INTEGER) and column.minimum is None:
+        bounds = {}
+        described = f"{column.kind.value.capitalize()}.{missing}"
+    annotation = kind | None if column.nullable else kind
+    return annotation, Field(description=described, **bounds)

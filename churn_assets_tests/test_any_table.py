@@ -1,0 +1,209 @@
+"""Bring your own churn table: the closed loop on tables that are not Telco-shaped.
+
+The Orange telecom table (no customer key, 15 usage columns, an integer area code, a target
+spelled TRUE/False) and a generated 60-column table (a key named otherwise, booleans, dates as
+text) each go through real processes: the pipeline on a real MLflow store, a real `bentoml
+serve`, valid and invalid requests, drifted traffic, the monitoring assets finding the drifted
+columns, outcomes on `/feedback` joined into `labelled_customers`, and a retrain promoted and
+swapped in while clients keep sending requests, with no failed request.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, materialize
+
+from churn.schema import ModelSchema
+from churn_assets.ingestion.assets import labelled_customers, raw_customers
+from churn_assets.monitoring.assets import monitoring_assets
+from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
+from churn_assets_tests.conftest import REPOSITORY
+from churn_assets_tests.processes import serve
+from churn_assets_tests.test_training_registry import registry_of, run_pipeline
+from serving.traffic import perturb, population, send_traffic, served_model
+
+ORANGE_CSV = REPOSITORY.parent / "shared" / "data" / "orange_telecom_churn.csv"
+LENIENT = QualityGates(min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)
+
+
+def wide_customers(rows: int = 3_000, seed: int = 5) -> pd.DataFrame:
+    """60 columns whose churn depends on a few of them: a key, booleans, dates as text."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, Any] = {"AccountNumber": [f"ACC{i:06d}" for i in range(rows)]}
+    for i in range(20):
+        columns[f"usage_{i}"] = rng.gamma(2.0, 10.0, rows).round(3)
+    for i in range(15):
+        columns[f"count_{i}"] = rng.integers(0, 50, rows)
+    for i in range(10):
+        columns[f"flag_{i}"] = rng.random(rows) < 0.3
+    for i in range(10):
+        columns[f"segment_{i}"] = rng.choice(["a", "b", "c", "d"], rows)
+    columns["signup_date"] = pd.Series(
+        pd.date_range("2020-01-01", periods=rows, freq="h").strftime("%Y-%m-%d")
+    )
+    columns["region"] = rng.choice(["north", "south"], rows)
+    columns["plan"] = rng.choice(["basic", "pro", "max"], rows)
+    score = (
+        0.08 * columns["usage_0"]
+        - 0.05 * columns["count_0"]
+        + 1.5 * columns["flag_0"]
+        + 1.0 * (columns["plan"] == "basic")
+        - 2.0
+    )
+    columns["Lapsed"] = rng.random(rows) < 1 / (1 + np.exp(-score))
+    return pd.DataFrame(columns)
+
+
+@dataclass(frozen=True)
+class Table:
+    """A churn table, how to configure it, and how to drift its customers."""
+
+    name: str
+    write: Callable[[Path], DatasetResource]
+    drift_scale: dict[str, float]
+    drift_set: dict[str, tuple[str, float]]
+    drifted: set[str]
+    invalid: dict[str, Any]
+
+
+def orange(folder: Path) -> DatasetResource:
+    if not ORANGE_CSV.exists():
+        pytest.skip(f"the real Orange data set is absent ({ORANGE_CSV})")
+    return DatasetResource(source=str(ORANGE_CSV))
+
+
+def wide(folder: Path) -> DatasetResource:
+    path = folder / "accounts.parquet"
+    wide_customers().to_parquet(path, index=False)
+    return DatasetResource(source=str(path), target="Lapsed", id_column="AccountNumber")
+
+
+TABLES = [
+    Table(
+        "orange",
+        orange,
+        {"total_day_minutes": 1.6, "total_day_charge": 1.6},
+        {"international_plan": ("Yes", 0.7)},
+        {"total_day_minutes", "total_day_charge", "international_plan"},
+        {"area_code": "415"},
+    ),
+    Table(
+        "wide",
+        wide,
+        {"usage_0": 2.5},
+        {"plan": ("basic", 0.9)},
+        {"usage_0", "plan"},
+        {"flag_1": "yes"},
+    ),
+]
+
+
+@pytest.mark.parametrize("table", TABLES, ids=[table.name for table in TABLES])
+def test_the_closed_loop_runs_on_a_table_of_another_shape(table: Table, tmp_path: Path) -> None:
+    home = PlatformHome(path=str(tmp_path / "home"))
+    dataset = table.write(tmp_path)
+    assert run_pipeline(home, dataset, LENIENT).success
+    registry = registry_of(home)
+    assert registry.alias_version("production") == "1"
+
+    with serve(home, CHURN_MODEL_REFRESH_SECONDS="1") as service:
+        card = served_model(service.url)
+        schema = ModelSchema.model_validate(card["input_schema"])
+        reference = home.snapshots().load(card["data_version"])
+        assert set(card["features"]) == set(schema.names)
+
+        # Valid records, the served model's own example, and refusals naming the field.
+        example = schema.example()
+        assert service.predict(example).status == 200
+        for field, value in table.invalid.items():
+            refused = service.predict({**example, field: value})
+            assert refused.status == 400 and field in str(refused.body)
+        missing = service.predict({k: v for k, v in example.items() if k != schema.names[0]})
+        assert missing.status == 400 and schema.names[0] in str(missing.body)
+        assert service.predict({**example, "telco_tenure": 3}).status == 400
+
+        # Drifted traffic with every outcome reported, then the monitoring assets.
+        drifted = perturb(reference, schema, table.drift_scale, table.drift_set, seed=3)
+        summary = send_traffic(
+            service.url,
+            rate=200,
+            duration=4,
+            customers=population(drifted, schema, seed=3),
+            batch=5,
+            label_share=1.0,
+            label_delay=0.1,
+        )
+        assert summary.failed == 0 and summary.records >= 500, summary.errors
+        time.sleep(2)  # the service writes its logs every second in these tests
+        monitored = materialize(
+            monitoring_assets(schema.names),
+            resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
+            run_config={"ops": {"drift_report": {"config": {"min_records": 300}}}},
+            instance=DagsterInstance.ephemeral(),
+        )
+        assert monitored.success
+        report = monitored.output_for_node("drift_report")
+        assert table.drifted <= set(report.drifted), report.psi
+        checks = {e.check_name: e.passed for e in monitored.get_asset_check_evaluations()}
+        assert not checks["feature_drift"]
+        assert all(not checks[f"{column}_drift"] for column in table.drifted)
+
+        # The outcomes, joined to the logged inputs, are new training rows.
+        rebuilt = materialize(
+            [raw_customers, labelled_customers],
+            resources={"dataset": dataset, "home": home},
+            instance=DagsterInstance.ephemeral(),
+        )
+        labelled = rebuilt.output_for_node("labelled_customers")
+        [event] = [
+            e
+            for e in rebuilt.get_asset_materialization_events()
+            if e.asset_key is not None and e.asset_key.to_user_string() == "labelled_customers"
+        ]
+        assert event.materialization is not None
+        added = {k: v.value for k, v in event.materialization.metadata.items()}
+        assert added["unmatched_feedback"] == 0
+        from_feedback = int(added["rows_from_feedback"])  # type: ignore[arg-type]
+        # Without a key every outcome is a new row; with one, a customer's latest outcome is.
+        assert from_feedback == (
+            summary.labels_sent if schema.key is None else len(set(summary.customer_ids))
+        )
+        joined = labelled.frame.tail(from_feedback)
+        for column, factor in table.drift_scale.items():
+            assert joined[column].mean() > reference[column].mean() * min(factor, 1.2)
+
+        # A retrain, promoted while clients send requests: none fails, the new version answers.
+        answers: list[tuple[int, str]] = []
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                answer = service.predict(example)
+                answers.append(
+                    (answer.status, answer.body[0]["model_version"] if answer.status == 200 else "")
+                )
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        try:
+            retrained = run_pipeline(home, dataset, LENIENT, promotion={"margin": -1.0})
+            assert retrained.success
+            assert registry.alias_version("production") == "2"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(v == "2" for _, v in answers[-5:]):
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            thread.join()
+        assert {status for status, _ in answers} == {200}
+        assert answers[-1][1] == "2"
+        assert served_model(service.url)["data_version"] != card["data_version"]
