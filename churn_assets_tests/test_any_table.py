@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
 
 from churn.schema import ModelSchema
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
+from churn_assets.ingestion.synthetic import generate_accounts
 from churn_assets.monitoring.assets import monitoring_assets
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets_tests.conftest import REPOSITORY
@@ -33,34 +32,6 @@ from serving.traffic import perturb, population, send_traffic, served_model
 
 ORANGE_CSV = REPOSITORY.parent / "shared" / "data" / "orange_telecom_churn.csv"
 LENIENT = QualityGates(min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)
-
-
-def wide_customers(rows: int = 3_000, seed: int = 5) -> pd.DataFrame:
-    """60 columns whose churn depends on a few of them: a key, booleans, dates as text."""
-    rng = np.random.default_rng(seed)
-    columns: dict[str, Any] = {"AccountNumber": [f"ACC{i:06d}" for i in range(rows)]}
-    for i in range(20):
-        columns[f"usage_{i}"] = rng.gamma(2.0, 10.0, rows).round(3)
-    for i in range(15):
-        columns[f"count_{i}"] = rng.integers(0, 50, rows)
-    for i in range(10):
-        columns[f"flag_{i}"] = rng.random(rows) < 0.3
-    for i in range(10):
-        columns[f"segment_{i}"] = rng.choice(["a", "b", "c", "d"], rows)
-    columns["signup_date"] = pd.Series(
-        pd.date_range("2020-01-01", periods=rows, freq="h").strftime("%Y-%m-%d")
-    )
-    columns["region"] = rng.choice(["north", "south"], rows)
-    columns["plan"] = rng.choice(["basic", "pro", "max"], rows)
-    score = (
-        0.08 * columns["usage_0"]
-        - 0.05 * columns["count_0"]
-        + 1.5 * columns["flag_0"]
-        + 1.0 * (columns["plan"] == "basic")
-        - 2.0
-    )
-    columns["Lapsed"] = rng.random(rows) < 1 / (1 + np.exp(-score))
-    return pd.DataFrame(columns)
 
 
 @dataclass(frozen=True)
@@ -83,7 +54,7 @@ def orange(folder: Path) -> DatasetResource:
 
 def wide(folder: Path) -> DatasetResource:
     path = folder / "accounts.parquet"
-    wide_customers().to_parquet(path, index=False)
+    generate_accounts(3_000).to_parquet(path, index=False)
     return DatasetResource(source=str(path), target="Lapsed", id_column="AccountNumber")
 
 
@@ -207,3 +178,38 @@ def test_the_closed_loop_runs_on_a_table_of_another_shape(table: Table, tmp_path
         assert {status for status, _ in answers} == {200}
         assert answers[-1][1] == "2"
         assert served_model(service.url)["data_version"] != card["data_version"]
+
+
+def test_a_schema_change_is_promoted_by_hand_and_model_and_contract_swap_together(
+    tmp_path: Path,
+) -> None:
+    home = PlatformHome(path=str(tmp_path / "home"))
+    full = DatasetResource(synthetic_rows=1_500)
+    assert run_pipeline(home, full, LENIENT).success
+    # The next version no longer takes `gender`: clients sending it would be refused.
+    narrower = full.model_copy(update={"exclude_columns": ["gender"], "synthetic_seed": 8})
+    blocked = run_pipeline(home, narrower, LENIENT)
+    assert not blocked.success
+    registry = registry_of(home)
+    assert registry.alias_version("production") == "1"
+
+    with serve(home) as service:
+        card = served_model(service.url)
+        old = ModelSchema.model_validate(card["input_schema"]).example()
+        new = {name: value for name, value in old.items() if name != "gender"}
+        assert service.predict(old).status == 200
+        refused = service.predict(new)
+        assert refused.status == 400 and "gender" in str(refused.body)
+
+        registry.promote("2", "tests", "gender is no longer collected", allow_schema_change=True)
+        deadline = time.monotonic() + 30
+        while served_model(service.url)["model_version"] != "2":
+            assert time.monotonic() < deadline, "the promotion was never served"
+            time.sleep(0.2)
+        # From the moment the service reports the new version, the new schema is its contract.
+        answers = [service.predict(new) for _ in range(50)]
+        assert {answer.status for answer in answers} == {200}
+        assert {answer.body[0]["model_version"] for answer in answers} == {"2"}
+        stale = service.predict(old)
+        assert stale.status == 400 and "gender" in str(stale.body)
+        assert served_model(service.url)["schema_fingerprint"] != card["schema_fingerprint"]

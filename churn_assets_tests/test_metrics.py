@@ -35,3 +35,15 @@ def test_the_threshold_maximises_f1_while_keeping_the_recall_target() -> None:
     # Without a target, 0.75 wins (F1 8/9, recall 0.8); asking for recall 1 forces 0.05.
     assert choose_threshold(labels, probabilities, min_recall=0.0) == pytest.approx(0.75)
     assert choose_threshold(labels, probabilities, min_recall=1.0) == pytest.approx(0.05)
+
+
+def test_the_recall_margin_is_what_chance_calls_for() -> None:
+    from churn_assets.evaluation.metrics import recall_margin
+
+    # Telco-sized samples: sqrt(0.16 * (1/1500 + 1/370)) = 0.0232, times z(0.95) = 1.645.
+    assert recall_margin(0.8, 1_500, 370, 0.95) == pytest.approx(0.0382, abs=5e-4)
+    # Fewer churners, a wider margin; a lower confidence, a narrower one.
+    assert recall_margin(0.8, 385, 96, 0.95) > recall_margin(0.8, 1_500, 370, 0.95)
+    assert recall_margin(0.8, 385, 96, 0.5) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="recall confidence"):
+        recall_margin(0.8, 100, 100, 1.0)

@@ -14,32 +14,10 @@ from pydantic import ValidationError
 from churn.contract import RecordContract
 from churn.schema import ColumnKind, ModelSchema
 from churn_assets.ingestion.normalise import normalise
+from churn_assets.ingestion.synthetic import generate_accounts
 from churn_assets_tests.conftest import REPOSITORY, TELCO_CSV, bank_customers
 
 ORANGE_CSV = REPOSITORY.parent / "shared" / "data" / "orange_telecom_churn.csv"
-
-
-def wide_table(rows: int = 400, seed: int = 3) -> pd.DataFrame:
-    """60 columns: a key named otherwise, booleans, dates as text, numbers and categories."""
-    rng = np.random.default_rng(seed)
-    columns: dict[str, Any] = {"AccountNumber": [f"ACC{i:06d}" for i in range(rows)]}
-    for i in range(20):
-        columns[f"usage_{i}"] = rng.gamma(2.0, 10.0, rows).round(3)
-    for i in range(15):
-        columns[f"count_{i}"] = rng.integers(0, 50, rows)
-    for i in range(10):
-        columns[f"flag_{i}"] = rng.random(rows) < 0.3
-    for i in range(10):
-        columns[f"segment_{i}"] = rng.choice(["a", "b", "c", "d"], rows)
-    columns["signup_date"] = pd.date_range("2020-01-01", periods=rows, freq="D").strftime(
-        "%Y-%m-%d"
-    )
-    columns["region"] = rng.choice(["north", "south"], rows)
-    columns["plan"] = rng.choice(["basic", "pro", "max"], rows)
-    columns["Lapsed"] = rng.random(rows) < 0.2
-    frame = pd.DataFrame(columns)
-    assert len(frame.columns) == 60
-    return frame
 
 
 def telco_schema() -> ModelSchema:
@@ -85,7 +63,9 @@ def test_the_orange_table_has_no_key_and_its_area_code_is_an_integer() -> None:
 
 
 def test_a_wide_table_with_booleans_dates_as_text_and_a_key_named_otherwise() -> None:
-    frame, report = normalise(wide_table(), "Lapsed", id_column="AccountNumber")
+    raw = generate_accounts(400, seed=3)
+    assert len(raw.columns) == 60
+    frame, report = normalise(raw, "Lapsed", id_column="AccountNumber")
     schema = ModelSchema.from_frame(frame, "lapsed", report.id_column)
     assert schema.key == "account_number" and len(schema.names) == 58
     kinds = {column.name: column.kind for column in schema.columns}

@@ -52,3 +52,24 @@ def choose_threshold(labels: np.ndarray, probabilities: np.ndarray, min_recall: 
     eligible = recall >= min_recall
     best = int(np.argmax(np.where(eligible, f1, -1.0)))
     return float(thresholds[best])
+
+
+def recall_margin(
+    gate: float, positives_tuned: int, positives_held_out: int, confidence: float
+) -> float:
+    """How far above the recall gate out-of-fold recall must be to meet it on the hold-out.
+
+    Out-of-fold recall and hold-out recall are each a share of a sample of churners, so even
+    for the same model they differ by chance: around the gate `g`, their difference has a
+    standard deviation of sqrt(g (1 - g) (1/n_tuned + 1/n_held_out)). Keeping out-of-fold recall
+    `z` of those above the gate makes the hold-out recall meet it with probability `confidence`
+    (z its normal quantile). A fixed margin is too small on small tables (a few hundred
+    churners: a standard deviation of 0.04 or more) and larger than needed on big ones.
+    """
+    from scipy.stats import norm
+
+    if not 0.5 <= confidence < 1:
+        raise ValueError(f"the recall confidence must be in [0.5, 1), not {confidence}")
+    positives_tuned, positives_held_out = max(positives_tuned, 1), max(positives_held_out, 1)
+    spread = np.sqrt(gate * (1 - gate) * (1 / positives_tuned + 1 / positives_held_out))
+    return float(norm.ppf(confidence) * spread)

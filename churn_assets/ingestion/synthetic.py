@@ -25,6 +25,7 @@ churn rises the way it would in a real market.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -243,3 +244,37 @@ def _customer_ids(rng: np.random.Generator, rows: int) -> np.ndarray:
         letters //= 26
     keys: np.ndarray = np.char.add(np.char.add(digits, "-"), suffix).astype(object)
     return keys
+
+
+def generate_accounts(rows: int, seed: int = 5) -> pd.DataFrame:
+    """A churn table of another shape than Telco's, for tests and benchmarks: 60 columns.
+
+    A key named `AccountNumber`, 20 usage amounts, 15 counts, 10 booleans, 10 four-valued
+    segments, a sign-up date as text, a region and a plan, and the target `Lapsed` (booleans),
+    which depends on a few of them (`usage_0`, `count_0`, `flag_0`, the basic plan). Not real
+    data: a shape the platform must handle as well as Telco's.
+    """
+    rng = np.random.default_rng(seed)
+    columns: dict[str, Any] = {"AccountNumber": [f"ACC{i:06d}" for i in range(rows)]}
+    for i in range(20):
+        columns[f"usage_{i}"] = rng.gamma(2.0, 10.0, rows).round(3)
+    for i in range(15):
+        columns[f"count_{i}"] = rng.integers(0, 50, rows)
+    for i in range(10):
+        columns[f"flag_{i}"] = rng.random(rows) < 0.3
+    for i in range(10):
+        columns[f"segment_{i}"] = rng.choice(["a", "b", "c", "d"], rows)
+    columns["signup_date"] = (
+        pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 1_500, rows), unit="D")
+    ).strftime("%Y-%m-%d")
+    columns["region"] = rng.choice(["north", "south"], rows)
+    columns["plan"] = rng.choice(["basic", "pro", "max"], rows)
+    score = (
+        0.08 * columns["usage_0"]
+        - 0.05 * columns["count_0"]
+        + 1.5 * columns["flag_0"]
+        + 1.0 * (columns["plan"] == "basic")
+        - 2.0
+    )
+    columns["Lapsed"] = rng.random(rows) < 1 / (1 + np.exp(-score))
+    return pd.DataFrame(columns)

@@ -10,7 +10,7 @@ from pydantic import Field
 from sklearn.pipeline import Pipeline
 
 from churn.schema import SCHEMA_ARTIFACT, ModelSchema
-from churn_assets.evaluation.metrics import classification_metrics
+from churn_assets.evaluation.metrics import classification_metrics, recall_margin
 from churn_assets.features.assets import CustomerSplits
 from churn_assets.markdown import markdown_table
 from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
@@ -46,11 +46,13 @@ class TrainingConfig(Config):
         description=f"Cross-validated score that picks the best trial and candidate: "
         f"{', '.join(SCORING)}.",
     )
-    recall_margin: float = Field(
-        default=0.02,
-        description="The decision threshold keeps out-of-fold recall at least this much above "
-        "the recall gate: a threshold tuned to exactly the target misses it on new data about "
-        "half the time.",
+    recall_confidence: float = Field(
+        default=0.9,
+        ge=0.5,
+        lt=1.0,
+        description="Probability that the hold-out recall meets the recall gate: the decision "
+        "threshold keeps out-of-fold recall above the gate by the margin chance calls for, "
+        "given how many churners the tuning and hold-out samples hold.",
     )
     seed: int = Field(default=42, description="Seed of the search and the estimators.")
     n_jobs: int = Field(default=2, description="Folds cross-validated in parallel.")
@@ -144,6 +146,19 @@ def _train_candidates(
         "dataset": splits.table.dataset,
     }
     train_labels = splits.train[splits.target]
+    tuned_share = min(1.0, config.max_tuning_rows / max(len(splits.train), 1))
+    margin = recall_margin(
+        gates.min_recall,
+        int(train_labels.sum() * tuned_share),
+        int(splits.test[splits.target].sum()),
+        config.recall_confidence,
+    )
+    context.log.info(
+        "Decision thresholds keep out-of-fold recall at least %.3f (gate %.2f + margin %.3f)",
+        min(1.0, gates.min_recall + margin),
+        gates.min_recall,
+        margin,
+    )
     # What the model takes, recorded once from the raw training rows; every candidate carries it.
     # A column production's clients may send as null stays nullable (the pipeline fills it).
     registry = ModelRegistry(mlflow_tracking.client(), mlflow_tracking.model_name)
@@ -153,7 +168,14 @@ def _train_candidates(
     ).keeping_nulls_of(registry.schema_of(production) if production else None)
     candidates: list[Candidate] = []
     with mlflow.start_run(run_name=f"pipeline-{context.run.run_id[:8]}", tags=tags) as parent:
-        mlflow.log_params({"algorithms": ",".join(config.algorithms), **budget.__dict__})
+        mlflow.log_params(
+            {
+                "algorithms": ",".join(config.algorithms),
+                **budget.__dict__,
+                "recall_gate": gates.min_recall,
+                "recall_margin": round(margin, 4),
+            }
+        )
         for algorithm in config.algorithms:
             context.log.info("Tuning %s", algorithm)
             with mlflow.start_run(run_name=algorithm, nested=True, tags=tags) as run:
@@ -166,7 +188,7 @@ def _train_candidates(
                         train_labels,
                         budget,
                         config.selection_metric,
-                        min(1.0, gates.min_recall + config.recall_margin),
+                        min(1.0, gates.min_recall + margin),
                     )
                 except Exception as error:
                     # One algorithm failing must not hide the others: its run says why.
