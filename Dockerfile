@@ -25,6 +25,7 @@ WORKDIR /opt/churn
 # Dependencies first, pinned by the committed constraints, so code changes reuse this layer.
 # CI runs this same install command (churn_assets_tests/test_deployment.py).
 COPY pyproject.toml constraints.txt README.md ./
+COPY churn ./churn
 COPY churn_assets ./churn_assets
 COPY serving ./serving
 RUN python -m pip install -c constraints.txt .

@@ -131,7 +131,14 @@ def test_the_dockerfile_parses_and_installs_from_the_pinned_constraints() -> Non
     [install] = pip_installs()
     assert install == "python -m pip install -c constraints.txt ."
     copied = [value for command in commands if command.cmd == "COPY" for value in command.value]
-    for needed in ("pyproject.toml", "constraints.txt", "churn_assets", "serving", "deploy"):
+    for needed in (
+        "pyproject.toml",
+        "constraints.txt",
+        "churn",
+        "churn_assets",
+        "serving",
+        "deploy",
+    ):
         assert needed in copied
     [cmd] = [command for command in commands if command.cmd == "CMD"]
     assert cmd.json and cmd.value[:3] == ("dagster", "code-server", "start")
@@ -139,14 +146,23 @@ def test_the_dockerfile_parses_and_installs_from_the_pinned_constraints() -> Non
 
 def test_the_dockerfile_install_command_installs_a_working_platform(tmp_path: Path) -> None:
     """Run the Dockerfile's own pip command in a fresh environment on its build context."""
+    # The build context as the Dockerfile copies it before its install: what a COPY forgets is
+    # missing here too.
     context = tmp_path / "context"
     context.mkdir()
-    for name in ("pyproject.toml", "constraints.txt", "README.md"):
-        shutil.copy(REPOSITORY / name, context / name)
-    for package in ("churn_assets", "serving"):
-        shutil.copytree(
-            REPOSITORY / package, context / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
+    for command in dockerfile_commands():
+        if command.cmd == "RUN" and "pip install" in " ".join(command.value):
+            break
+        if command.cmd != "COPY":
+            continue
+        for name in command.value[:-1]:
+            source = REPOSITORY / name
+            if source.is_dir():
+                shutil.copytree(
+                    source, context / name, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            else:
+                shutil.copy(source, context / name)
     environment = tmp_path / "venv"
     venv.create(environment, with_pip=True)
     python = environment / "bin" / "python"
