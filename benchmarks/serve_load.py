@@ -87,6 +87,17 @@ def main() -> None:
     parser.add_argument(
         "--servers", default="churn,mlflow", help="which to measure: churn, mlflow or both"
     )
+    parser.add_argument(
+        "--compare-with",
+        metavar="CHECKOUT",
+        help="also serve the same model with the churn service of another checkout of this "
+        "repository (an A/B of serving code: the model, data and load are the same)",
+    )
+    parser.add_argument(
+        "--algorithm",
+        help="train only this algorithm (lightgbm, random_forest, logistic_regression), so that "
+        "two runs serve the same kind of model",
+    )
     arguments = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -94,7 +105,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="churn-serving-bench-") as directory:
         home = Path(directory)
         environment = platform_environment(home, arguments.source)
-        version, record, key = train(home, environment)
+        version, record, key = train(home, environment, arguments.algorithm)
         print(f"model: churn-predictor version {version} (source {arguments.source})")
         bento_body = home / "bento-single.json"
         bento_body.write_text(json.dumps({"records": [record]}))
@@ -104,6 +115,17 @@ def main() -> None:
         servers = {
             "bentoml serve (churn service)": (
                 [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"],
+                "/readyz",
+                "/predict",
+                bento_body,
+                {"records": batch},
+            ),
+            "bentoml serve (the other checkout)": (
+                [
+                    *("env", f"PYTHONPATH={arguments.compare_with}"),
+                    *(str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"),
+                    *("--working-dir", str(arguments.compare_with)),
+                ],
                 "/readyz",
                 "/predict",
                 bento_body,
@@ -123,6 +145,8 @@ def main() -> None:
         }
         chosen = {"churn": "bentoml serve (churn service)", "mlflow": "mlflow models serve"}
         wanted = {chosen[name.strip()] for name in arguments.servers.split(",")}
+        if arguments.compare_with:
+            wanted.add("bentoml serve (the other checkout)")
         results: dict[str, dict[str, Any]] = {}
         for name, (command, health, path, body, batch_body) in servers.items():
             if name not in wanted:
@@ -159,10 +183,20 @@ def platform_environment(home: Path, source: str) -> dict[str, str]:
     return environment
 
 
-def train(home: Path, environment: dict[str, str]) -> tuple[str, dict[str, Any], str | None]:
+def train(
+    home: Path, environment: dict[str, str], algorithm: str | None = None
+) -> tuple[str, dict[str, Any], str | None]:
     """Run the training pipeline; return the production version, a raw record, the key."""
     (home / "dagster").mkdir(parents=True)
     shutil.copy(REPOSITORY / "dagster.yaml", home / "dagster" / "dagster.yaml")
+    config = home / "run.json"
+    config.write_text(
+        json.dumps(
+            {"ops": {"candidate_models": {"config": {"algorithms": [algorithm]}}}}
+            if algorithm
+            else {}
+        )
+    )
     subprocess.run(
         [
             str(BIN / "dagster"),
@@ -172,6 +206,8 @@ def train(home: Path, environment: dict[str, str]) -> tuple[str, dict[str, Any],
             "churn_pipeline",
             "-m",
             "churn_assets.definitions",
+            "-c",
+            str(config),
         ],
         cwd=REPOSITORY,
         env={k: v for k, v in environment.items() if k != "MLFLOW_TRACKING_URI"},
@@ -186,7 +222,9 @@ def train(home: Path, environment: dict[str, str]) -> tuple[str, dict[str, Any],
     from serving.traffic import json_record
 
     client = MlflowClient(environment["MLFLOW_TRACKING_URI"])
-    version = str(client.get_model_version_by_alias("churn-predictor", "production").version)
+    served = client.get_model_version_by_alias("churn-predictor", "production")
+    version = str(served.version)
+    print(f"model: {served.tags.get('algorithm')}")
     source = environment["CHURN_SOURCE"]
     raw = (
         generate_customers(10, seed=1)

@@ -191,7 +191,7 @@ def prometheus(
         )
     try:
         deadline = time.monotonic() + 60
-        while not _answers(url + "/-/ready"):
+        while not answers(url + "/-/ready"):
             assert process.poll() is None, (folder / "prometheus.log").read_text()[-2000:]
             assert time.monotonic() < deadline, "Prometheus did not become ready"
             time.sleep(0.5)
@@ -201,7 +201,8 @@ def prometheus(
         process.wait(timeout=30)
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether `url` answers 200 now."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)

@@ -45,7 +45,7 @@ from churn_assets.alerting import (
 from churn_assets.monitoring.published import publish
 from churn_assets.resources import PlatformHome
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
-from churn_assets_tests.processes import prometheus, query, serve, wait_for
+from churn_assets_tests.processes import answers, prometheus, query, serve, wait_for
 
 ALERTMANAGER_DIR = REPOSITORY / "deploy" / "alertmanager"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -185,21 +185,15 @@ def alertmanager(config: Path, folder: Path) -> Iterator[str]:
             stderr=subprocess.STDOUT,
         )
     try:
-        eventually(lambda: _ready(url), 60, lambda: (folder / "alertmanager.log").read_text())
+        eventually(
+            lambda: answers(f"{url}/-/ready"),
+            60,
+            lambda: (folder / "alertmanager.log").read_text(),
+        )
         yield url
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def _ready(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
 
 
 def eventually(

@@ -145,8 +145,8 @@ def test_the_contract_takes_nulls_where_training_had_them_and_unseen_categories(
         )
 
 
-def base_schema() -> ModelSchema:
-    frame = pd.DataFrame(
+def base_frame() -> pd.DataFrame:
+    return pd.DataFrame(
         {
             "customer_id": ["a", "b", "c"],
             "tenure": [1, 5, 9],
@@ -155,7 +155,10 @@ def base_schema() -> ModelSchema:
             "churn": [0, 1, 0],
         }
     )
-    return ModelSchema.from_frame(frame, "churn", "customer_id")
+
+
+def base_schema() -> ModelSchema:
+    return ModelSchema.from_frame(base_frame(), "churn", "customer_id")
 
 
 @pytest.mark.parametrize(
@@ -172,16 +175,7 @@ def base_schema() -> ModelSchema:
 )
 def test_each_kind_of_schema_change_is_named(edit: Any, expected: list[str]) -> None:
     previous = base_schema()
-    frame = pd.DataFrame(
-        {
-            "customer_id": ["a", "b", "c"],
-            "tenure": [1, 5, 9],
-            "charges": [1.5, np.nan, 3.0],
-            "plan": ["x", "y", "x"],
-            "churn": [0, 1, 0],
-        }
-    )
-    changed = ModelSchema.from_frame(edit(frame), "churn", "customer_id")
+    changed = ModelSchema.from_frame(edit(base_frame()), "churn", "customer_id")
     assert [str(change) for change in changed.changes_from(previous)] == expected
     same_shape = expected == [] and changed.names == previous.names
     assert (changed.fingerprint == previous.fingerprint) == same_shape
