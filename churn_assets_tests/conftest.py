@@ -11,12 +11,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from churn_assets.resources import PlatformHome
+
+if TYPE_CHECKING:
+    from dagster import ExecuteInProcessResult
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TELCO_CSV = REPOSITORY.parent / "shared" / "data" / "telco_customer_churn.csv"
@@ -32,6 +36,17 @@ QUICK_TRAINING = {
 # `churn_assets.definitions` reads CHURN_HOME when imported: point it away from the repository.
 os.environ["CHURN_HOME"] = tempfile.mkdtemp(prefix="churn-tests-")
 os.environ["GX_ANALYTICS_ENABLED"] = "False"
+
+
+def metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    """The metadata of the one materialization of `asset` in an in-process run."""
+    [event] = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key is not None and e.asset_key.to_user_string() == asset
+    ]
+    assert event.materialization is not None
+    return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def free_port() -> int:

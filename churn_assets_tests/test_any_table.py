@@ -25,7 +25,7 @@ from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.synthetic import generate_accounts
 from churn_assets.monitoring.assets import monitoring_assets
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
-from churn_assets_tests.conftest import REPOSITORY
+from churn_assets_tests.conftest import REPOSITORY, metadata
 from churn_assets_tests.processes import serve
 from churn_assets_tests.test_training_registry import registry_of, run_pipeline
 from serving.traffic import perturb, population, send_traffic, served_model
@@ -135,15 +135,9 @@ def test_the_closed_loop_runs_on_a_table_of_another_shape(table: Table, tmp_path
             instance=DagsterInstance.ephemeral(),
         )
         labelled = rebuilt.output_for_node("labelled_customers")
-        [event] = [
-            e
-            for e in rebuilt.get_asset_materialization_events()
-            if e.asset_key is not None and e.asset_key.to_user_string() == "labelled_customers"
-        ]
-        assert event.materialization is not None
-        added = {k: v.value for k, v in event.materialization.metadata.items()}
+        added = metadata(rebuilt, "labelled_customers")
         assert added["unmatched_feedback"] == 0
-        from_feedback = int(added["rows_from_feedback"])  # type: ignore[arg-type]
+        from_feedback = int(added["rows_from_feedback"])
         # Without a key every outcome is a new row; with one, a customer's latest outcome is.
         assert from_feedback == (
             summary.labels_sent if schema.key is None else len(set(summary.customer_ids))

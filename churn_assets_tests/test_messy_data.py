@@ -7,12 +7,11 @@ the snapshot store and the Dagster assets, as a user's export would.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from churn_assets.errors import DatasetError
 from churn_assets.ingestion.assets import ingest_customers, labelled_customers, raw_customers
@@ -28,7 +27,7 @@ from churn_assets.ingestion.normalise import (
 from churn_assets.ingestion.versioning import content_hash
 from churn_assets.resources import DatasetResource, PlatformHome
 from churn_assets.validation.assets import validated_customers
-from churn_assets_tests.conftest import REPOSITORY, FileServer, bank_customers
+from churn_assets_tests.conftest import REPOSITORY, FileServer, bank_customers, metadata
 
 ORANGE_CSV = REPOSITORY.parent / "shared" / "data" / "orange_telecom_churn.csv"
 
@@ -57,14 +56,6 @@ def ingest(home: PlatformHome, dataset: DatasetResource) -> ExecuteInProcessResu
         instance=DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
-
-
-def metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    [event] = [
-        e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset)
-    ]
-    assert event.materialization is not None
-    return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def test_a_question_mark_keeps_a_numeric_column_numeric_and_the_unlabelled_row_is_set_aside(

@@ -18,7 +18,7 @@ from churn_assets.registry.cli import main as registry_cli
 from churn_assets.registry.model_registry import ModelRegistry, RegistryError
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.training.churn_model import LABEL, PROBABILITY
-from churn_assets_tests.conftest import QUICK_TRAINING
+from churn_assets_tests.conftest import QUICK_TRAINING, metadata
 
 
 def run_pipeline(
@@ -53,14 +53,6 @@ def registry_of(home: PlatformHome) -> ModelRegistry:
     tracking = MlflowResource.from_env(home)
     tracking.activate()
     return ModelRegistry(tracking.client(), tracking.model_name)
-
-
-def metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
-    [event] = [
-        e for e in result.get_asset_materialization_events() if e.asset_key == AssetKey(asset)
-    ]
-    assert event.materialization is not None
-    return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 def test_the_whole_graph_ends_with_a_served_ready_production_model(
