@@ -46,6 +46,8 @@ class CustomerRecordBase(BaseModel):
     # Continuous batching merges requests; the request id travels with each record so that the
     # prediction log still says which request a prediction answered.
     _request_id: str = PrivateAttr(default="")
+    # `POST /predict?explain=true`: the record's answer carries the reasons behind its score.
+    _explain: bool = PrivateAttr(default=False)
     served_by: ClassVar[Any] = None  # the model version whose contract this is
 
 

@@ -15,8 +15,20 @@ from churn_assets.features.assets import customer_splits, feature_pipeline
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.monitoring.assets import monitored_features, monitoring_assets
 from churn_assets.registry.assets import production_model, registered_model
-from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
+from churn_assets.resources import (
+    DatasetResource,
+    MlflowResource,
+    PlatformHome,
+    QualityGates,
+    ScoringResource,
+)
 from churn_assets.schedules import daily_schedule, step_retry_policy
+from churn_assets.scoring.assets import (
+    customer_scores,
+    nightly_scoring_schedule,
+    rescore_on_promotion,
+    score_customers_job,
+)
 from churn_assets.sensors import (
     drift_sensor_for,
     freshness_sensor_for,
@@ -83,18 +95,25 @@ refresh_labels_job = define_asset_job(
 
 # The graph is a chain: steps never run side by side, so separate step processes would only add
 # their start-up (about 3.5 s of imports each) to every run.
-JOBS = [ingest_and_validate_job, churn_pipeline_job, monitoring_job, refresh_labels_job]
+JOBS = [
+    ingest_and_validate_job,
+    churn_pipeline_job,
+    monitoring_job,
+    refresh_labels_job,
+    score_customers_job,
+]
 schedule = daily_schedule(churn_pipeline_job)
 
 defs = Definitions(
     executor=in_process_executor,
-    assets=[*ASSETS, *MONITORING_ASSETS],
+    assets=[*ASSETS, *MONITORING_ASSETS, customer_scores],
     jobs=JOBS,
-    schedules=[schedule],
+    schedules=[schedule, nightly_scoring_schedule],
     sensors=[
         monitoring_sensor_for(monitoring_job.name),
         drift_sensor_for(churn_pipeline_job.name),
         new_data_sensor_for(refresh_labels_job.name),
+        rescore_on_promotion,
         pipeline_failure_alert,
         pipeline_recovery,
         freshness_sensor_for([job.name for job in JOBS], schedule.name),
@@ -104,6 +123,7 @@ defs = Definitions(
         "home": home,
         "mlflow_tracking": MlflowResource.from_env(home),
         "gates": QualityGates.from_env(),
+        "scoring": ScoringResource.from_env(),
         "io_manager": FilesystemIOManager(base_dir=str(home.root / "dagster" / "storage")),
     },
 )

@@ -192,9 +192,61 @@ class PlatformHome(ConfigurableResource):  # type: ignore[type-arg]
         return self.root / "landing"
 
     @property
+    def scores_dir(self) -> Path:
+        """Nightly scores of the customer base, one folder per partition."""
+        return self.root / "scores"
+
+    @property
     def monitoring_dir(self) -> Path:
         """Drift reports (HTML) and other monitoring output."""
         return self.root / "monitoring"
+
+
+SCORING_ENVIRONMENT = {
+    "CHURN_SCORING_SOURCE": "source",
+    "CHURN_SCORING_MAX_REJECTED_SHARE": "max_rejected_share",
+    "CHURN_SCORES_DATABASE_URL": "database_url",
+    "CHURN_SCORING_CHUNK_ROWS": "chunk_rows",
+    "CHURN_SCORING_ALIAS": "alias",
+}
+
+
+class ScoringResource(ConfigurableResource):  # type: ignore[type-arg]
+    """Who is scored every night, by which deployment's model, and where the scores go too."""
+
+    source: str = Field(
+        default="",
+        description="The customers to score: a path or URL of a CSV or Parquet file (the target "
+        "column may be absent). Empty: the latest validated data version's customers who have "
+        "not churned.",
+    )
+    max_rejected_share: float = Field(
+        default=0.01,
+        ge=0,
+        le=1,
+        description="The run fails, publishing nothing, when more than this share of the "
+        "customers do not fit the model's input schema.",
+    )
+    database_url: str = Field(
+        default="",
+        description="PostgreSQL URL; when set, each night's scores also replace that partition's "
+        "rows of the `churn_scores` table.",
+    )
+    chunk_rows: int = Field(
+        default=100_000, gt=0, description="Customers held in memory at a time."
+    )
+    alias: str = Field(default="production", description="The registry alias whose model scores.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ScoringResource:
+        """The resource as `CHURN_SCORING_*` and `CHURN_SCORES_DATABASE_URL` configure it."""
+        environ = os.environ if environ is None else environ
+        values = {
+            field: environ[variable].strip()
+            for variable, field in SCORING_ENVIRONMENT.items()
+            if environ.get(variable, "").strip()
+        }
+        return cls(**values)  # type: ignore[arg-type]
 
 
 class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churn.schema import ColumnKind, ModelSchema
 from churn_assets.resources import PlatformHome
 
 if TYPE_CHECKING:
@@ -175,3 +176,21 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def json_record(row: pd.Series, schema: ModelSchema) -> dict[str, Any]:
+    """A population row as a client sends it: JSON types by the schema, missing as null."""
+    record: dict[str, Any] = {schema.key: str(row[schema.key])} if schema.key else {}
+    for column in schema.columns:
+        value = row[column.name]
+        if pd.isna(value):
+            record[column.name] = None
+        elif column.kind == ColumnKind.INTEGER:
+            record[column.name] = int(value)
+        elif column.kind == ColumnKind.NUMBER:
+            record[column.name] = float(value)
+        elif column.kind == ColumnKind.BOOLEAN:
+            record[column.name] = bool(value)
+        else:
+            record[column.name] = str(value)
+    return record

@@ -32,6 +32,9 @@ from churn_assets_tests.conftest import REPOSITORY, free_port
 PROMETHEUS_DIR = REPOSITORY / "deploy" / "prometheus"
 
 BENTOML = Path(sys.executable).parent / "bentoml"
+POSTGRES = os.environ.get(
+    "CHURN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 MAX_RECORDS = 50
 MAX_BODY_BYTES = 64 * 1024
 
@@ -227,3 +230,33 @@ def wait_for(url: str, expression: str, timeout: float = 90) -> list[dict[str, A
         if result or time.monotonic() > deadline:
             return result
         time.sleep(1)
+
+
+def postgres_admin() -> Any:
+    """An autocommit connection to the machine's PostgreSQL, or a skip saying why there is none."""
+    import psycopg2
+    import pytest
+
+    try:
+        connection = psycopg2.connect(POSTGRES, connect_timeout=3)
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"no PostgreSQL at {POSTGRES} ({str(error).strip()}); .ci/run starts one")
+    connection.autocommit = True
+    return connection
+
+
+@contextmanager
+def postgres_database(prefix: str) -> Iterator[str]:
+    """A new database on the machine's PostgreSQL (its URL), dropped afterwards."""
+    import uuid
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    connection = postgres_admin()
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"{POSTGRES.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        connection.close()

@@ -21,12 +21,20 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from churn.schema import ModelSchema
+from churn.scores import ScoreStore
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.synthetic import generate_accounts
 from churn_assets.monitoring.assets import monitoring_assets
-from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
-from churn_assets_tests.conftest import REPOSITORY, metadata
-from churn_assets_tests.processes import serve
+from churn_assets.resources import (
+    DatasetResource,
+    MlflowResource,
+    PlatformHome,
+    QualityGates,
+    ScoringResource,
+)
+from churn_assets.scoring.assets import customer_scores
+from churn_assets_tests.conftest import REPOSITORY, json_record, metadata
+from churn_assets_tests.processes import MAX_RECORDS, serve
 from churn_assets_tests.test_training_registry import registry_of, run_pipeline
 from serving.traffic import perturb, population, send_traffic, served_model
 
@@ -101,6 +109,36 @@ def test_the_closed_loop_runs_on_a_table_of_another_shape(table: Table, tmp_path
         missing = service.predict({k: v for k, v in example.items() if k != schema.names[0]})
         assert missing.status == 400 and schema.names[0] in str(missing.body)
         assert service.predict({**example, "telco_tenure": 3}).status == 400
+
+        # Nightly scoring of customers without a target: the service's answers and reasons.
+        customers = reference.drop(columns=[schema.target]).head(500)
+        customers.to_parquet(tmp_path / "population.parquet")
+        scored = materialize(
+            [customer_scores],
+            partition_key="2026-11-28",
+            resources={
+                "scoring": ScoringResource(source=str(tmp_path / "population.parquet")),
+                "dataset": dataset,
+                "home": home,
+                "mlflow_tracking": MlflowResource.from_env(home),
+            },
+            instance=DagsterInstance.ephemeral(),
+        )
+        assert metadata(scored, "customer_scores")["dagster/row_count"] == len(customers)
+        scores = ScoreStore(home.scores_dir).read("2026-11-28")
+        records = [json_record(row, schema) for _, row in customers.head(MAX_RECORDS).iterrows()]
+        explained = service.request("/predict?explain=true", {"records": records})
+        assert explained.status == 200, explained.body
+        for answer, (_, row) in zip(
+            explained.body, scores.head(MAX_RECORDS).iterrows(), strict=True
+        ):
+            assert abs(answer["churn_probability"] - row["churn_probability"]) < 1e-9
+            nightly = [
+                row[c] for c in ("reason_1", "reason_2", "reason_3") if isinstance(row[c], str)
+            ]
+            assert [reason["text"] for reason in answer["reasons"]] == nightly
+        if schema.key is None:  # a keyless table's scores are numbered by row
+            assert scores["row_number"].tolist()[:3] == ["1", "2", "3"]
 
         # Drifted traffic with every outcome reported, then the monitoring assets.
         drifted = perturb(reference, schema, table.drift_scale, table.drift_set, seed=3)

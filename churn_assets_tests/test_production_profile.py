@@ -16,30 +16,16 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
+from churn_assets_tests.processes import POSTGRES, postgres_admin
 
-POSTGRES = os.environ.get(
-    "CHURN_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 BIN = Path(sys.executable).parent
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
-
-
-def _admin() -> Any:
-    import psycopg2
-
-    try:
-        connection = psycopg2.connect(POSTGRES, connect_timeout=3)
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"no PostgreSQL at {POSTGRES} ({str(error).strip()}); .ci/run starts one")
-    connection.autocommit = True
-    return connection
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +33,7 @@ def databases() -> Iterator[dict[str, str]]:
     """Two new databases (Dagster's and MLflow's) on the test server, dropped afterwards."""
     suffix = uuid.uuid4().hex[:8]
     names = {"dagster": f"churn_dagster_{suffix}", "mlflow": f"churn_mlflow_{suffix}"}
-    connection = _admin()
+    connection = postgres_admin()
     with connection.cursor() as cursor:
         for name in names.values():
             cursor.execute(f"CREATE DATABASE {name}")

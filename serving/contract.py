@@ -57,7 +57,47 @@ class PredictRequest(IODescriptor):  # type: ignore[misc]
         model = service.watcher.current
         if model is None:  # the request guard answers 503 before this
             raise bentoml.exceptions.ServiceUnavailable("no model loaded")
-        return model.contract.request_type.model_validate_json(await request.body())
+        explain = explain_parameter(request.query_params.get(EXPLAIN))
+        validated = model.contract.request_type.model_validate_json(await request.body())
+        if explain:
+            for record in validated.records:
+                record._explain = True
+        return validated
+
+
+EXPLAIN = "explain"
+EXPLAIN_VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+
+def explain_parameter(value: str | None) -> bool:
+    """The `explain` query parameter (`true`/`false`, `1`/`0`); absent is false.
+
+    Raises:
+        BadInput: any other value (a 400 naming the parameter).
+
+    """
+    if value is None:
+        return False
+    try:
+        return EXPLAIN_VALUES[value.strip().lower()]
+    except KeyError:
+        import bentoml
+
+        raise bentoml.exceptions.BadInput(
+            f"query parameter {EXPLAIN!r} must be true or false, not {value!r}"
+        ) from None
+
+
+class Reason(BaseModel):
+    """One input pushing the customer's churn score up, and by how much."""
+
+    feature: str = Field(description="The input column.")
+    value: Any = Field(description="The record's value of it (null when missing).")
+    contribution: float = Field(
+        description="What it adds to the model's raw score (log-odds for logistic regression "
+        "and LightGBM, probability for a random forest)."
+    )
+    text: str = Field(description="As the nightly scores write it: `tenure=2 (+0.12)`.")
 
 
 class Prediction(BaseModel):
@@ -79,6 +119,11 @@ class Prediction(BaseModel):
     model_alias: str
     request_id: str = Field(description="Id of the request, as in the prediction log.")
     prediction_id: str = Field(description="Id of this prediction, for `/feedback`.")
+    reasons: list[Reason] | None = Field(
+        default=None,
+        description="With `?explain=true`: the (up to) three inputs pushing the score up most, "
+        "largest first.",
+    )
 
 
 def _yes_no(value: Any) -> Any:

@@ -20,11 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from churn.contract import RecordContract
+from churn.explain import NotExplainable
 from churn.schema import ModelSchema
-from churn_assets.features.pipeline import OneHotCategories, RawRecords
+from churn.scoring import Reason, Scorer
+from churn_assets.features.pipeline import OneHotCategories
 from churn_assets.monitoring.logs import prediction_schema
 from churn_assets.registry.model_registry import ModelRegistry
 from churn_assets.resources import MlflowResource
@@ -44,17 +45,15 @@ class ServedModel:
     """One loaded registry version, ready to score raw customer records.
 
     It carries its own request contract (built from its input schema) and the schema of its
-    prediction log: a request validated for this version is scored and logged by it.
+    prediction log: a request validated for this version is scored and logged by it. Scoring
+    goes through `churn.scoring.Scorer`, the same path as nightly batch scoring.
     """
 
     name: str
     alias: str
     version: str
-    transforms: tuple[Any, ...]
-    estimator: Any
+    scorer: Scorer = field(repr=False)
     threshold: float
-    numeric: tuple[str, ...]
-    categorical: tuple[str, ...]
     categories: dict[str, frozenset[str]]
     card: ModelCard
     schema: ModelSchema
@@ -63,22 +62,12 @@ class ServedModel:
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def score(self, columns: dict[str, list[Any]]) -> np.ndarray:
-        """Churn probabilities of records given column-wise (feature name -> values).
+        """Churn probabilities of records given column-wise (feature name -> values)."""
+        return self.scorer.probabilities(columns)
 
-        What `pipeline.predict_proba` computes, step by step: the inputs were validated by the
-        contract, and scikit-learn's own re-checks and `Pipeline` dispatch cost more than the
-        model itself on a single record.
-        """
-        import sklearn
-
-        features: Any = pd.DataFrame(
-            {name: columns[name] for name in (*self.numeric, *self.categorical)}
-        )
-        with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
-            for step in self.transforms:
-                features = step.transform(features)
-            probabilities: np.ndarray = self.estimator.predict_proba(features)[:, 1]
-        return probabilities
+    def explain(self, columns: dict[str, list[Any]]) -> list[list[Reason]]:
+        """The inputs pushing each record's churn score up most (see `churn.explain`)."""
+        return self.scorer.reasons(columns, self.scorer.contributions(columns))
 
 
 def load_served_model(
@@ -91,22 +80,19 @@ def load_served_model(
     model_version = client.get_model_version(name, version)
     mlflow.set_tracking_uri(mlflow_resource.tracking_uri)
     churn_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
-    schema: ModelSchema | None = getattr(churn_model, "schema", None)
-    if schema is None:
-        raise IncompatibleModelError(
-            f"version {version} of {name!r} has no recorded input schema (it was trained before "
-            "schemas were recorded): retrain it"
-        )
-    features = churn_model.pipeline.named_steps["features"]
-    raw: RawRecords = features.named_steps["raw_records"]
-    if sorted({*raw.numeric, *raw.categorical}) != sorted(schema.names):
+    try:
+        scorer = Scorer.from_model(churn_model)
+    except ValueError as error:
+        raise IncompatibleModelError(f"version {version} of {name!r}: {error}") from error
+    schema = scorer.schema
+    if sorted(scorer.inputs) != sorted(schema.names):
         raise IncompatibleModelError(
             f"version {version} of {name!r}: its pipeline takes "
-            f"{', '.join(sorted({*raw.numeric, *raw.categorical}))}, its schema names "
+            f"{', '.join(sorted(scorer.inputs))}, its schema names "
             f"{', '.join(sorted(schema.names))}"
         )
     # Models trained before `FeatureEncoder` still serve, without the unknown-category report.
-    encoder = getattr(features.named_steps["encode"], "one_hot_", None)
+    encoder = getattr(scorer.transforms[-1], "one_hot_", None)
     categories = (
         {column: frozenset(seen) for column, seen in encoder.seen_categories().items()}
         if isinstance(encoder, OneHotCategories)
@@ -114,32 +100,28 @@ def load_served_model(
     )
     # One thread per prediction: the server works on several requests at once, and a model's
     # own threads (LightGBM's OpenMP, a forest's joblib) only fight them for the same cores.
-    estimator = churn_model.pipeline.steps[-1][1]
-    if "n_jobs" in estimator.get_params():
-        estimator.set_params(n_jobs=1)
+    scorer.use_threads(1)
+    categorical = set(getattr(scorer.transforms[0], "categorical", ()))
     tags = model_version.tags or {}
     served = ServedModel(
         name=name,
         alias=alias,
         version=str(version),
-        transforms=tuple(_transforms(churn_model.pipeline)),
-        estimator=estimator,
-        threshold=float(churn_model.threshold),
-        numeric=tuple(raw.numeric),
-        categorical=tuple(raw.categorical),
-        categories={k: v for k, v in categories.items() if k in raw.categorical},
+        scorer=scorer,
+        threshold=scorer.threshold,
+        categories={k: v for k, v in categories.items() if k in categorical},
         card=ModelCard(
             model_name=name,
             model_alias=alias,
             model_version=str(version),
             algorithm=tags.get("algorithm", ""),
-            threshold=float(churn_model.threshold),
+            threshold=scorer.threshold,
             data_version=tags.get("data_version", ""),
             metrics={tag: float(tags[tag]) for tag in METRIC_TAGS if tag in tags},
             promoted_at=promotion_time(ModelRegistry(client, name), alias, str(version)),
             loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run_id=model_version.run_id or "",
-            features=[*raw.numeric, *raw.categorical],
+            features=scorer.inputs,
             input_schema=schema.model_dump(mode="json"),
             schema_fingerprint=schema.fingerprint,
         ),
@@ -151,6 +133,10 @@ def load_served_model(
     example = {column: [value] for column, value in schema.example().items()}
     for _ in range(3):  # first calls pay for lazy imports and caches, not the first customer
         served.score(example)
+    try:  # explanations are built on first use; build them now, off the request path
+        served.explain(example)
+    except NotExplainable as error:
+        logger.warning("version %s cannot explain its scores: %s", version, error)
     return served
 
 
@@ -165,14 +151,6 @@ def _settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-def _transforms(pipeline: Any) -> list[Any]:
-    """The transforming steps of a (nested) pipeline, in order, without the final estimator."""
-    steps = []
-    for _, step in pipeline.steps[:-1]:
-        steps += [*_transforms(step), step.steps[-1][1]] if hasattr(step, "steps") else [step]
-    return steps
 
 
 def promotion_time(registry: ModelRegistry, alias: str, version: str) -> str | None:

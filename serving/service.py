@@ -35,6 +35,8 @@ from churn_assets.registry.model_registry import PRODUCTION
 from churn_assets.resources import MlflowResource, PlatformHome
 from serving.batching import ContinuousBatcher
 from serving.contract import (
+    EXPLAIN,
+    EXPLAIN_VALUES,
     FeedbackReceipt,
     FeedbackRequest,
     ModelCard,
@@ -70,6 +72,24 @@ def openapi_document(document: dict[str, Any]) -> dict[str, Any]:
     if model is not None:
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         schemas.update(model.contract.json_schemas())
+    predict = document.get("paths", {}).get("/predict", {}).get("post")
+    if predict is not None:
+        parameters = predict.setdefault("parameters", [])
+        if not any(parameter.get("name") == EXPLAIN for parameter in parameters):
+            parameters.append(
+                {
+                    "name": EXPLAIN,
+                    "in": "query",
+                    "required": False,
+                    "description": "true: each prediction carries the three inputs pushing its "
+                    "score up most (`reasons`).",
+                    "schema": {
+                        "type": "string",
+                        "enum": sorted(EXPLAIN_VALUES),
+                        "default": "false",
+                    },
+                }
+            )
     return document
 
 
@@ -175,7 +195,7 @@ class ChurnService:
         label_list = labels.tolist()
         # Plain dicts: BentoML validates the response into `Prediction`s in pydantic's compiled
         # core, several times faster than building the models here in Python.
-        predictions = [
+        predictions: list[dict[str, Any]] = [
             {
                 "customer_id": customer_ids[i],
                 "churn_probability": probability_list[i],
@@ -190,6 +210,9 @@ class ChurnService:
             }
             for i in range(len(records))
         ]
+        explained = [i for i, record in enumerate(records) if record._explain]
+        if explained:
+            self._explain(model, columns, explained, predictions)
         now = datetime.now(UTC)
         self.prediction_log.append(
             {
@@ -217,6 +240,26 @@ class ChurnService:
                 counts[field] = counts.get(field, 0) + 1
         self.metrics.predicted(model.version, probability_list, labels, counts)
         return cast(list[Prediction], predictions)
+
+    @staticmethod
+    def _explain(
+        model: ServedModel,
+        columns: dict[str, list[Any]],
+        rows: list[int],
+        predictions: list[dict[str, Any]],
+    ) -> None:
+        """Add the reasons behind the scores of `rows` to their predictions."""
+        subset = {name: [values[i] for i in rows] for name, values in columns.items()}
+        for row, reasons in zip(rows, model.explain(subset), strict=True):
+            predictions[row]["reasons"] = [
+                {
+                    "feature": reason.feature,
+                    "value": reason.value,
+                    "contribution": reason.contribution,
+                    "text": str(reason),
+                }
+                for reason in reasons
+            ]
 
     @bentoml.api(input_spec=FeedbackRequest)  # type: ignore[untyped-decorator]
     def feedback(self, outcomes: list[Outcome]) -> FeedbackReceipt:

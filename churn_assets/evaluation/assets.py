@@ -12,7 +12,7 @@ from pydantic import Field
 from sklearn.metrics import confusion_matrix
 
 from churn.schema import ModelSchema
-from churn_assets.evaluation.metrics import classification_metrics
+from churn_assets.evaluation.metrics import HOLDOUT_SCORES, classification_metrics, score_histogram
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import MlflowResource
 from churn_assets.training.assets import CandidateModels
@@ -92,6 +92,8 @@ def model_evaluation(
     log_evaluation_figures(
         client, best.run_id, best.algorithm, best.pipeline, labels, probabilities, best.threshold
     )
+    # Nightly scoring compares the customer base's scores with these.
+    client.log_dict(best.run_id, score_histogram(probabilities), HOLDOUT_SCORES)
     context.log.info("%s on the hold-out split: %s", best.algorithm, metrics)
 
     evaluation = ModelEvaluation(

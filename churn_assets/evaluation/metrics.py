@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -73,3 +75,12 @@ def recall_margin(
     positives_tuned, positives_held_out = max(positives_tuned, 1), max(positives_held_out, 1)
     spread = np.sqrt(gate * (1 - gate) * (1 / positives_tuned + 1 / positives_held_out))
     return float(norm.ppf(confidence) * spread)
+
+
+HOLDOUT_SCORES = "holdout_scores.json"
+
+
+def score_histogram(probabilities: Any) -> dict[str, Any]:
+    """Counts of probabilities in ten equal bins of [0, 1] (JSON-ready)."""
+    counts, edges = np.histogram(np.asarray(probabilities), bins=10, range=(0.0, 1.0))
+    return {"edges": [round(float(e), 2) for e in edges], "counts": counts.tolist()}

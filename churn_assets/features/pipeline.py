@@ -75,6 +75,10 @@ class RawRecords(BaseEstimator, TransformerMixin):  # type: ignore[misc]
         """Names of the columns `transform` returns."""
         return np.array([*self.numeric, *self.categorical], dtype=object)
 
+    def feature_sources(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Each output column and the input columns it comes from (itself)."""
+        return [(column, (column,)) for column in (*self.numeric, *self.categorical)]
+
 
 class TelcoFeatures(BaseEstimator, TransformerMixin):  # type: ignore[misc]
     """Add Telco-aware features; which ones is decided from the training schema.
@@ -115,6 +119,22 @@ class TelcoFeatures(BaseEstimator, TransformerMixin):  # type: ignore[misc]
         if not added:
             return records
         return pd.concat([records, pd.DataFrame(added, index=records.index)], axis=1)
+
+    def feature_sources(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Each added feature and the raw columns it is computed from (inputs pass through).
+
+        Explanations attribute an added feature's contribution to those columns.
+        """
+        sources: list[tuple[str, tuple[str, ...]]] = []
+        if self.services:
+            sources.append(("services_count", tuple(self.services)))
+        if self.charges:
+            sources.append(
+                ("charges_per_tenure_month", ("total_charges", "monthly_charges", "tenure"))
+            )
+        if self.tenure:
+            sources.append(("tenure_bucket", ("tenure",)))
+        return sources
 
     def engineered(self) -> tuple[list[str], list[str]]:
         """The numeric and categorical features this step adds."""
@@ -278,6 +298,20 @@ class FeatureEncoder(BaseEstimator, TransformerMixin):  # type: ignore[misc]
         numbers = _stack(records, self.numeric, "float64")
         text = _stack(records, self.categorical, object)
         return np.hstack([self.numbers_.transform(numbers), self.one_hot_.transform(text)])
+
+    def feature_sources(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Each column of the model's input matrix, in order, and the feature it encodes."""
+        names = self.get_feature_names_out()
+        widths = [
+            len(frequent) + bool(rare)
+            for frequent, rare in zip(
+                self.one_hot_.categories_, self.one_hot_.infrequent_categories_, strict=True
+            )
+        ]
+        encoded = [*self.numeric]
+        for column, width in zip(self.categorical, widths, strict=True):
+            encoded += [column] * width
+        return [(str(name), (column,)) for name, column in zip(names, encoded, strict=True)]
 
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Numeric column names, then `<column>_<category>` names."""

@@ -41,6 +41,72 @@ def describe_limit(max_bytes: int) -> str:
     raise AssertionError("unreachable")
 
 
+@contextmanager
+def open_chunks(
+    source: str, max_bytes: int, timeout_seconds: float, scratch: Path, chunk_rows: int
+) -> Iterator[tuple[Iterator[pd.DataFrame], str]]:
+    """Read the table at `source` a chunk of rows at a time, never all of it at once.
+
+    Yields the chunks (columns as in the file) and the SHA-256 of the file's bytes, which names
+    this version of the source.
+
+    Raises:
+        DatasetError: the source cannot be reached or read.
+
+    """
+    import hashlib
+
+    with _local_copy(source, max_bytes, timeout_seconds, scratch) as path:
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            head = stream.read(_SNIFF_BYTES)
+            digest.update(head)
+            while block := stream.read(_CHUNK_BYTES):
+                digest.update(block)
+        if not head.strip():
+            raise DatasetError(f"{source} is empty")
+        yield _iter_chunks(path, source, head, chunk_rows), digest.hexdigest()
+
+
+def _iter_chunks(path: Path, source: str, head: bytes, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    if head.startswith(b"PAR1"):
+        import pyarrow.parquet as pq
+
+        try:
+            parquet = pq.ParquetFile(path)
+        except Exception as error:  # pyarrow raises several unrelated types for a corrupt file
+            raise DatasetError(f"{source} is not a readable Parquet file: {error}") from error
+        _refuse_duplicates(parquet.schema_arrow.names, source)
+        for batch in parquet.iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+        return
+    compression: Literal["gzip"] | None = None
+    if head.startswith(b"\x1f\x8b"):
+        compression = "gzip"
+        with gzip.open(path, "rb") as stream:
+            head = stream.read(_SNIFF_BYTES)
+    _refuse_non_text(head, source)
+    encoding = _encoding(head)
+    lines = [line for line in head.decode(encoding, errors="ignore").splitlines() if line.strip()]
+    delimiter = _sniff_delimiter(lines[:50])
+    _refuse_duplicates(
+        [name.strip() for name in next(csv.reader([lines[0]], delimiter=delimiter))], source
+    )
+    try:
+        yield from pd.read_csv(
+            path,
+            sep=delimiter,
+            compression=compression,
+            encoding=encoding,
+            low_memory=False,
+            keep_default_na=False,
+            na_values=[""],
+            chunksize=chunk_rows,
+        )
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as error:
+        raise DatasetError(f"{source} is not a well-formed CSV file: {error}") from error
+
+
 def read_table(source: str, max_bytes: int, timeout_seconds: float, scratch: Path) -> pd.DataFrame:
     """Read the table at `source` (a path, `file://` or `http(s)://` URL).
 

@@ -147,8 +147,12 @@ class SnapshotStore:
         ]
         return sorted(manifests, key=lambda manifest: manifest.ingested_at)
 
-    def _data_path(self, version: str) -> Path:
+    def data_path(self, version: str) -> Path:
+        """The Parquet file of a version's rows."""
         return self.root / f"{version}.parquet"
+
+    def _data_path(self, version: str) -> Path:
+        return self.data_path(version)
 
     def _manifest_path(self, version: str) -> Path:
         return self.root / f"{version}.json"

@@ -1,7 +1,8 @@
 """Monitoring assets: production inputs against the production model's data, and live F1.
 
 Drift compares the inputs the production service scored with the data the production model was
-trained on; live performance scores the production model on the outcomes reported to it.
+trained on (or, with `population: batch`, a sample of the customers the nightly scores covered);
+live performance scores the production model on the outcomes reported to it.
 
     production_model ─┬─> reference_customers ─┐
                       │   production_inputs ───┴─> drift_report  (an asset check per feature)
@@ -11,10 +12,11 @@ The monitoring sensor materializes them when the service logs new traffic; the d
 reads their metadata and asks for a retraining run when drift or degradation is found.
 """
 
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from dagster import (
@@ -33,6 +35,7 @@ from dagster import (
 from pydantic import Field
 
 from churn.schema import ModelSchema
+from churn.scores import INPUTS, ScoreStore
 from churn_assets.markdown import markdown_table
 from churn_assets.monitoring.drift import DEFAULT_PSI_THRESHOLD, DriftResult, measure_drift
 from churn_assets.monitoring.logs import (
@@ -136,6 +139,13 @@ def reference_customers(
     )
 
 
+def _population_setting() -> Literal["online", "batch"]:
+    value = os.environ.get("CHURN_MONITOR_POPULATION", "").strip().lower() or "online"
+    if value not in ("online", "batch"):
+        raise ValueError(f"CHURN_MONITOR_POPULATION must be online or batch, not {value!r}")
+    return "batch" if value == "batch" else "online"
+
+
 class WindowConfig(Config):
     """Which logged predictions count as the current production inputs."""
 
@@ -148,13 +158,21 @@ class WindowConfig(Config):
         description="At most the newest N of them (`CHURN_MONITOR_WINDOW_RECORDS`).",
     )
     alias: str = Field(default=PRODUCTION, description="The deployment whose inputs are read.")
+    population: Literal["online", "batch"] = Field(
+        default_factory=_population_setting,
+        description="`online`: the service's recent requests; `batch`: the customers of the "
+        "latest nightly scores (a sample of their inputs), so that a shift of the customer base "
+        "shows even without online traffic (`CHURN_MONITOR_POPULATION`).",
+    )
 
 
 @asset(group_name=GROUP, kinds={"pandas", "parquet"})
 def production_inputs(
     context: AssetExecutionContext, config: WindowConfig, home: PlatformHome
 ) -> Output[pd.DataFrame]:
-    """The customers the production service scored recently, from its prediction log."""
+    """The customers production scored recently: online requests, or the nightly population."""
+    if config.population == "batch":
+        return _batch_inputs(home, config.max_records)
     folder = home.serving_log(config.alias, PREDICTIONS)
     now = datetime.now(UTC)
     logged = recent_predictions(folder, now, config.hours, config.max_records)
@@ -180,6 +198,33 @@ def production_inputs(
             "last_prediction": str(inputs["predicted_at"].iloc[-1]),
             "served_versions": ", ".join(f"v{v}: {n}" for v, n in versions.items()),
             "prediction_log": MetadataValue.path(str(folder)),
+        },
+    )
+
+
+def _batch_inputs(home: PlatformHome, max_records: int) -> Output[pd.DataFrame]:
+    """The inputs sampled from the latest nightly scores (`customer_scores`)."""
+    store = ScoreStore(home.scores_dir)
+    partition = store.latest()
+    if partition is None:
+        raise Failure(
+            description=f"No nightly scores under {store.root} yet: materialize customer_scores "
+            "first, or monitor the online population.",
+            allow_retries=False,
+        )
+    manifest = store.manifest(partition)
+    inputs = pd.read_parquet(store.partition(partition) / INPUTS).head(max_records)
+    inputs.insert(0, "model_version", manifest.model_version)
+    inputs.insert(0, "predicted_at", pd.Timestamp(manifest.scored_at))
+    return Output(
+        inputs,
+        metadata={
+            "dagster/row_count": len(inputs),
+            "window": f"nightly scores of {partition} (a uniform sample of "
+            f"{manifest.rows_scored:,} customers)",
+            "population": manifest.population,
+            "served_versions": f"v{manifest.model_version}: {len(inputs)}",
+            "scores": MetadataValue.path(str(store.partition(partition))),
         },
     )
 
