@@ -1,7 +1,7 @@
 """Where nightly scores land: one folder per partition (night), replaced atomically.
 
     <home>/scores/date=2026-11-28/scores.parquet     every scored customer, with rank and reasons
-                                 /scores.csv         the same rows (with their rank), for a spreadsheet
+                                 /scores.csv         the same rows, for a spreadsheet
                                  /rejected.parquet   rows set aside, with their reason
                                  /inputs.parquet     a uniform sample of the scored inputs (drift)
                                  /manifest.json      model and data versions, counts, timings

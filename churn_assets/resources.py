@@ -273,9 +273,15 @@ class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
         """A tracking server from `MLFLOW_TRACKING_URI`, else the local store under `home`."""
         uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
         local = home.root / "mlflow"
+        if uri.startswith("sqlite:///"):
+            # A local store (MLflow itself exports the URI once a run has set it): artifacts
+            # beside the database, never in an `mlruns` folder of whatever the working directory.
+            local = Path(uri.removeprefix("sqlite:///")).parent
         return cls(
             tracking_uri=uri or f"sqlite:///{local / 'mlflow.db'}",
-            artifact_location=None if uri else (local / "artifacts").as_uri(),
+            artifact_location=None
+            if uri and not uri.startswith("sqlite:///")
+            else (local / "artifacts").as_uri(),
             experiment=os.environ.get("CHURN_EXPERIMENT", "churn"),
             model_name=os.environ.get("CHURN_MODEL_NAME", "churn-predictor"),
             ui_url=os.environ.get("MLFLOW_UI_URL", uri if uri.startswith("http") else "")
