@@ -23,7 +23,7 @@ from sklearn.pipeline import Pipeline
 
 from churn.batch import check_rows
 from churn.schema import ModelSchema
-from churn.scores import INPUTS, REJECTED, SCORES_CSV, ScoreStore, read_postgres
+from churn.scores import INPUTS, REASON_COLUMNS, REJECTED, SCORES_CSV, ScoreStore, read_postgres
 from churn.scoring import Scorer
 from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
 from churn_assets.ingestion.normalise import normalise
@@ -146,11 +146,11 @@ def test_nightly_scores_equal_the_services_answers_with_the_same_reasons(
         < 1e-9
     )
     assert [a["churn_label"] for a in answers] == expected["churn_label"].tolist()
-    for answer, (_, row) in zip(answers, expected.iterrows(), strict=True):
-        online = [reason["text"] for reason in answer["reasons"]]
-        nightly = [row[c] for c in ("reason_1", "reason_2", "reason_3") if isinstance(row[c], str)]
+    for predicted, (_, row) in zip(answers, expected.iterrows(), strict=True):
+        online = [reason["text"] for reason in predicted["reasons"]]
+        nightly = [row[c] for c in REASON_COLUMNS if isinstance(row[c], str)]
         assert online == nightly
-        assert all(reason["contribution"] > 0 for reason in answer["reasons"])
+        assert all(reason["contribution"] > 0 for reason in predicted["reasons"])
     # Off by default; a bad value is a 400 naming the parameter.
     assert plain.status == 200 and plain.body[0]["reasons"] is None
     assert refused.status == 400 and "explain" in str(refused.body)
@@ -356,10 +356,16 @@ def test_reasons_add_up_to_the_models_raw_score(
 def test_scoring_runs_nightly_at_two_and_again_when_production_moves(trained: Trained) -> None:
     from datetime import UTC, datetime
 
-    from dagster import RunRequest, build_schedule_context, build_sensor_context
+    from dagster import (
+        RunRequest,
+        ScheduleDefinition,
+        build_schedule_context,
+        build_sensor_context,
+    )
 
     from churn_assets.scoring.assets import nightly_scoring_schedule, rescore_on_promotion
 
+    assert isinstance(nightly_scoring_schedule, ScheduleDefinition)
     assert nightly_scoring_schedule.cron_schedule == "0 2 * * *"
     tick = nightly_scoring_schedule.evaluate_tick(
         build_schedule_context(scheduled_execution_time=datetime(2026, 11, 28, 2, tzinfo=UTC))
