@@ -8,8 +8,12 @@ under a dot-name, synced to disk and renamed into place, so a reader never sees 
 several processes (service workers, the staging service) can append to the same folder.
 
 Durability: `close()` (a graceful shutdown) writes everything still buffered; a crash of the
-process loses at most the records of the last `flush_seconds`. A failed write keeps the records
-in the buffer and is retried at the next flush.
+process loses at most the records of the last `flush_seconds`. A failed write (a full disk)
+keeps the records, converted to Arrow once, and retries at the next flush. The backlog is
+bounded (`max_records`, `max_bytes`): beyond the bound it is written to a second folder
+(`spill`, on another disk) if there is one, and moved back once the log's folder takes writes
+again; if that fails too, the oldest records are dropped and counted (`dropped`, `on_drop`).
+Memory and latency stay flat for as long as the disk is full.
 
 The monitoring assets read a log with `read_log`, which lets pyarrow read only the days asked for.
 """
@@ -46,6 +50,10 @@ class ParquetLog:
         flush_seconds: how often the background thread writes the buffer.
         flush_records: a buffer this large is written without waiting for the interval.
         on_backlog: called with the number of buffered records after every append and write.
+        max_records: most records kept in memory while writes fail.
+        max_bytes: most bytes (as Arrow) kept in memory while writes fail.
+        spill: a folder for the backlog beyond the bound (another disk), or None.
+        on_drop: called with the number of records dropped beyond the bound.
 
     """
 
@@ -57,6 +65,10 @@ class ParquetLog:
         flush_seconds: float = 5.0,
         flush_records: int = 50_000,
         on_backlog: Callable[[int], None] = lambda records: None,
+        max_records: int = 200_000,
+        max_bytes: int = 64 * 1024**2,
+        spill: Path | None = None,
+        on_drop: Callable[[int], None] = lambda records: None,
     ) -> None:
         if time_column not in schema.names:
             raise ValueError(f"the time column {time_column!r} is not in the log's schema")
@@ -66,6 +78,14 @@ class ParquetLog:
         self.flush_seconds = flush_seconds
         self.flush_records = flush_records
         self.on_backlog = on_backlog
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.spill = spill
+        self.on_drop = on_drop
+        self.dropped = 0
+        self.spilled = 0
+        # Records already converted to Arrow, waiting for a write that succeeds.
+        self._tables: list[pa.Table] = []
         self._buffer: list[tuple[Mapping[str, Sequence[Any]], pa.Schema]] = []
         self._backlog = 0
         self._lock = threading.Lock()
@@ -97,25 +117,101 @@ class ParquetLog:
             self._wake.set()
 
     def flush(self) -> int:
-        """Write every buffered record now; return how many were written."""
+        """Write every buffered record now; return how many were written.
+
+        Raises:
+            OSError: the write failed (the records stay, within the bound).
+
+        """
         with self._write_lock:
             with self._lock:
                 pending, self._buffer = self._buffer, []
-                rows = self._backlog
-            if not pending:
+            if pending:
+                self._tables += self._convert(pending)
+            if not self._tables:
                 return 0
+            written = 0
             try:
-                self._write(pending)
+                while self._tables:
+                    self._write_days(self._tables[0], self.folder)
+                    written += self._tables.pop(0).num_rows
             except Exception:
-                with self._lock:  # keep them, oldest first, for the next attempt
-                    self._buffer[:0] = pending
+                self._forget(written)
+                self._bound()
                 raise
-            with self._lock:
-                self._backlog -= rows
-                backlog = self._backlog
-            self.on_backlog(backlog)
-            self.written += rows
-            return rows
+            self._forget(written)
+            self.written += written
+            if self.spill is not None:
+                self._unspill()
+            return written
+
+    def _forget(self, rows: int) -> None:
+        """Records no longer in memory (written, spilled or dropped)."""
+        with self._lock:
+            self._backlog -= rows
+            backlog = self._backlog
+        self.on_backlog(backlog)
+
+    def _bound(self, force: bool = False) -> None:
+        """Keep the backlog within the bound: spill it, or drop the oldest records.
+
+        `force` spills whatever is left (a shutdown), within the bound or not.
+        """
+        rows = sum(table.num_rows for table in self._tables)
+        size = sum(table.nbytes for table in self._tables)
+        if not force and rows <= self.max_records and size <= self.max_bytes:
+            return
+        if self.spill is not None:
+            try:
+                while self._tables:
+                    self._write_days(self._tables[0], self.spill)
+                    moved = self._tables.pop(0).num_rows
+                    self.spilled += moved
+                    self._forget(moved)
+                logger.warning(
+                    "%s cannot be written: records spilled to %s", self.folder, self.spill
+                )
+                return
+            except Exception:
+                logger.exception("spilling to %s failed too", self.spill)
+        if force:
+            return
+        dropped = 0
+        while self._tables and (
+            sum(t.num_rows for t in self._tables) > self.max_records
+            or sum(t.nbytes for t in self._tables) > self.max_bytes
+        ):
+            dropped += self._tables.pop(0).num_rows
+        if dropped:
+            self.dropped += dropped
+            self._forget(dropped)
+            self.on_drop(dropped)
+            logger.error(
+                "%s cannot be written: dropped its %d oldest records (%d in all)",
+                self.folder,
+                dropped,
+                self.dropped,
+            )
+
+    def _unspill(self) -> None:
+        """Move spilled files back into the log's folder, now that it takes writes."""
+        assert self.spill is not None
+        for path in sorted(self.spill.glob(f"{PARTITION}=*/part-*.parquet")):
+            target = self.folder / path.parent.name / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            hidden = target.with_name(f".{target.name}")
+            try:
+                with open(path, "rb") as source, open(hidden, "wb") as copy:
+                    while block := source.read(1024**2):
+                        copy.write(block)
+                    copy.flush()
+                    os.fsync(copy.fileno())
+                os.replace(hidden, target)
+                path.unlink()
+            except OSError:
+                hidden.unlink(missing_ok=True)
+                logger.warning("moving %s back failed; it stays spilled for now", path)
+                return
 
     def start(self) -> ParquetLog:
         """Start the background writer."""
@@ -127,13 +223,27 @@ class ParquetLog:
         return self
 
     def close(self) -> None:
-        """Stop the background writer and write what is left."""
+        """Stop the background writer and write what is left (spilled, if the write fails).
+
+        Raises:
+            OSError: the records left could be written neither to the log nor to the spill
+                folder (`backlog` says how many).
+
+        """
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
-        self.flush()
+        try:
+            self.flush()
+        except Exception:
+            if self.spill is None:
+                raise
+            with self._write_lock:
+                self._bound(force=True)
+            if self._tables:
+                raise
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -141,17 +251,37 @@ class ParquetLog:
             self._wake.clear()
             try:
                 self.flush()
-            except Exception:
-                logger.exception("writing %s failed; the records stay buffered", self.folder)
+            except Exception as error:  # one line per attempt: a full disk lasts
+                logger.warning(
+                    "writing %s failed (%s: %s); %d records kept, %d dropped so far",
+                    self.folder,
+                    type(error).__name__,
+                    error,
+                    self.backlog,
+                    self.dropped,
+                )
 
-    def _write(self, pending: list[tuple[Mapping[str, Sequence[Any]], pa.Schema]]) -> None:
+    def _convert(
+        self, pending: list[tuple[Mapping[str, Sequence[Any]], pa.Schema]]
+    ) -> list[pa.Table]:
+        """Buffered batches as one Arrow table per schema, converted once."""
         groups: dict[pa.Schema, list[Mapping[str, Sequence[Any]]]] = {}
         for batch, schema in pending:
             groups.setdefault(schema, []).append(batch)
+        tables = []
         for schema, batches in groups.items():
-            self._write_table(batches, schema)
+            table = self._table(batches, schema)
+            days = pc.strftime(table[self.time_column], format="%Y-%m-%d")
+            distinct = pc.unique(days).to_pylist()
+            # One table per day: a retried write never writes a day twice.
+            tables += (
+                [table]
+                if len(distinct) == 1
+                else [table.filter(pc.equal(days, day)) for day in sorted(distinct)]
+            )
+        return tables
 
-    def _write_table(self, batches: list[Mapping[str, Sequence[Any]]], schema: pa.Schema) -> None:
+    def _table(self, batches: list[Mapping[str, Sequence[Any]]], schema: pa.Schema) -> pa.Table:
         # One table from the concatenated columns: per-batch tables would cost a conversion per
         # request, and most requests hold one record.
         merged: dict[str, list[Any]] = {name: [] for name in schema.names}
@@ -161,24 +291,27 @@ class ParquetLog:
                 values.extend(batch.get(name) or [None] * rows)
         # Column by column: converting Python objects holds the GIL, and one call for the whole
         # table would stall the requests being served for as long as it takes.
-        table = pa.table(
+        return pa.table(
             [pa.array(merged[field.name], type=field.type) for field in schema],
             schema=schema,
         )
-        days = pc.strftime(table[self.time_column], format="%Y-%m-%d").to_numpy(
-            zero_copy_only=False
-        )
+
+    def _write_days(self, table: pa.Table, root: Path) -> None:
+        """Write a table of one day's records as one new file under `root`."""
+        day = pc.strftime(table[self.time_column][0], format="%Y-%m-%d").as_py()
+        folder = root / f"{PARTITION}={day}"
+        folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-        for day in sorted(set(days)):
-            part = table.filter(pa.array(days == day)) if len(set(days)) > 1 else table
-            folder = self.folder / f"{PARTITION}={day}"
-            folder.mkdir(parents=True, exist_ok=True)
-            name = f"part-{stamp}-{os.getpid()}-{next(self._sequence):06d}.parquet"
-            hidden = folder / f".{name}"
-            pq.write_table(part, hidden)
+        name = f"part-{stamp}-{os.getpid()}-{next(self._sequence):06d}.parquet"
+        hidden = folder / f".{name}"
+        try:
+            pq.write_table(table, hidden)
             with open(hidden, "rb") as written:
                 os.fsync(written.fileno())
             os.replace(hidden, folder / name)
+        except BaseException:
+            hidden.unlink(missing_ok=True)  # no half file left on a full disk
+            raise
 
 
 def read_log(folder: Path, since: date | None = None, until: date | None = None) -> pd.DataFrame:

@@ -52,7 +52,9 @@ class Server:
     def __init__(self, process: subprocess.Popen[bytes], port: int, home: PlatformHome) -> None:
         self.process = process
         self.url = f"http://127.0.0.1:{port}"
+        self.port = port
         self.home = home
+        self.log_file: Path | None = None
 
     def request(
         self,
@@ -119,6 +121,7 @@ def serve(home: PlatformHome, ready: bool = True, **settings: str) -> Iterator[S
             stderr=subprocess.STDOUT,
         )
     server = Server(process, port, home)
+    server.log_file = log
     try:
         _wait_for(server, "/readyz" if ready else "/livez", log)
         yield server

@@ -42,6 +42,7 @@ def test_every_definition_is_listed() -> None:
         "production_inputs": "monitoring",
         "drift_report": "monitoring",
         "live_performance": "monitoring",
+        "customer_scores": "scoring",
     }
 
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
@@ -81,7 +82,13 @@ def test_every_definition_is_listed() -> None:
         assert spec.blocking == ((key.asset_key.to_user_string(), key.name) in blocking)
 
     jobs = {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
-    assert jobs == {"ingest_and_validate", "churn_pipeline", "monitoring", "refresh_labelled_data"}
+    assert jobs == {
+        "ingest_and_validate",
+        "churn_pipeline",
+        "monitoring",
+        "refresh_labelled_data",
+        "score_customers",
+    }
     sensors = {sensor.name: sensor for sensor in defs.sensors or []}
     assert set(sensors) == {
         "monitoring_sensor",
@@ -90,21 +97,32 @@ def test_every_definition_is_listed() -> None:
         "pipeline_failure_alert",
         "pipeline_recovery",
         "pipeline_freshness_sensor",
+        "rescore_on_promotion",
     }
     assert sensors["drift_sensor"].job_name == "churn_pipeline"
+    assert sensors["rescore_on_promotion"].job_name == "score_customers"
     assert sensors["monitoring_sensor"].job_name == "monitoring"
     assert sensors["new_data_sensor"].job_name == "refresh_labelled_data"
-    timed = ("monitoring_sensor", "drift_sensor", "new_data_sensor", "pipeline_freshness_sensor")
+    timed = (
+        "monitoring_sensor",
+        "drift_sensor",
+        "new_data_sensor",
+        "pipeline_freshness_sensor",
+        "rescore_on_promotion",
+    )
     assert all(sensors[name].minimum_interval_seconds == 60 for name in timed)
     assert all(sensor.default_status.value == "RUNNING" for sensor in sensors.values())
     pipeline = defs.resolve_job_def("churn_pipeline").asset_layer.selected_asset_keys
     assert {key.to_user_string() for key in pipeline} == {
-        name for name, group in assets.items() if group != "monitoring"
+        name for name, group in assets.items() if group not in ("monitoring", "scoring")
     }
-    [schedule] = list(defs.schedules or [])
+    schedules = {schedule.name for schedule in defs.schedules or []}
+    assert schedules == {"daily_churn_pipeline", "nightly_customer_scores"}
+    schedule = defs.resolve_schedule_def("daily_churn_pipeline")
     assert isinstance(schedule, ScheduleDefinition)
-    assert (schedule.name, schedule.cron_schedule) == ("daily_churn_pipeline", "@daily")
-    assert schedule.job_name == "churn_pipeline"
+    assert (schedule.cron_schedule, schedule.job_name) == ("@daily", "churn_pipeline")
+    nightly = defs.resolve_schedule_def("nightly_customer_scores")
+    assert (nightly.cron_schedule, nightly.job_name) == ("0 2 * * *", "score_customers")
     for name in ("ingest_and_validate", "churn_pipeline"):
         policy = defs.resolve_job_def(name).op_retry_policy
         assert policy is not None and (policy.max_retries, policy.delay) == (3, 300)

@@ -58,6 +58,8 @@ def test_promtool_accepts_the_configuration_and_the_alert_rules() -> None:
         "ChurnLiveF1Degraded",
         "ChurnPipelineStale",
         "ChurnModelStale",
+        "ChurnLogRecordsDropped",
+        "ChurnRegistryUnreachable",
     }
     # Every rule says who it is for: Alertmanager routes by these labels.
     for group in rules["groups"]:

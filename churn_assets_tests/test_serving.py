@@ -14,7 +14,9 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -552,3 +554,230 @@ def test_the_served_contract_is_the_schema_the_model_was_trained_on(production: 
     assert tuple(names) == FEATURES
     assert card["input_schema"]["key"] == "customer_id"
     assert card["features"] == sorted(names, key=card["features"].index)
+
+
+def test_unknown_paths_and_bad_requests_cannot_grow_metrics_or_logs(production: Server) -> None:
+    import http.client
+
+    def metrics() -> str:
+        with urllib.request.urlopen(production.url + "/metrics", timeout=10) as response:
+            return str(response.read().decode())
+
+    before = metrics()
+    connection = http.client.HTTPConnection("127.0.0.1", production.port, timeout=10)
+    for i in range(3_000):  # no API key needed for a 404
+        connection.request("GET", f"/probe-{i}-{os.getpid()}")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 404
+    after = metrics()
+    assert "probe-" not in after
+    assert 'endpoint="other"' in after
+    # A handful of new series (the `other` label), not thousands.
+    assert len(after) < len(before) + 20_000, (len(before), len(after))
+
+    assert production.log_file is not None
+    logged = production.log_file.read_text().count("\n")
+    for i in range(100):
+        refused = production.predict(customer(tenure=f"ten-{i}"))
+        assert refused.status == 400
+    time.sleep(1)
+    lines = production.log_file.read_text().splitlines()[logged:]
+    warnings = [line for line in lines if "client error on /predict" in line]
+    assert len(warnings) == 100, lines[-20:]
+    assert all("records.0.tenure" in line and "127.0.0.1:" in line for line in warnings)
+    assert not [line for line in lines if "Traceback" in line]
+    assert len(lines) <= 100 + 110  # one warning and at most one access-log line per request
+
+
+def wait_until(condition: Any, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_registry_file_restored_from_backup_is_picked_up(registry: Registry) -> None:
+    import shutil
+
+    database = registry.home.root / "mlflow" / "mlflow.db"
+    backup = database.with_name("mlflow.db.backup")
+    shutil.copy2(database, backup)  # production: version 1
+    models = registry.registry()
+    with serve(registry.home) as server:
+        assert server.request("/model").body["model_version"] == "1"
+        models.promote("2", actor="tests", reason="before the restore")
+        assert wait_until(lambda: server.request("/model").body["model_version"] == "2")
+        os.replace(backup, database)  # a restore: the old file comes back by rename
+        assert wait_until(lambda: server.request("/model").body["model_version"] == "1"), (
+            "the service kept reading the replaced file"
+        )
+        assert server.predict(customer()).status == 200
+    assert registry.registry().alias_version(PRODUCTION) == "1"
+    assert server.log_file is not None
+    assert "was replaced: reconnecting" in server.log_file.read_text()
+
+
+def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) -> None:
+    from churn_assets_tests.conftest import free_port
+
+    port = free_port()
+    store = f"sqlite:///{registry.home.root / 'mlflow' / 'mlflow.db'}"
+
+    def mlflow_server() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            [str(BENTOML.parent / "mlflow"), "server", "--backend-store-uri", store,
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), 60)
+        return process
+
+    tracking = mlflow_server()
+    try:
+        with serve(registry.home, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}") as server:
+            card = server.request("/model").body
+            assert card["registry_unreachable_since"] is None and card["registry_checked_at"]
+            tracking.terminate()
+            tracking.wait(30)
+            assert wait_until(
+                lambda: server.request("/model").body["registry_unreachable_since"] is not None
+            )
+            # The model keeps serving, and the outage shows in the metrics.
+            assert server.predict(customer()).status == 200
+            metrics = server.request("/metrics").body
+            assert "churn_registry_unreachable_since_timestamp_seconds" in metrics
+            assert 'churn_registry_check_failures_total{alias="production"}' in metrics
+            tracking = mlflow_server()
+            assert wait_until(
+                lambda: server.request("/model").body["registry_unreachable_since"] is None, 60
+            )
+    finally:
+        tracking.terminate()
+        tracking.wait(30)
+    assert server.log_file is not None
+    log = server.log_file.read_text()
+    assert "the registry cannot be read (unreachable since" in log
+    assert "the registry answers again after" in log
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@contextmanager
+def small_disk(folder: Path, size: str = "2m") -> Iterator[Path]:
+    """A real tmpfs of `size` mounted on `folder` (root only: skips elsewhere)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Take every free byte of the disk under `folder`."""
+    filler = folder / ".filler"
+    with open(filler, "wb") as output:
+        try:
+            while True:
+                output.write(b"\0" * 65_536)
+                output.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def served_home(registry: Registry, root: Path) -> PlatformHome:
+    """A new platform home over a copy of the registry (the model artifacts stay shared)."""
+    import shutil
+
+    home = PlatformHome(path=str(root / "home"))
+    shutil.copytree(registry.home.root / "mlflow", home.root / "mlflow")
+    return home
+
+
+def test_a_full_disk_spills_the_log_and_loses_nothing(registry: Registry, tmp_path: Path) -> None:
+    home = served_home(registry, tmp_path)
+    predictions = home.serving_log("production", "predictions")
+    spill = tmp_path / "spill"
+    with small_disk(predictions):
+        filler = fill(predictions)
+        with serve(
+            home, CHURN_LOG_MAX_BUFFER_RECORDS="300", CHURN_LOG_SPILL_DIR=str(spill)
+        ) as server:
+            answered = 0
+            for i in range(600):
+                answer = server.predict(customer(customer_id=f"full-{i}"))
+                assert answer.status == 200
+                answered += 1
+            # Beyond the bound the backlog went to the spill folder, none was dropped.
+            assert wait_until(lambda: list(spill.rglob("part-*.parquet")))
+            metrics = server.request("/metrics").body
+            assert (
+                'churn_log_dropped_records_total{alias="production",log="predictions"}'
+                not in (metrics)
+                or 'log="predictions"} 0.0' in metrics
+            )
+            # The disk is freed: the spilled files move back, every prediction is logged once.
+            filler.unlink()
+            assert wait_until(lambda: not list(spill.rglob("part-*.parquet")))
+            assert wait_until(lambda: len(read_log(predictions)) == answered)
+            # Outcomes first: with the prediction log's disk full again at shutdown, the
+            # outcomes are written, and the predictions left over are spilled.
+            feedback = server.request(
+                "/feedback", {"outcomes": [{"customer_id": f"full-{i}", "churned": True}
+                                           for i in range(3)]},
+            )  # fmt: skip
+            assert feedback.status == 200
+            filler = fill(predictions)
+            for i in range(20):
+                assert server.predict(customer(customer_id=f"late-{i}")).status == 200
+        logged = read_log(predictions)
+        spilled = read_log(spill / "production" / "predictions")
+        assert logged["prediction_id"].is_unique
+        assert len(logged) + len(spilled) == answered + 20
+    outcomes = read_log(home.serving_log("production", "feedback"))
+    assert sorted(outcomes["customer_id"]) == ["full-0", "full-1", "full-2"]
+
+
+def test_without_a_spill_folder_a_full_disk_drops_the_oldest_and_counts_them(
+    registry: Registry, tmp_path: Path
+) -> None:
+    home = served_home(registry, tmp_path)
+    predictions = home.serving_log("production", "predictions")
+    with small_disk(predictions):
+        fill(predictions)
+        with serve(home, CHURN_LOG_MAX_BUFFER_RECORDS="200") as server:
+            for start in range(0, 1_000, MAX_RECORDS):
+                records = [customer(customer_id=f"drop-{start + n}") for n in range(MAX_RECORDS)]
+                assert server.predict(*records).status == 200
+
+            def dropped() -> float:
+                for line in str(server.request("/metrics").body).splitlines():
+                    if line.startswith("churn_log_dropped_records_total") and "predictions" in line:
+                        return float(line.rsplit(" ", 1)[1])
+                return 0.0
+
+            assert wait_until(lambda: dropped() >= 600)
+            backlog = [
+                line
+                for line in str(server.request("/metrics").body).splitlines()
+                if line.startswith("churn_log_backlog_records") and "predictions" in line
+            ]
+            assert backlog and float(backlog[0].rsplit(" ", 1)[1]) <= 200 + MAX_RECORDS
+    assert server.log_file is not None
+    assert "dropped its" in server.log_file.read_text()

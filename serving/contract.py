@@ -210,3 +210,11 @@ class ModelCard(BaseModel):
         description="The model's input schema: columns, kinds, ranges, categories, the key."
     )
     schema_fingerprint: str = Field(description="Short hash of the columns clients must send.")
+    registry_checked_at: str | None = Field(
+        default=None, description="When the service last read its alias in the registry."
+    )
+    registry_unreachable_since: str | None = Field(
+        default=None,
+        description="Since when the registry cannot be read (null: it answered at the last "
+        "check); the model shown keeps serving meanwhile.",
+    )

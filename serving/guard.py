@@ -15,6 +15,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from serving.hardening import CLIENT
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -60,6 +62,8 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         path = scope["path"].rstrip("/") or "/"
+        client = scope.get("client")
+        CLIENT.set(f"{client[0]}:{client[1]}" if client else "unknown")
         if path == "/docs.json" and self.openapi is not None:
             await self.app(scope, receive, self._completing_openapi(send))
             return

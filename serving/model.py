@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -153,6 +154,18 @@ def _settle_heap() -> None:
     gc.freeze()
 
 
+def forget_connections(uri: str) -> None:
+    """Close MLflow's cached database connections to `uri` (they outlive its clients)."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+
+    for store in (TrackingStore, RegistryStore):
+        with store._engine_map_lock:
+            engine = store._engine_map.pop(uri, None)
+        if engine is not None:
+            engine.dispose()
+
+
 def promotion_time(registry: ModelRegistry, alias: str, version: str) -> str | None:
     """When `alias` last moved to `version`, from the registry's audit trail."""
     arrivals = [e for e in registry.audit() if e.alias == alias and e.to_version == version]
@@ -165,6 +178,8 @@ class WatcherStatus:
 
     checked_at: datetime | None = None
     problem: str | None = None
+    # Since when reading the registry has failed (None: it answered at the last check).
+    unreachable_since: datetime | None = None
 
 
 class ModelWatcher:
@@ -175,7 +190,9 @@ class ModelWatcher:
         alias: the registry alias to serve.
         refresh_seconds: how often the alias is read.
         on_swap: called with the previous model (or None) and the new one after every swap.
-        on_failure: called when a check or a load fails (the served model stays).
+        on_failure: called when a version fails to load (the served model stays).
+        on_registry: called with the time since which the registry is unreachable, or None
+            when it answers.
 
     """
 
@@ -186,31 +203,60 @@ class ModelWatcher:
         refresh_seconds: float,
         on_swap: Callable[[ServedModel | None, ServedModel], None] = lambda old, new: None,
         on_failure: Callable[[], None] = lambda: None,
+        on_registry: Callable[[datetime | None], None] = lambda since: None,
     ) -> None:
         self.mlflow = mlflow_resource
         self.alias = alias
         self.refresh_seconds = refresh_seconds
         self.on_swap = on_swap
         self.on_failure = on_failure
+        self.on_registry = on_registry
         self.current: ServedModel | None = None
         self.status = WatcherStatus(problem="the service is starting: no model loaded yet")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: Any = None
+        self._store: tuple[int, int] | None = None
 
     def check(self) -> ServedModel | None:
-        """Read the alias once; load and swap in its version if it changed. Never raises."""
+        """Read the alias once; load and swap in its version if it changed. Never raises.
+
+        A registry that cannot be read and a version that cannot be loaded are told apart: the
+        first is an outage (`unreachable_since`, logged again when it ends), the second a bad
+        version (counted as a load failure); the served model stays in both cases.
+        """
+        now = datetime.now(UTC)
+        since = self.status.unreachable_since
         try:
+            self._follow_store_file()
             if self._client is None:
                 self._client = self.mlflow.client()
             version = ModelRegistry(self._client, self.mlflow.model_name).alias_version(self.alias)
-            if version is None:
-                self.status = WatcherStatus(
-                    datetime.now(UTC),
-                    f"no version of {self.mlflow.model_name!r} has the alias {self.alias!r} "
-                    "in the registry yet",
-                )
-                return self.current
+        except Exception as error:
+            since = since or now
+            logger.warning(
+                "the registry cannot be read (unreachable since %s): %s: %s",
+                since.isoformat(timespec="seconds"),
+                type(error).__name__,
+                error,
+            )
+            self._client = None  # reconnect at the next check
+            self.status = WatcherStatus(now, f"registry unreachable: {error}", since)
+            self.on_registry(since)
+            return self.current
+        if since is not None:
+            logger.info(
+                "the registry answers again after %.0f s unreachable", (now - since).total_seconds()
+            )
+            self.on_registry(None)
+        if version is None:
+            self.status = WatcherStatus(
+                now,
+                f"no version of {self.mlflow.model_name!r} has the alias {self.alias!r} "
+                "in the registry yet",
+            )
+            return self.current
+        try:
             if self.current is None or self.current.version != version:
                 started = time.perf_counter()
                 loaded = load_served_model(self.mlflow, self.alias, version, self._client)
@@ -225,12 +271,37 @@ class ModelWatcher:
                     previous.version if previous else "nothing",
                 )
                 self.on_swap(previous, loaded)
-            self.status = WatcherStatus(datetime.now(UTC), None)
+            self.status = WatcherStatus(now, None)
         except Exception as error:  # a bad version must not stop the one being served
-            logger.exception("checking the %r alias failed", self.alias)
-            self.status = WatcherStatus(datetime.now(UTC), f"{type(error).__name__}: {error}")
+            logger.exception("loading version %s of the %r alias failed", version, self.alias)
+            self.status = WatcherStatus(now, f"{type(error).__name__}: {error}")
             self.on_failure()
         return self.current
+
+    def _follow_store_file(self) -> None:
+        """Reconnect when a local registry file was replaced (a restore from backup).
+
+        SQLite connections keep reading the file they opened, even once it is replaced by
+        rename: alias moves in the new file would go unseen. A missing file is an outage, not
+        an empty registry (connecting would create one).
+
+        Raises:
+            FileNotFoundError: the local registry file is missing.
+
+        """
+        uri = self.mlflow.tracking_uri
+        if not uri.startswith("sqlite:///"):
+            return
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise FileNotFoundError(f"the registry file {path} is missing")
+        stat = path.stat()
+        identity = (stat.st_dev, stat.st_ino)
+        if self._store is not None and identity != self._store:
+            logger.warning("the registry file %s was replaced: reconnecting to it", path)
+            forget_connections(uri)
+            self._client = None
+        self._store = identity
 
     def start(self) -> ModelWatcher:
         """Check now and then every `refresh_seconds`, in a daemon thread."""

@@ -9,6 +9,7 @@ Endpoints: `POST /predict` (batched), `POST /feedback`, `GET /model`, BentoML's
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -46,11 +47,15 @@ from serving.contract import (
     max_records,
 )
 from serving.guard import RequestGuard
+from serving.hardening import bound_metric_labels, quiet_client_errors
 from serving.model import ModelWatcher, ServedModel, columns_of
 from serving.settings import ServingSettings
 from serving.telemetry import ServingMetrics
 
 SETTINGS = ServingSettings.from_env()
+logger = logging.getLogger(__name__)
+bound_metric_labels()
+quiet_client_errors()
 
 
 async def model_endpoint(request: Request) -> JSONResponse:
@@ -125,6 +130,12 @@ class ChurnService:
                 time_column,
                 flush_seconds=self.settings.log_flush_seconds,
                 on_backlog=lambda records: self.metrics.backlog(name, records),
+                max_records=self.settings.log_max_records,
+                max_bytes=self.settings.log_max_bytes,
+                spill=Path(self.settings.log_spill_dir) / alias / name
+                if self.settings.log_spill_dir
+                else None,
+                on_drop=self.metrics.log_dropped.labels(alias, name).inc,
             ).start()
 
         # Each model version logs its predictions with its own schema (its inputs).
@@ -139,6 +150,7 @@ class ChurnService:
             self.settings.refresh_seconds,
             on_swap=self.metrics.swapped,
             on_failure=self.metrics.load_failures.labels(alias).inc,
+            on_registry=self._registry_health,
         ).start()
         self._stopping = threading.Event()
         if alias == PRODUCTION:
@@ -162,6 +174,14 @@ class ChurnService:
                 self.metrics.monitoring(read_published(folder))
                 seen = changed
             self._stopping.wait(self.settings.refresh_seconds)
+
+    def _registry_health(self, unreachable_since: datetime | None) -> None:
+        alias = self.settings.alias
+        if unreachable_since is not None:
+            self.metrics.registry_failures.labels(alias).inc()
+        self.metrics.registry_unreachable_since.labels(alias).set(
+            unreachable_since.timestamp() if unreachable_since else 0
+        )
 
     def __is_ready__(self) -> bool:
         """Ready once a model is loaded (BentoML's /readyz)."""
@@ -285,15 +305,33 @@ class ChurnService:
         """The card of the model being served (the guard answers 503 while there is none)."""
         model = self.watcher.current
         assert model is not None
-        return model.card
+        status = self.watcher.status
+        return model.card.model_copy(
+            update={
+                "registry_checked_at": _iso(status.checked_at),
+                "registry_unreachable_since": _iso(status.unreachable_since),
+            }
+        )
 
     @bentoml.on_shutdown  # type: ignore[untyped-decorator]
     def close(self) -> None:
         """Stop watching the registry and write every buffered log record."""
         self._stopping.set()
-        self.watcher.stop()
-        self.prediction_log.close()
-        self.feedback_log.close()
+        # Outcomes first (the scarcest data), and each log on its own: one failing costs no other.
+        for name, close, log in (
+            ("model watcher", self.watcher.stop, None),
+            ("feedback log", self.feedback_log.close, self.feedback_log),
+            ("prediction log", self.prediction_log.close, self.prediction_log),
+        ):
+            try:
+                close()
+            except Exception:
+                unwritten = f": {log.backlog} records could not be written" if log else ""
+                logger.exception("closing the %s failed%s", name, unwritten)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat(timespec="seconds") if moment else None
 
 
 def _unknown_categories(

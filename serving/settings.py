@@ -20,6 +20,9 @@ SERVING_ENVIRONMENT = {
     "CHURN_LOG_FLUSH_SECONDS": "log_flush_seconds",
     "CHURN_SERVING_WORKERS": "workers",
     "CHURN_MODEL_MAX_AGE_DAYS": "model_max_age_days",
+    "CHURN_LOG_MAX_BUFFER_RECORDS": "log_max_records",
+    "CHURN_LOG_MAX_BUFFER_BYTES": "log_max_bytes",
+    "CHURN_LOG_SPILL_DIR": "log_spill_dir",
 }
 
 
@@ -44,6 +47,19 @@ class ServingSettings(BaseModel):
         gt=0,
         description="How often the prediction and feedback logs are written: what a crash can "
         "lose at most.",
+    )
+    log_max_records: int = Field(
+        default=200_000,
+        gt=0,
+        description="Most log records a worker keeps in memory while its disk refuses writes.",
+    )
+    log_max_bytes: int = Field(
+        default=64 * MIB, gt=0, description="...and most bytes (as Arrow) of them."
+    )
+    log_spill_dir: str | None = Field(
+        default=None,
+        description="A folder on another disk for the records beyond that bound (moved back "
+        "once the log's disk takes writes); unset: the oldest are dropped and counted.",
     )
     workers: int = Field(default=1, ge=1, description="BentoML worker processes.")
     model_max_age_days: float = Field(

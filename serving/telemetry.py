@@ -77,8 +77,21 @@ class ServingMetrics:
         )
         self.load_failures = prom.Counter(
             "churn_model_load_failures",
-            "Failed checks or loads of the registry alias; the served model stays.",
+            "Versions that failed to load (or were refused); the served model stays.",
             ["alias"],
+            registry=registry,
+        )
+        self.registry_failures = prom.Counter(
+            "churn_registry_check_failures",
+            "Reads of the registry alias that failed (registry unreachable or broken).",
+            ["alias"],
+            registry=registry,
+        )
+        self.registry_unreachable_since = prom.Gauge(
+            "churn_registry_unreachable_since_timestamp_seconds",
+            "Since when the registry has been unreachable (0: reachable).",
+            ["alias"],
+            multiprocess_mode="livemax",
             registry=registry,
         )
         self.log_backlog = prom.Gauge(
@@ -86,6 +99,12 @@ class ServingMetrics:
             "Records buffered in memory, not yet written to the prediction or feedback log.",
             ["alias", "log"],
             multiprocess_mode="livesum",
+            registry=registry,
+        )
+        self.log_dropped = prom.Counter(
+            "churn_log_dropped_records",
+            "Log records dropped because the disk refused writes beyond the buffer's bound.",
+            ["alias", "log"],
             registry=registry,
         )
         self.feedback = prom.Counter(

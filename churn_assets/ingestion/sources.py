@@ -88,6 +88,8 @@ def _iter_chunks(path: Path, source: str, head: bytes, chunk_rows: int) -> Itera
     _refuse_non_text(head, source)
     encoding = _encoding(head)
     lines = [line for line in head.decode(encoding, errors="ignore").splitlines() if line.strip()]
+    if not lines:
+        raise DatasetError(f"{source} holds no line of text")
     delimiter = _sniff_delimiter(lines[:50])
     _refuse_duplicates(
         [name.strip() for name in next(csv.reader([lines[0]], delimiter=delimiter))], source
@@ -246,6 +248,8 @@ def _read_csv(
     encoding = _encoding(head)
     text = head.decode(encoding, errors="ignore")
     lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise DatasetError(f"{source} holds no line of text")
     delimiter = _sniff_delimiter(lines[:50])
     header = next(csv.reader([lines[0]], delimiter=delimiter))
     _refuse_duplicates([name.strip() for name in header], source)

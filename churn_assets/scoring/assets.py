@@ -77,7 +77,7 @@ def customer_scores(
 ) -> MaterializeResult[None]:
     """Every customer of the scoring population, scored by the production model, with reasons."""
     partition = context.partition_key
-    model, run_id = _production_scorer(mlflow_tracking, scoring.alias)
+    model, run_id = production_scorer(mlflow_tracking, scoring.alias)
     population = _population(context, scoring, dataset, home)
     context.log.info(
         "Scoring %s with %s version %s", population.description, model.name, model.version
@@ -159,7 +159,8 @@ def customer_scores(
     )
 
 
-def _production_scorer(mlflow_tracking: MlflowResource, alias: str) -> tuple[ScoredModel, str]:
+def production_scorer(mlflow_tracking: MlflowResource, alias: str) -> tuple[ScoredModel, str]:
+    """The scorer of the version behind `alias`, and the run that trained it."""
     import mlflow
 
     client = mlflow_tracking.client()
