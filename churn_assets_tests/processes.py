@@ -109,7 +109,8 @@ def serve(home: PlatformHome, ready: bool = True, **settings: str) -> Iterator[S
         "BENTOML_HOME": str(home.root.parent / f"bentoml-{port}"),
         **settings,
     }
-    environment.pop("MLFLOW_TRACKING_URI", None)
+    if "MLFLOW_TRACKING_URI" not in settings:  # the home's own store, unless told otherwise
+        environment.pop("MLFLOW_TRACKING_URI", None)
     log = home.root.parent / f"bentoml-{port}.log"
     home.root.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as output:

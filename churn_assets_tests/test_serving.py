@@ -615,6 +615,10 @@ def test_a_registry_file_restored_from_backup_is_picked_up(registry: Registry) -
             "the service kept reading the replaced file"
         )
         assert server.predict(customer()).status == 200
+    # This process's own connections still read the replaced file, as the service's did.
+    from serving.model import forget_connections
+
+    forget_connections(f"sqlite:///{database}")
     assert registry.registry().alias_version(PRODUCTION) == "1"
     assert server.log_file is not None
     assert "was replaced: reconnecting" in server.log_file.read_text()
@@ -630,7 +634,7 @@ def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) 
         process = subprocess.Popen(
             [str(BENTOML.parent / "mlflow"), "server", "--backend-store-uri", store,
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         assert wait_until(lambda: _answers(f"http://127.0.0.1:{port}/health"), 60)
         return process
@@ -640,8 +644,7 @@ def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) 
         with serve(registry.home, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}") as server:
             card = server.request("/model").body
             assert card["registry_unreachable_since"] is None and card["registry_checked_at"]
-            tracking.terminate()
-            tracking.wait(30)
+            stop(tracking)  # the server and its workers: the registry is down
             assert wait_until(
                 lambda: server.request("/model").body["registry_unreachable_since"] is not None
             )
@@ -655,12 +658,20 @@ def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) 
                 lambda: server.request("/model").body["registry_unreachable_since"] is None, 60
             )
     finally:
-        tracking.terminate()
-        tracking.wait(30)
+        stop(tracking)
     assert server.log_file is not None
     log = server.log_file.read_text()
     assert "the registry cannot be read (unreachable since" in log
     assert "the registry answers again after" in log
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, with its children."""
+    import signal
+
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
 
 
 def _answers(url: str) -> bool:

@@ -244,8 +244,8 @@ class ModelWatcher:
             self.status = WatcherStatus(now, f"registry unreachable: {error}", since)
             self.on_registry(since)
             return self.current
-        if since is not None:
-            logger.info(
+        if since is not None:  # a warning, as its start was: the end of an incident
+            logger.warning(
                 "the registry answers again after %.0f s unreachable", (now - since).total_seconds()
             )
             self.on_registry(None)
@@ -256,6 +256,7 @@ class ModelWatcher:
                 "in the registry yet",
             )
             return self.current
+        self.status = WatcherStatus(now, None)  # the registry answered
         try:
             if self.current is None or self.current.version != version:
                 started = time.perf_counter()
@@ -271,7 +272,6 @@ class ModelWatcher:
                     previous.version if previous else "nothing",
                 )
                 self.on_swap(previous, loaded)
-            self.status = WatcherStatus(now, None)
         except Exception as error:  # a bad version must not stop the one being served
             logger.exception("loading version %s of the %r alias failed", version, self.alias)
             self.status = WatcherStatus(now, f"{type(error).__name__}: {error}")
@@ -282,11 +282,12 @@ class ModelWatcher:
         """Reconnect when a local registry file was replaced (a restore from backup).
 
         SQLite connections keep reading the file they opened, even once it is replaced by
-        rename: alias moves in the new file would go unseen. A missing file is an outage, not
-        an empty registry (connecting would create one).
+        rename: alias moves in the new file would go unseen. A file that disappears is an
+        outage, not an empty registry (connecting would create one); a file that never existed
+        is a new platform, whose registry MLflow creates.
 
         Raises:
-            FileNotFoundError: the local registry file is missing.
+            FileNotFoundError: the local registry file was there and is gone.
 
         """
         uri = self.mlflow.tracking_uri
@@ -294,6 +295,8 @@ class ModelWatcher:
             return
         path = Path(uri.removeprefix("sqlite:///"))
         if not path.exists():
+            if self._store is None:
+                return
             raise FileNotFoundError(f"the registry file {path} is missing")
         stat = path.stat()
         identity = (stat.st_dev, stat.st_ino)

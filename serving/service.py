@@ -10,6 +10,7 @@ Endpoints: `POST /predict` (batched), `POST /feedback`, `GET /model`, BentoML's
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import uuid
 from datetime import UTC, datetime
@@ -54,6 +55,14 @@ from serving.telemetry import ServingMetrics
 
 SETTINGS = ServingSettings.from_env()
 logger = logging.getLogger(__name__)
+# The watcher reads the alias again every few seconds: MLflow's own retries (7, with a backoff
+# reaching minutes) would only hide an outage from /model and the metrics for that long.
+for variable, value in (
+    ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+    ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+    ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10"),
+):
+    os.environ.setdefault(variable, value)
 bound_metric_labels()
 quiet_client_errors()
 
