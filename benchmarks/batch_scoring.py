@@ -93,7 +93,10 @@ def population(home: Path, rows: int, path: Path) -> None:
         writer.write_table(table)
     assert writer is not None
     writer.close()
-    print(f"population: {rows:,} customers, {path.stat().st_size / 2**20:.0f} MiB of Parquet")
+    print(
+        f"population: {rows:,} customers, {path.stat().st_size / 2**20:.0f} MiB of Parquet",
+        flush=True,
+    )
 
 
 def measure(home: Path, source: Path, reasons: bool) -> None:
@@ -143,6 +146,9 @@ def measure(home: Path, source: Path, reasons: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[1_000_000])
+    parser.add_argument(
+        "--reasons", choices=["both", "true", "false"], default="both", help="which runs"
+    )
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)  # home source reasons
     arguments = parser.parse_args()
     if arguments.measure:
@@ -152,10 +158,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="churn-bench-") as folder:
         home = Path(folder) / "home"
         train(home)
+        sys.stdout.flush()
         for rows in arguments.rows:
             source = Path(folder) / f"customers-{rows}.parquet"
             population(home, rows, source)
-            for reasons in ("true", "false"):
+            runs = ("true", "false") if arguments.reasons == "both" else (arguments.reasons,)
+            for reasons in runs:
                 # A fresh process per figure: the peak memory is that run's alone.
                 subprocess.run(
                     [sys.executable, __file__, "--measure", str(home), str(source), reasons],

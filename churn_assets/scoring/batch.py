@@ -221,6 +221,8 @@ def score_population(
                 with timer.phase("write"):
                     _write(writers, "unranked", unranked_path, pa.table(columns))
                     sample.offer(checked.columns)
+                    del encoded, columns
+                    pa.default_memory_pool().release_unused()  # keep the peak a chunk's
     except BaseException:
         _close(writers)
         store.discard(folder)
@@ -242,10 +244,13 @@ def score_population(
         raise DatasetError(f"{population.description} holds no customer to score")
 
     everything = np.concatenate(probabilities)
+    del probabilities
     with timer.phase("rank"):
         rank = ranks(everything)
         bands = risk_bands(everything, model.scorer.threshold)
-    manifest.bands = {band: int((bands == band).sum()) for band in RISK_BANDS}
+    counts = np.bincount(bands, minlength=len(RISK_BANDS))
+    manifest.bands = {band: int(counts[i]) for i, band in enumerate(RISK_BANDS)}
+    band_names = pa.array(RISK_BANDS, pa.string())
     top_rows: list[pd.DataFrame] = []
 
     def ranked() -> Iterator[Any]:
@@ -265,9 +270,11 @@ def score_population(
                 with timer.phase("write"):
                     size = batch.num_rows
                     table = pa.Table.from_batches([batch])
-                    table = table.append_column("rank", pa.array(rank[offset : offset + size]))
                     table = table.append_column(
-                        "risk_band", pa.array(bands[offset : offset + size], type=pa.string())
+                        "rank", pa.array(rank[offset : offset + size].astype(np.int64))
+                    )
+                    table = table.append_column(
+                        "risk_band", band_names.take(pa.array(bands[offset : offset + size]))
                     )
                     for name, value in constants.items():
                         table = table.append_column(name, pa.array([value] * size, pa.string()))
