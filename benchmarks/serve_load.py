@@ -98,9 +98,18 @@ def main() -> None:
         help="train only this algorithm (lightgbm, random_forest, logistic_regression), so that "
         "two runs serve the same kind of model",
     )
+    parser.add_argument(
+        "--soak-minutes",
+        type=float,
+        help="instead of the load steps: a soak of the churn service, single records at "
+        "100/s with a 1,000-record batch every 5 s, for this many minutes",
+    )
     arguments = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
+    if arguments.soak_minutes:
+        soak(arguments.source, arguments.algorithm, arguments.soak_minutes)
+        return
 
     with tempfile.TemporaryDirectory(prefix="churn-serving-bench-") as directory:
         home = Path(directory)
@@ -155,6 +164,104 @@ def main() -> None:
                 check_answer(url + path, json.loads(body.read_text()))
                 results[name] = measure(url + path, body, batch_body, arguments.seconds, home)
         report(results)
+
+
+def soak(source: str, algorithm: str | None, minutes: float) -> None:
+    """Hold a mixed load for `minutes`: errors, memory over time, log rows against answers."""
+    from churn_assets.parquet_log import read_log
+
+    with tempfile.TemporaryDirectory(prefix="churn-soak-") as directory:
+        home = Path(directory)
+        environment = platform_environment(home, source)
+        _, record, key = train(home, environment, algorithm)
+        single = home / "single.json"
+        single.write_text(json.dumps({"records": [record]}))
+        batch = {"records": [{**record, **({key: f"b-{i}"} if key else {})} for i in range(1_000)]}
+        command = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+        answered = 0
+        with server(command, "/readyz", environment, home) as url:
+            pattern = f"--port {url.rsplit(':', 1)[1]}"
+            found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
+            pid = int(found.stdout.split()[0])
+            warm = wrk(url + "/predict", single, 100, 60, home)
+            answered += int(warm["requests"] - warm["errors"])
+            print(f"warm-up: {warm}", flush=True)
+            rss: list[tuple[float, float]] = []
+            batches = {"ok": 0, "failed": 0}
+            stop = threading.Event()
+            started = time.monotonic()
+
+            def sample() -> None:
+                while not stop.wait(10):
+                    rss.append((time.monotonic() - started, session_rss_mib(pid)))
+
+            def send_batches() -> None:
+                while not stop.wait(5):
+                    try:
+                        post(url + "/predict", batch)
+                        batches["ok"] += 1
+                    except (urllib.error.URLError, TimeoutError):
+                        batches["failed"] += 1
+
+            threads = [threading.Thread(target=sample), threading.Thread(target=send_batches)]
+            rss.append((0.0, session_rss_mib(pid)))
+            for thread in threads:
+                thread.start()
+            load = wrk(url + "/predict", single, 100, round(minutes * 60), home)
+            stop.set()
+            for thread in threads:
+                thread.join()
+            answered += int(load["requests"] - load["errors"]) + 1_000 * batches["ok"]
+        time.sleep(1)
+        logged = len(read_log(home / "serving" / "production" / "predictions"))
+        first, last, peak = rss[0][1], rss[-1][1], max(value for _, value in rss)
+        print(
+            json.dumps(
+                {
+                    "minutes": minutes,
+                    "single_requests": load["requests"],
+                    "errors": load["errors"],
+                    "batches": batches,
+                    "p50_ms": load["p50_ms"],
+                    "p99_ms": load["p99_ms"],
+                    "rss_mib_after_warm_up": round(first),
+                    "rss_mib_at_end": round(last),
+                    "rss_mib_peak": round(peak),
+                    "rss_growth": round(last / first - 1, 3),
+                    "predictions_answered": answered,
+                    "predictions_logged": logged,
+                    "rss_samples": [
+                        (round(t), round(v)) for t, v in rss[:: max(1, len(rss) // 12)]
+                    ],
+                }
+            )
+        )
+
+
+def session_rss_mib(pid: int) -> float:
+    """Resident memory of `pid` and all its descendants (the server's workers), in MiB."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                parents[int(entry.name)] = int(fields[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    family, grown = {pid}, True
+    while grown:
+        children = {child for child, parent in parents.items() if parent in family}
+        grown = not children <= family
+        family |= children
+    total = 0
+    for member in family:
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
 
 def platform_environment(home: Path, source: str) -> dict[str, str]:
@@ -322,6 +429,7 @@ def wrk(
         "p50_ms": figures["p50_us"] / 1000,
         "p99_ms": figures["p99_us"] / 1000,
         "errors": figures["socket_errors"] + figures["status_errors"],
+        "requests": figures["requests"],
     }
 
 
