@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TELCO_CSV = REPOSITORY.parent / "shared" / "data" / "telco_customer_churn.csv"
+ORANGE_CSV = REPOSITORY.parent / "shared" / "data" / "orange_telecom_churn.csv"
 
 # A small search budget: tests check what training does, not how well it tunes.
 QUICK_TRAINING = {

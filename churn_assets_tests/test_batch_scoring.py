@@ -40,11 +40,16 @@ from churn_assets.resources import (
 from churn_assets.scoring.assets import customer_scores
 from churn_assets.training.churn_model import ChurnModel
 from churn_assets.training.search import ALGORITHMS
-from churn_assets_tests.conftest import REPOSITORY, TELCO_CSV, FileServer, json_record, metadata
+from churn_assets_tests.conftest import (
+    ORANGE_CSV,
+    TELCO_CSV,
+    FileServer,
+    json_record,
+    metadata,
+)
 from churn_assets_tests.processes import MAX_RECORDS, postgres_database, serve
 from churn_assets_tests.test_training_registry import registry_of, run_pipeline
 
-ORANGE_CSV = REPOSITORY.parent / "shared" / "data" / "orange_telecom_churn.csv"
 LENIENT = QualityGates(min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)
 TODAY = "2026-11-28"
 

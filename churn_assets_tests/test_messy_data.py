@@ -27,9 +27,7 @@ from churn_assets.ingestion.normalise import (
 from churn_assets.ingestion.versioning import content_hash
 from churn_assets.resources import DatasetResource, PlatformHome
 from churn_assets.validation.assets import validated_customers
-from churn_assets_tests.conftest import REPOSITORY, FileServer, bank_customers, metadata
-
-ORANGE_CSV = REPOSITORY.parent / "shared" / "data" / "orange_telecom_churn.csv"
+from churn_assets_tests.conftest import ORANGE_CSV, FileServer, bank_customers, metadata
 
 
 def bank_csv(folder: Path, frame: pd.DataFrame, name: str = "bank_churn.csv") -> DatasetResource:

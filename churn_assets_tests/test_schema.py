@@ -15,9 +15,7 @@ from churn.contract import RecordContract
 from churn.schema import ColumnKind, ModelSchema
 from churn_assets.ingestion.normalise import normalise
 from churn_assets.ingestion.synthetic import generate_accounts
-from churn_assets_tests.conftest import REPOSITORY, TELCO_CSV, bank_customers
-
-ORANGE_CSV = REPOSITORY.parent / "shared" / "data" / "orange_telecom_churn.csv"
+from churn_assets_tests.conftest import ORANGE_CSV, TELCO_CSV, bank_customers
 
 
 def telco_schema() -> ModelSchema:

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -85,25 +85,9 @@ def _iter_chunks(path: Path, source: str, head: bytes, chunk_rows: int) -> Itera
         compression = "gzip"
         with gzip.open(path, "rb") as stream:
             head = stream.read(_SNIFF_BYTES)
-    _refuse_non_text(head, source)
-    encoding = _encoding(head)
-    lines = [line for line in head.decode(encoding, errors="ignore").splitlines() if line.strip()]
-    if not lines:
-        raise DatasetError(f"{source} holds no line of text")
-    delimiter = _sniff_delimiter(lines[:50])
-    _refuse_duplicates(
-        [name.strip() for name in next(csv.reader([lines[0]], delimiter=delimiter))], source
-    )
     try:
         yield from pd.read_csv(
-            path,
-            sep=delimiter,
-            compression=compression,
-            encoding=encoding,
-            low_memory=False,
-            keep_default_na=False,
-            na_values=[""],
-            chunksize=chunk_rows,
+            path, compression=compression, chunksize=chunk_rows, **_csv_options(head, source)
         )
     except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as error:
         raise DatasetError(f"{source} is not a well-formed CSV file: {error}") from error
@@ -244,27 +228,9 @@ def _read_parquet(path: Path, source: str) -> pd.DataFrame:
 def _read_csv(
     path: Path, source: str, head: bytes, compression: Literal["gzip"] | None
 ) -> pd.DataFrame:
-    _refuse_non_text(head, source)
-    encoding = _encoding(head)
-    text = head.decode(encoding, errors="ignore")
-    lines = [line for line in text.splitlines() if line.strip()]
-    if not lines:
-        raise DatasetError(f"{source} holds no line of text")
-    delimiter = _sniff_delimiter(lines[:50])
-    header = next(csv.reader([lines[0]], delimiter=delimiter))
-    _refuse_duplicates([name.strip() for name in header], source)
     try:
-        frame = pd.read_csv(
-            path,
-            sep=delimiter,
-            compression=compression,
-            encoding=encoding,
-            low_memory=False,
-            skipinitialspace=False,
-            # Only empty cells are missing here: normalisation recognises the junk tokens
-            # (`NA`, `?`, `#N/A`, ...) itself, so that it can report what it turned into missing.
-            keep_default_na=False,
-            na_values=[""],
+        frame: pd.DataFrame = pd.read_csv(
+            path, compression=compression, **_csv_options(head, source)
         )
     except pd.errors.EmptyDataError as error:
         raise DatasetError(f"{source} is empty") from error
@@ -278,6 +244,33 @@ def _read_csv(
             "a churn table needs at least a feature and a target"
         )
     return frame
+
+
+def _csv_options(head: bytes, source: str) -> dict[str, Any]:
+    """How to read a CSV file whose first bytes are `head`: its encoding and delimiter.
+
+    Raises:
+        DatasetError: the file is not text, holds no line, or repeats a column name.
+
+    """
+    _refuse_non_text(head, source)
+    encoding = _encoding(head)
+    lines = [line for line in head.decode(encoding, errors="ignore").splitlines() if line.strip()]
+    if not lines:
+        raise DatasetError(f"{source} holds no line of text")
+    delimiter = _sniff_delimiter(lines[:50])
+    header = next(csv.reader([lines[0]], delimiter=delimiter))
+    _refuse_duplicates([name.strip() for name in header], source)
+    return {
+        "sep": delimiter,
+        "encoding": encoding,
+        "low_memory": False,
+        "skipinitialspace": False,
+        # Only empty cells are missing here: normalisation recognises the junk tokens
+        # (`NA`, `?`, `#N/A`, ...) itself, so that it can report what it turned into missing.
+        "keep_default_na": False,
+        "na_values": [""],
+    }
 
 
 def _refuse_non_text(head: bytes, source: str) -> None:
