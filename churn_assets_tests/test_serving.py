@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -678,3 +679,115 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
+
+
+@contextmanager
+def small_disk(folder: Path, size: str = "2m") -> Iterator[Path]:
+    """A real tmpfs of `size` mounted on `folder` (root only: skips elsewhere)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Take every free byte of the disk under `folder`."""
+    filler = folder / ".filler"
+    with open(filler, "wb") as output:
+        try:
+            while True:
+                output.write(b"\0" * 65_536)
+                output.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def served_home(registry: Registry, root: Path) -> PlatformHome:
+    """A new platform home over a copy of the registry (the model artifacts stay shared)."""
+    import shutil
+
+    home = PlatformHome(path=str(root / "home"))
+    shutil.copytree(registry.home.root / "mlflow", home.root / "mlflow")
+    return home
+
+
+def test_a_full_disk_spills_the_log_and_loses_nothing(registry: Registry, tmp_path: Path) -> None:
+    home = served_home(registry, tmp_path)
+    predictions = home.serving_log("production", "predictions")
+    spill = tmp_path / "spill"
+    with small_disk(predictions):
+        filler = fill(predictions)
+        with serve(
+            home, CHURN_LOG_MAX_BUFFER_RECORDS="300", CHURN_LOG_SPILL_DIR=str(spill)
+        ) as server:
+            answered = 0
+            for i in range(600):
+                answer = server.predict(customer(customer_id=f"full-{i}"))
+                assert answer.status == 200
+                answered += 1
+            # Beyond the bound the backlog went to the spill folder, none was dropped.
+            assert wait_until(lambda: list(spill.rglob("part-*.parquet")))
+            metrics = server.request("/metrics").body
+            assert (
+                'churn_log_dropped_records_total{alias="production",log="predictions"}'
+                not in (metrics)
+                or 'log="predictions"} 0.0' in metrics
+            )
+            # The disk is freed: the spilled files move back, every prediction is logged once.
+            filler.unlink()
+            assert wait_until(lambda: not list(spill.rglob("part-*.parquet")))
+            assert wait_until(lambda: len(read_log(predictions)) == answered)
+            # Outcomes first: with the prediction log's disk full again at shutdown, the
+            # outcomes are written, and the predictions left over are spilled.
+            feedback = server.request(
+                "/feedback", {"outcomes": [{"customer_id": f"full-{i}", "churned": True}
+                                           for i in range(3)]},
+            )  # fmt: skip
+            assert feedback.status == 200
+            filler = fill(predictions)
+            for i in range(20):
+                assert server.predict(customer(customer_id=f"late-{i}")).status == 200
+        logged = read_log(predictions)
+        spilled = read_log(spill / "production" / "predictions")
+        assert logged["prediction_id"].is_unique
+        assert len(logged) + len(spilled) == answered + 20
+    outcomes = read_log(home.serving_log("production", "feedback"))
+    assert sorted(outcomes["customer_id"]) == ["full-0", "full-1", "full-2"]
+
+
+def test_without_a_spill_folder_a_full_disk_drops_the_oldest_and_counts_them(
+    registry: Registry, tmp_path: Path
+) -> None:
+    home = served_home(registry, tmp_path)
+    predictions = home.serving_log("production", "predictions")
+    with small_disk(predictions):
+        fill(predictions)
+        with serve(home, CHURN_LOG_MAX_BUFFER_RECORDS="200") as server:
+            for start in range(0, 1_000, MAX_RECORDS):
+                records = [customer(customer_id=f"drop-{start + n}") for n in range(MAX_RECORDS)]
+                assert server.predict(*records).status == 200
+
+            def dropped() -> float:
+                for line in str(server.request("/metrics").body).splitlines():
+                    if line.startswith("churn_log_dropped_records_total") and "predictions" in line:
+                        return float(line.rsplit(" ", 1)[1])
+                return 0.0
+
+            assert wait_until(lambda: dropped() >= 600)
+            backlog = [
+                line
+                for line in str(server.request("/metrics").body).splitlines()
+                if line.startswith("churn_log_backlog_records") and "predictions" in line
+            ]
+            assert backlog and float(backlog[0].rsplit(" ", 1)[1]) <= 200 + MAX_RECORDS
+    assert server.log_file is not None
+    assert "dropped its" in server.log_file.read_text()
