@@ -49,12 +49,14 @@ class Answer:
 class Server:
     """A running `bentoml serve` of the churn service."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, home: PlatformHome) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], port: int, home: PlatformHome, log_file: Path
+    ) -> None:
         self.process = process
         self.url = f"http://127.0.0.1:{port}"
         self.port = port
         self.home = home
-        self.log_file: Path | None = None
+        self.log_file = log_file
 
     def request(
         self,
@@ -93,7 +95,39 @@ def _json(body: bytes) -> Any:
 
 @contextmanager
 def serve(home: PlatformHome, ready: bool = True, **settings: str) -> Iterator[Server]:
-    """Start `bentoml serve` on a free port; stop it with SIGTERM, as an orchestrator would."""
+    """Start `bentoml serve` on a free port; stop it with SIGTERM, as an orchestrator would.
+
+    BentoML picks its process manager's control ports by binding port 0 and letting go before
+    circus binds them again; on a busy machine an outgoing connection can take the port in
+    between, and the server exits with `ZMQError: Address already in use`. That start, and only
+    that one, is tried again (three times at most) on a new port.
+    """
+    for attempt in range(3):
+        server = _start(home, settings)
+        try:
+            _wait_for(server, "/readyz" if ready else "/livez", server.log_file)
+            break
+        except _ControlPortTaken:
+            if attempt == 2:
+                raise
+    process = server.process
+    try:
+        yield server
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0, server.log_file.read_text()[-3000:]
+
+
+class _ControlPortTaken(AssertionError):
+    """The server exited because a port BentoML had reserved was taken before it bound it."""
+
+
+def _start(home: PlatformHome, settings: dict[str, str]) -> Server:
     port = free_port()
     environment = {
         **os.environ,
@@ -121,26 +155,18 @@ def serve(home: PlatformHome, ready: bool = True, **settings: str) -> Iterator[S
             stdout=output,
             stderr=subprocess.STDOUT,
         )
-    server = Server(process, port, home)
-    server.log_file = log
-    try:
-        _wait_for(server, "/readyz" if ready else "/livez", log)
-        yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            raise
-    assert process.returncode == 0, log.read_text()[-3000:]
+    return Server(process, port, home, log)
 
 
 def _wait_for(server: Server, path: str, log: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise AssertionError(f"bentoml serve exited:\n{log.read_text()[-3000:]}")
+            output = log.read_text()
+            message = f"bentoml serve exited:\n{output[-3000:]}"
+            if "ZMQError: Address already in use" in output:
+                raise _ControlPortTaken(message)
+            raise AssertionError(message)
         try:
             with urllib.request.urlopen(server.url + path, timeout=2) as response:
                 if response.status == 200:

@@ -583,7 +583,6 @@ def test_unknown_paths_and_bad_requests_cannot_grow_metrics_or_logs(production: 
     # A handful of new series (the `other` label), not thousands.
     assert len(after) < len(before) + 20_000, (len(before), len(after))
 
-    assert production.log_file is not None
     logged = production.log_file.read_text().count("\n")
     for i in range(100):
         refused = production.predict(customer(tenure=f"ten-{i}"))
@@ -627,7 +626,6 @@ def test_a_registry_file_restored_from_backup_is_picked_up(registry: Registry) -
 
     forget_connections(f"sqlite:///{database}")
     assert registry.registry().alias_version(PRODUCTION) == "1"
-    assert server.log_file is not None
     assert "was replaced: reconnecting" in server.log_file.read_text()
 
 
@@ -666,7 +664,6 @@ def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) 
             )
     finally:
         stop(tracking)
-    assert server.log_file is not None
     log = server.log_file.read_text()
     assert "the registry cannot be read (unreachable since" in log
     assert "the registry answers again after" in log
@@ -789,5 +786,4 @@ def test_without_a_spill_folder_a_full_disk_drops_the_oldest_and_counts_them(
                 if line.startswith("churn_log_backlog_records") and "predictions" in line
             ]
             assert backlog and float(backlog[0].rsplit(" ", 1)[1]) <= 200 + MAX_RECORDS
-    assert server.log_file is not None
     assert "dropped its" in server.log_file.read_text()
