@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -298,7 +299,10 @@ def test_feedback_model_card_readiness_and_metrics(production: Server) -> None:
         assert name in metrics, name
 
 
-def test_the_api_key_is_required_when_configured(registry: Registry) -> None:
+def test_with_an_api_key_the_service_holds_to_its_openapi_document_under_fuzzing(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Schemathesis, every check, positive and negative data, against a real `bentoml serve`."""
     with serve(registry.home, CHURN_API_KEY="s3cret") as server:
         assert server.predict(customer()).status == 401
         wrong = server.predict(customer(), **{"X-API-Key": "guess"})
@@ -306,8 +310,55 @@ def test_the_api_key_is_required_when_configured(registry: Registry) -> None:
         assert server.request("/model").status == 401
         assert server.predict(customer(), **{"X-API-Key": "s3cret"}).status == 200
         assert server.predict(customer(), Authorization="Bearer s3cret").status == 200
+        # An empty X-API-Key does not hide a good token.
+        assert (
+            server.predict(customer(), **{"X-API-Key": ""}, Authorization="Bearer s3cret").status
+            == 200
+        )
         for open_path in ("/livez", "/readyz", "/metrics"):
             assert server.request(open_path).status == 200
+        document = server.request("/docs.json").body
+        assert document["components"]["securitySchemes"]["ApiKey"]["name"] == "X-API-Key"
+        assert document["paths"]["/model"]["get"]["security"] == [{"ApiKey": []}, {"Bearer": []}]
+        logged = server.log_file.read_text().count("\n")
+        fuzz = subprocess.run(
+            [
+                str(REPOSITORY / ".venv" / "bin" / "st"),
+                "run",
+                f"{server.url}/docs.json",
+                "--url",
+                server.url,
+                "--header",
+                "X-API-Key: s3cret",
+                "--checks",
+                "all",
+                "--max-examples",
+                os.environ.get("CHURN_FUZZ_EXAMPLES", "250"),
+                "--seed",
+                os.environ.get("CHURN_FUZZ_SEED", "1"),
+                "--generation-database",
+                "none",
+                "--no-color",
+            ],
+            cwd=tmp_path,
+            env={
+                **os.environ,
+                "SCHEMATHESIS_HOOKS": "churn_assets_tests.schemathesis_hooks",
+                "PYTHONPATH": str(REPOSITORY),
+            },
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert fuzz.returncode == 0, fuzz.stdout[-6000:] + fuzz.stderr[-2000:]
+        generated = re.search(r"(\d+) generated, (\d+) passed", fuzz.stdout)
+        assert generated, fuzz.stdout[-3000:]
+        assert int(generated[1]) >= 1_000 and generated[1] == generated[2], generated[0]
+        # Still serving; each refusal logged on one line (beside the access log), none as an error.
+        assert server.predict(customer(), **{"X-API-Key": "s3cret"}).status == 200
+        lines = server.log_file.read_text().splitlines()[logged:]
+        assert any("client error on /predict" in line for line in lines)
+        assert not any("Traceback" in line or "[ERROR]" in line for line in lines)
 
 
 def test_without_a_model_the_service_starts_not_ready_and_answers_503(tmp_path: Path) -> None:
@@ -404,7 +455,14 @@ def test_the_openapi_document_shows_the_contract_and_its_example(production: Ser
     assert "Seen in training" in customer_schema["properties"]["contract"]["description"]
     records = schemas["PredictRequest"]["properties"]["records"]
     assert records["items"] == {"$ref": "#/components/schemas/CustomerRecord"}
-    assert "/predict" in document.body["paths"] and "/feedback" in document.body["paths"]
+    assert {"/predict", "/feedback", "/model", "/readyz", "/metrics"} <= set(document.body["paths"])
+    card = document.body["paths"]["/model"]["get"]["responses"]["200"]["content"]
+    assert card["application/json"]["schema"] == {"$ref": "#/components/schemas/ModelCard"}
+    assert "registry_unreachable_since" in schemas["ModelCard"]["properties"]
+    # Without a key configured, no operation asks for one, and no 401 is promised.
+    predict = document.body["paths"]["/predict"]["post"]
+    assert predict["security"] == [] and "401" not in predict["responses"]
+    assert {"400", "413", "415", "503"} <= set(predict["responses"])
     assert production.predict(example).status == 200
 
 

@@ -22,6 +22,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -70,7 +72,7 @@ EXPLAIN_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
 
 def explain_parameter(value: str | None) -> bool:
-    """The `explain` query parameter (`true`/`false`, `1`/`0`); absent is false.
+    """The `explain` query parameter (`true`/`false`, `1`/`0`, as written); absent is false.
 
     Raises:
         BadInput: any other value (a 400 naming the parameter).
@@ -79,7 +81,7 @@ def explain_parameter(value: str | None) -> bool:
     if value is None:
         return False
     try:
-        return EXPLAIN_VALUES[value.strip().lower()]
+        return EXPLAIN_VALUES[value]
     except KeyError:
         import bentoml
 
@@ -126,10 +128,12 @@ class Prediction(BaseModel):
     )
 
 
+YES_NO = {"Yes": True, "yes": True, "No": False, "no": False}
+
+
 def _yes_no(value: Any) -> Any:
-    if isinstance(value, str) and value.strip().lower() in {"yes", "no"}:
-        return value.strip().lower() == "yes"
-    return value
+    """`Yes`/`No` (as most churn tables write it) as a boolean; anything else as it came."""
+    return YES_NO.get(value, value) if isinstance(value, str) else value
 
 
 class Outcome(BaseModel):
@@ -143,7 +147,13 @@ class Outcome(BaseModel):
                 "customer_id": "7590-VHVEG",
                 "churned": True,
                 "observed_at": "2026-11-20T00:00:00Z",
-            }
+            },
+            # The rule of `_in_the_past` that JSON Schema can state: name the customer or the
+            # prediction.
+            "anyOf": [
+                {"required": [name], "properties": {name: {"type": "string"}}}
+                for name in ("customer_id", "prediction_id")
+            ],
         },
     )
 
@@ -153,11 +163,15 @@ class Outcome(BaseModel):
         max_length=64,
         description="Customer key; without one (a table with no key), name the prediction.",
     )
-    churned: Annotated[bool, BeforeValidator(_yes_no)] = Field(
-        description="true/false (or Yes/No): whether the customer churned."
-    )
+    churned: Annotated[
+        StrictBool,
+        BeforeValidator(_yes_no),
+        WithJsonSchema({"anyOf": [{"type": "boolean"}, {"type": "string", "enum": list(YES_NO)}]}),
+    ] = Field(description="true/false (or Yes/No): whether the customer churned.")
     observed_at: datetime | None = Field(
-        default=None, description="When the outcome was known (ISO 8601); now when omitted."
+        default=None,
+        strict=True,  # an ISO 8601 text: a number of seconds is not a time a client meant
+        description="When the outcome was known (ISO 8601, not in the future); now when omitted.",
     )
     prediction_id: str | None = Field(
         default=None, max_length=64, description="The prediction this outcome answers, if known."

@@ -4,16 +4,17 @@ An ASGI middleware rather than checks inside the endpoints, because BentoML pars
 before an endpoint runs (and reads any content type as JSON): an oversized or mistyped body must
 be refused before that. Every refusal is a JSON body `{"error": ...}` that says what to change.
 
-It also completes BentoML's OpenAPI document (`/docs.json`) with what only the running service
-knows: the record contract of the model version it serves.
+It also replaces BentoML's OpenAPI document (`/docs.json`) with the service's own
+(`serving/openapi.py`), which knows the record contract of the model version being served.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Collection, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from serving.hardening import CLIENT
 
@@ -38,7 +39,9 @@ class RequestGuard:
         api_key: the key clients must send (`X-API-Key` or `Authorization: Bearer`); None: open.
         max_body_bytes: largest request body accepted (413 above).
         not_ready: returns why no model can answer yet (503), or None when one can.
-        openapi: completes the OpenAPI document BentoML serves at `/docs.json`.
+        openapi: rewrites the OpenAPI document BentoML serves at `/docs.json`.
+        query_parameters: per path, the query parameters it reads and their allowed values
+            (400 naming the parameter for another value; other parameters are ignored).
 
     """
 
@@ -49,12 +52,14 @@ class RequestGuard:
         max_body_bytes: int,
         not_ready: Callable[[], str | None],
         openapi: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+        query_parameters: dict[str, dict[str, Collection[str]]] | None = None,
     ) -> None:
         self.app = app
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.not_ready = not_ready
         self.openapi = openapi
+        self.query_parameters = query_parameters or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the request, then pass it on or answer it."""
@@ -82,6 +87,10 @@ class RequestGuard:
             if reason:
                 await _refuse(send, 503, f"no model to answer with: {reason}")
                 return
+        problem = self._query_problem(path, scope.get("query_string", b""))
+        if problem:
+            await _refuse(send, 400, problem)
+            return
         if scope["method"] == "POST" and path in JSON_PATHS:
             content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             if content_type != b"application/json":
@@ -136,12 +145,27 @@ class RequestGuard:
         return completed
 
     def _authorised(self, headers: dict[bytes, bytes]) -> bool:
+        """Either header carries the key (an empty `X-API-Key` does not hide a good token)."""
         assert self.api_key is not None
-        supplied = headers.get(b"x-api-key")
-        if supplied is None:
-            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
-            supplied = token.strip() if scheme.lower() == b"bearer" else b""
-        return hmac.compare_digest(supplied, self.api_key)
+        scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+        supplied = (
+            headers.get(b"x-api-key", b""),
+            token.strip() if scheme.lower() == b"bearer" else b"",
+        )
+        # Both compared, always: the time taken says nothing about which one was close.
+        matches = [hmac.compare_digest(key, self.api_key) for key in supplied]
+        return any(matches)
+
+    def _query_problem(self, path: str, query: bytes) -> str | None:
+        """What is wrong with a query parameter the endpoint knows, or None."""
+        allowed = self.query_parameters.get(path)
+        if not allowed or not query:
+            return None
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if name in allowed and value not in allowed[name]:
+                choices = " or ".join(sorted(allowed[name]))
+                return f"query parameter {name!r} must be {choices}, not {value!r}"
+        return None
 
     def _too_large(self, length: int | None) -> str:
         size = f"{length} bytes" if length is not None else "the body"

@@ -35,6 +35,7 @@ from churn_assets.monitoring.published import latest_path, read_published
 from churn_assets.parquet_log import ParquetLog
 from churn_assets.registry.model_registry import PRODUCTION
 from churn_assets.resources import MlflowResource, PlatformHome
+from serving import openapi
 from serving.batching import ContinuousBatcher
 from serving.contract import (
     EXPLAIN,
@@ -77,34 +78,18 @@ model_app = Starlette(routes=[Route("/model", model_endpoint, methods=["GET"])])
 
 
 def openapi_document(document: dict[str, Any]) -> dict[str, Any]:
-    """BentoML's OpenAPI document with the record contract of the version being served."""
+    """The service's OpenAPI document, with the record contract of the version being served."""
     try:
         service: ChurnService = bentoml.get_current_service()
     except bentoml.exceptions.BentoMLException:
         return document
     model = service.watcher.current
-    if model is not None:
-        schemas = document.setdefault("components", {}).setdefault("schemas", {})
-        schemas.update(model.contract.json_schemas())
-    predict = document.get("paths", {}).get("/predict", {}).get("post")
-    if predict is not None:
-        parameters = predict.setdefault("parameters", [])
-        if not any(parameter.get("name") == EXPLAIN for parameter in parameters):
-            parameters.append(
-                {
-                    "name": EXPLAIN,
-                    "in": "query",
-                    "required": False,
-                    "description": "true: each prediction carries the three inputs pushing its "
-                    "score up most (`reasons`).",
-                    "schema": {
-                        "type": "string",
-                        "enum": sorted(EXPLAIN_VALUES),
-                        "default": "false",
-                    },
-                }
-            )
-    return document
+    return openapi.document(
+        model.contract.json_schemas() if model is not None else None,
+        api_key=SETTINGS.api_key is not None,
+        alias=SETTINGS.alias,
+        version=model.version if model is not None else "none",
+    )
 
 
 def not_ready_reason() -> str | None:
@@ -365,4 +350,5 @@ ChurnService.add_asgi_middleware(  # type: ignore[attr-defined]
     max_body_bytes=SETTINGS.max_body_bytes,
     not_ready=not_ready_reason,
     openapi=openapi_document,
+    query_parameters={"/predict": {EXPLAIN: EXPLAIN_VALUES}},
 )
