@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
 from churn_assets.home import platform_home
@@ -402,3 +405,81 @@ class QualityGates(ConfigurableResource):  # type: ignore[type-arg]
                 values[field] = environ[variable].strip()
                 values["profile"] = f"{profile} (with overrides)"
         return cls(**values)  # type: ignore[arg-type]
+
+
+# How a store that cannot be reached shows in an exception's text, at any depth of its chain
+# (MLflow's REST client re-raises the connection error as a plain `MlflowException`).
+_UNREACHABLE = (
+    "Connection refused",
+    "Max retries exceeded",
+    "Failed to establish a new connection",
+    "Connection aborted",
+    "Read timed out",
+    "failed with timeout exception",
+    "Name or service not known",
+    "too many 5",  # urllib3: "too many 500 error responses"
+)
+
+
+def store_unreachable(error: BaseException) -> str | None:
+    """The short reason when `error` means the MLflow store could not be reached, else None."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        for sign in _UNREACHABLE:
+            if sign in text:
+                return sign.lower()
+        current = current.__cause__ or current.__context__
+    return None
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def mlflow_step(function: F) -> F:
+    """Report an MLflow store that cannot be reached as a retried `Failure` that says so.
+
+    For the assets that write to the tracking store or the registry: the failure names the store
+    and the step, is retried by the job's retry policy (`CHURN_STEP_RETRIES`), and leaves nothing
+    half-done that a retry would not complete (registration finds the version of its MLflow run
+    again, `ModelRegistry.register`).
+    """
+
+    @contextmanager
+    def translated(kwargs: dict[str, Any]) -> Iterator[None]:
+        try:
+            yield
+        except Failure:
+            raise
+        except Exception as error:
+            reason = store_unreachable(error)
+            if reason is None:
+                raise
+            tracking = kwargs.get("mlflow_tracking")
+            store = tracking.tracking_uri if isinstance(tracking, MlflowResource) else "MLflow"
+            raise Failure(
+                description=f"The MLflow store {store} could not be reached during "
+                f"{function.__name__} ({reason}). Nothing it started is left half-registered: "
+                "the step is retried (CHURN_STEP_RETRIES), and a later run picks up where it "
+                "stopped.",
+                metadata={"store": store, "error": str(error)[:1000]},
+                allow_retries=True,
+            ) from error
+
+    if inspect.isgeneratorfunction(function):
+
+        @functools.wraps(function)
+        def steps(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            with translated(kwargs):
+                yield from function(*args, **kwargs)
+
+        return cast(F, steps)
+
+    @functools.wraps(function)
+    def step(*args: Any, **kwargs: Any) -> Any:
+        with translated(kwargs):
+            return function(*args, **kwargs)
+
+    return cast(F, step)

@@ -21,7 +21,10 @@ from churn.schema import ColumnKind, ModelSchema
 from churn_assets.resources import PlatformHome
 
 if TYPE_CHECKING:
-    from dagster import ExecuteInProcessResult
+    from dagster import DagsterInstance, ExecuteInProcessResult
+
+    from churn_assets.registry.model_registry import ModelRegistry
+    from churn_assets.resources import DatasetResource, QualityGates
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TELCO_CSV = REPOSITORY.parent / "shared" / "data" / "telco_customer_churn.csv"
@@ -195,3 +198,47 @@ def json_record(row: pd.Series, schema: ModelSchema) -> dict[str, Any]:
         else:
             record[column.name] = str(value)
     return record
+
+
+def run_pipeline(
+    home: PlatformHome,
+    dataset: DatasetResource,
+    gates: QualityGates | None = None,
+    training: dict[str, Any] | None = None,
+    instance: DagsterInstance | None = None,
+    promotion: dict[str, Any] | None = None,
+) -> ExecuteInProcessResult:
+    """The training pipeline (ingestion to production), in process, with a small search."""
+    from dagster import DagsterInstance, materialize
+
+    from churn_assets.definitions import ASSETS
+    from churn_assets.resources import MlflowResource, QualityGates
+
+    return materialize(
+        ASSETS,
+        resources={
+            "dataset": dataset,
+            "home": home,
+            "mlflow_tracking": MlflowResource.from_env(home),
+            "gates": gates or QualityGates(),
+        },
+        run_config={
+            "ops": {
+                "candidate_models": {"config": {**QUICK_TRAINING, **(training or {})}},
+                "model_evaluation": {"config": {"latency_samples": 100}},
+                **({"production_model": {"config": promotion}} if promotion else {}),
+            }
+        },
+        instance=instance or DagsterInstance.ephemeral(),
+        raise_on_error=False,
+    )
+
+
+def registry_of(home: PlatformHome) -> ModelRegistry:
+    """The registry of `home`'s MLflow store (or MLFLOW_TRACKING_URI's)."""
+    from churn_assets.registry.model_registry import ModelRegistry
+    from churn_assets.resources import MlflowResource
+
+    tracking = MlflowResource.from_env(home)
+    tracking.activate()
+    return ModelRegistry(tracking.client(), tracking.model_name)

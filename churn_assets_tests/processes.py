@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 import yaml
 
 from churn_assets.parquet_log import read_log
@@ -290,3 +291,61 @@ def postgres_database(prefix: str) -> Iterator[str]:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         connection.close()
+
+
+def mlflow_server(store: str, port: int, artifacts: Path | None = None) -> subprocess.Popen[bytes]:
+    """A real `mlflow server` on `store` (a backend URI) at `port`, answering /health.
+
+    Started in its own session, so that `stop` ends it with its workers. With `artifacts`, it
+    serves the artifacts stored there (clients upload and download through it).
+    """
+    served = ["--serve-artifacts", "--artifacts-destination", str(artifacts)] if artifacts else []
+    process = subprocess.Popen(
+        [str(BENTOML.parent / "mlflow"), "server", "--backend-store-uri", store,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *served],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not answers(f"http://127.0.0.1:{port}/health"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            raise AssertionError(f"mlflow server on {store} did not start")
+        time.sleep(0.25)
+    return process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session, with its children."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+
+
+@contextmanager
+def small_disk(folder: Path, size: str = "2m") -> Iterator[Path]:
+    """A real tmpfs of `size` mounted on `folder` (root only: skips elsewhere)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Take every free byte of the disk under `folder`."""
+    filler = folder / ".filler"
+    with open(filler, "wb") as output:
+        try:
+            while True:
+                output.write(b"\0" * 65_536)
+                output.flush()
+        except OSError:
+            pass
+    return filler

@@ -33,9 +33,8 @@ from churn_assets.resources import (
     ScoringResource,
 )
 from churn_assets.scoring.assets import customer_scores
-from churn_assets_tests.conftest import ORANGE_CSV, json_record, metadata
+from churn_assets_tests.conftest import ORANGE_CSV, json_record, metadata, registry_of, run_pipeline
 from churn_assets_tests.processes import MAX_RECORDS, serve
-from churn_assets_tests.test_training_registry import registry_of, run_pipeline
 from serving.traffic import perturb, population, send_traffic, served_model
 
 LENIENT = QualityGates(min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)

@@ -46,9 +46,10 @@ from churn_assets_tests.conftest import (
     FileServer,
     json_record,
     metadata,
+    registry_of,
+    run_pipeline,
 )
 from churn_assets_tests.processes import MAX_RECORDS, postgres_database, serve
-from churn_assets_tests.test_training_registry import registry_of, run_pipeline
 
 LENIENT = QualityGates(min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)
 TODAY = "2026-11-28"

@@ -51,8 +51,7 @@ from churn_assets.sensors import (
     decide,
 )
 from churn_assets.telco import FEATURES
-from churn_assets_tests.conftest import QUICK_TRAINING
-from churn_assets_tests.test_training_registry import registry_of, run_pipeline
+from churn_assets_tests.conftest import QUICK_TRAINING, registry_of, run_pipeline
 
 NOW = datetime.now(UTC)
 

@@ -17,7 +17,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +28,18 @@ from churn_assets.parquet_log import read_log
 from churn_assets.registry.model_registry import PRODUCTION, STAGING, ModelRegistry
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.telco import FEATURES
-from churn_assets_tests.conftest import REPOSITORY
+from churn_assets_tests.conftest import REPOSITORY, run_pipeline
 from churn_assets_tests.processes import (
     BENTOML,
     MAX_BODY_BYTES,
     MAX_RECORDS,
     Server,
-    answers,
+    fill,
+    mlflow_server,
     serve,
+    small_disk,
+    stop,
 )
-from churn_assets_tests.test_training_registry import run_pipeline
 
 
 @dataclass(frozen=True)
@@ -303,7 +304,8 @@ def test_with_an_api_key_the_service_holds_to_its_openapi_document_under_fuzzing
     registry: Registry, tmp_path: Path
 ) -> None:
     """Schemathesis, every check, positive and negative data, against a real `bentoml serve`."""
-    with serve(registry.home, CHURN_API_KEY="s3cret") as server:
+    # Its own home: the fuzzer's predictions and outcomes stay out of the shared logs.
+    with serve(served_home(registry, tmp_path), CHURN_API_KEY="s3cret") as server:
         assert server.predict(customer()).status == 401
         wrong = server.predict(customer(), **{"X-API-Key": "guess"})
         assert wrong.status == 401 and "API key" in wrong.body["error"]
@@ -333,9 +335,9 @@ def test_with_an_api_key_the_service_holds_to_its_openapi_document_under_fuzzing
                 "--checks",
                 "all",
                 "--max-examples",
-                os.environ.get("CHURN_FUZZ_EXAMPLES", "250"),
+                os.environ.get("CHURN_API_FUZZ_EXAMPLES", "250"),
                 "--seed",
-                os.environ.get("CHURN_FUZZ_SEED", "1"),
+                os.environ.get("CHURN_API_FUZZ_SEED", "1"),
                 "--generation-database",
                 "none",
                 "--no-color",
@@ -435,7 +437,7 @@ def test_promotion_swaps_the_served_model_without_a_failed_request(registry: Reg
     assert swap_rows["prediction_id"].is_unique
     assert set(swap_rows["model_version"]) == {"1", "2"}
     outcomes = read_log(registry.home.serving_log("production", "feedback"))
-    answered = outcomes[outcomes["customer_id"].str.startswith("swap-")]
+    answered = outcomes[outcomes["customer_id"].str.startswith("swap-", na=False)]
     assert sorted(answered["customer_id"]) == sorted(f"swap-{i}" for i in range(7))
     assert answered["churned"].tolist() == [i % 2 == 0 for i in range(7)]
 
@@ -693,16 +695,7 @@ def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) 
     port = free_port()
     store = f"sqlite:///{registry.home.root / 'mlflow' / 'mlflow.db'}"
 
-    def mlflow_server() -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [str(BENTOML.parent / "mlflow"), "server", "--backend-store-uri", store,
-             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        assert wait_until(lambda: answers(f"http://127.0.0.1:{port}/health"), 60)
-        return process
-
-    tracking = mlflow_server()
+    tracking = mlflow_server(store, port)
     try:
         with serve(registry.home, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}") as server:
             card = server.request("/model").body
@@ -716,7 +709,7 @@ def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) 
             metrics = server.request("/metrics").body
             assert "churn_registry_unreachable_since_timestamp_seconds" in metrics
             assert 'churn_registry_check_failures_total{alias="production"}' in metrics
-            tracking = mlflow_server()
+            tracking = mlflow_server(store, port)
             assert wait_until(
                 lambda: server.request("/model").body["registry_unreachable_since"] is None, 60
             )
@@ -725,45 +718,6 @@ def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) 
     log = server.log_file.read_text()
     assert "the registry cannot be read (unreachable since" in log
     assert "the registry answers again after" in log
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop a process started in its own session, with its children."""
-    import signal
-
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)
-
-
-@contextmanager
-def small_disk(folder: Path, size: str = "2m") -> Iterator[Path]:
-    """A real tmpfs of `size` mounted on `folder` (root only: skips elsewhere)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): needs root")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
-def fill(folder: Path) -> Path:
-    """Take every free byte of the disk under `folder`."""
-    filler = folder / ".filler"
-    with open(filler, "wb") as output:
-        try:
-            while True:
-                output.write(b"\0" * 65_536)
-                output.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def served_home(registry: Registry, root: Path) -> PlatformHome:

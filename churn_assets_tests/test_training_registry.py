@@ -6,53 +6,17 @@ budget, against an MLflow SQLite store and artifact folder under the test's plat
 
 import json
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import pandas as pd
 import pytest
-from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
+from dagster import AssetKey
 
-from churn_assets.definitions import ASSETS
 from churn_assets.registry.cli import main as registry_cli
 from churn_assets.registry.model_registry import ModelRegistry, RegistryError
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.training.churn_model import LABEL, PROBABILITY
-from churn_assets_tests.conftest import QUICK_TRAINING, metadata
-
-
-def run_pipeline(
-    home: PlatformHome,
-    dataset: DatasetResource,
-    gates: QualityGates | None = None,
-    training: dict[str, Any] | None = None,
-    instance: DagsterInstance | None = None,
-    promotion: dict[str, Any] | None = None,
-) -> ExecuteInProcessResult:
-    return materialize(
-        ASSETS,
-        resources={
-            "dataset": dataset,
-            "home": home,
-            "mlflow_tracking": MlflowResource.from_env(home),
-            "gates": gates or QualityGates(),
-        },
-        run_config={
-            "ops": {
-                "candidate_models": {"config": {**QUICK_TRAINING, **(training or {})}},
-                "model_evaluation": {"config": {"latency_samples": 100}},
-                **({"production_model": {"config": promotion}} if promotion else {}),
-            }
-        },
-        instance=instance or DagsterInstance.ephemeral(),
-        raise_on_error=False,
-    )
-
-
-def registry_of(home: PlatformHome) -> ModelRegistry:
-    tracking = MlflowResource.from_env(home)
-    tracking.activate()
-    return ModelRegistry(tracking.client(), tracking.model_name)
+from churn_assets_tests.conftest import metadata, registry_of, run_pipeline
 
 
 def test_the_whole_graph_ends_with_a_served_ready_production_model(

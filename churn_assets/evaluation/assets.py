@@ -14,7 +14,7 @@ from sklearn.metrics import confusion_matrix
 from churn.schema import ModelSchema
 from churn_assets.evaluation.metrics import HOLDOUT_SCORES, classification_metrics, score_histogram
 from churn_assets.markdown import markdown_table
-from churn_assets.resources import MlflowResource
+from churn_assets.resources import MlflowResource, mlflow_step
 from churn_assets.training.assets import CandidateModels
 
 GROUP = "evaluation"
@@ -53,6 +53,7 @@ class ModelEvaluation:
 
 
 @asset(group_name=GROUP, kinds={"mlflow"})
+@mlflow_step
 def model_evaluation(
     context: AssetExecutionContext,
     config: EvaluationConfig,

@@ -134,7 +134,8 @@ def raw_customers(
             # Retrying a bad file cannot help; retrying an unreachable server may.
             allow_retries=isinstance(error, SourceUnavailable),
         ) from error
-    manifest = home.snapshots().save(
+    manifest = save_snapshot(
+        home,
         table.frame,
         table.dataset,
         table.source,
@@ -345,7 +346,8 @@ def labelled_customers(
         description = (
             f"{source.source} + {new.from_feedback} feedback + {new.from_landing} landing rows"
         )
-        manifest = home.snapshots().save(
+        manifest = save_snapshot(
+            home,
             merged,
             source.dataset,
             description,
@@ -408,3 +410,21 @@ def _labelled_metadata(table: CustomerTable, new: NewLabels, home: PlatformHome)
         "landing_folder": MetadataValue.path(str(home.landing_dir)),
         "snapshot": MetadataValue.path(str(home.snapshots().root / f"{table.version}.parquet")),
     }
+
+
+def save_snapshot(
+    home: PlatformHome, frame: pd.DataFrame, *args: Any, **kwargs: Any
+) -> SnapshotManifest:
+    """`SnapshotStore.save`, with a disk that refuses the write reported as a plain failure.
+
+    Nothing of the new version is kept (`SnapshotStore.save`), and this step's materialization
+    does not happen: the previous data version stays current for every downstream asset.
+    """
+    try:
+        return home.snapshots().save(frame, *args, **kwargs)
+    except OSError as error:
+        raise Failure(
+            description=f"Cannot store the ingested data: {error}. The previous data version "
+            "stays current; free space (or point CHURN_HOME at a larger disk) and run again.",
+            metadata={"snapshots": str(home.snapshots().root)},
+        ) from error

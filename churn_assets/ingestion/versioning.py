@@ -8,6 +8,7 @@ quarantine. Snapshots are Parquet files, written once and never modified.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -94,16 +95,28 @@ class SnapshotStore:
                 quality=quality or {},
             )
             self.root.mkdir(parents=True, exist_ok=True)
-            if not quarantine.empty:
-                write_atomically(self.quarantine_path(version), quarantine.to_parquet, index=False)
-            write_atomically(self._data_path(version), frame.to_parquet, index=False)
-            write_atomically(
-                self._manifest_path(version),
-                lambda path: Path(path).write_text(json.dumps(asdict(manifest), indent=2)),
-            )
-        with (self.root / "history.jsonl").open("a") as history:
-            entry = {**asdict(manifest), "seen_at": datetime.now(UTC).isoformat(timespec="seconds")}
-            history.write(json.dumps(entry) + "\n")
+            written = [self._manifest_path(version), self._data_path(version)]
+            try:
+                if not quarantine.empty:
+                    written.append(self.quarantine_path(version))
+                    write_atomically(written[-1], quarantine.to_parquet, index=False)
+                write_atomically(self._data_path(version), frame.to_parquet, index=False)
+                # The manifest last: a version is stored once its manifest is (`has`).
+                write_atomically(
+                    self._manifest_path(version),
+                    lambda path: Path(path).write_text(json.dumps(asdict(manifest), indent=2)),
+                )
+            except OSError as error:
+                # A full disk: keep nothing of this version, so the space and the store are as
+                # they were, and say where it failed.
+                for path in written:
+                    path.unlink(missing_ok=True)
+                raise SnapshotNotStored(
+                    f"data version {version} ({len(frame)} rows) could not be written under "
+                    f"{self.root}: {error.strerror or error}"
+                ) from error
+        entry = {**asdict(manifest), "seen_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        _append_line(self.root / "history.jsonl", json.dumps(entry))
         return manifest
 
     def has(self, version: str) -> bool:
@@ -158,8 +171,35 @@ class SnapshotStore:
         return self.root / f"{version}.json"
 
 
+class SnapshotNotStored(OSError):
+    """A data version could not be written (a full disk); nothing of it was kept."""
+
+
 def write_atomically(path: Path, write: Callable[..., object], **kwargs: object) -> None:
-    """Write through a temporary name, so that a reader never sees a half-written file."""
+    """Write through a temporary name, so that a reader never sees a half-written file.
+
+    A write that fails (a full disk) leaves neither the file nor its partial copy behind.
+    """
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    write(partial, **kwargs)
-    partial.replace(path)
+    try:
+        write(partial, **kwargs)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one line whole, or nothing: a full disk never leaves half a line behind."""
+    data = (line + "\n").encode()
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(descriptor).st_size
+        try:
+            if os.write(descriptor, data) != len(data):
+                raise OSError(errno.ENOSPC, "short write", str(path))
+        except OSError:
+            os.ftruncate(descriptor, size)
+            raise
+    finally:
+        os.close(descriptor)

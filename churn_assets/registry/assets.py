@@ -34,7 +34,7 @@ from churn_assets.registry.model_registry import (
     ModelRegistry,
     loading_problem,
 )
-from churn_assets.resources import MlflowResource, QualityGates
+from churn_assets.resources import MlflowResource, QualityGates, mlflow_step
 
 GROUP = "registry"
 REGISTERED = "registered_model"
@@ -121,6 +121,7 @@ def owner() -> str:
         )
     ],
 )
+@mlflow_step
 def registered_model(
     context: AssetExecutionContext,
     model_evaluation: ModelEvaluation,
@@ -273,6 +274,7 @@ class PromotionDecision:
 
 
 @asset(group_name=GROUP, kinds={"mlflow"})
+@mlflow_step
 def production_model(
     context: AssetExecutionContext,
     config: PromotionConfig,

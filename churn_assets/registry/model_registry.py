@@ -66,7 +66,10 @@ class ModelRegistry:
         self.name = model_name
 
     def register(self, model_uri: str, run_id: str, tags: dict[str, str], description: str) -> str:
-        """Register a logged model as a new version (lifecycle None); return its number."""
+        """Register a logged model as a new version (lifecycle None); return its number.
+
+        Once per MLflow run: registering a run's model again returns the version it already has.
+        """
         from mlflow.exceptions import MlflowException
 
         try:
@@ -76,6 +79,15 @@ class ModelRegistry:
         except MlflowException as error:
             if error.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
+        # A retry after a failure half-way (the store went away after the version was created)
+        # completes the version of this run rather than leaving it behind and adding another.
+        for existing in self.client.search_model_versions(
+            f"name = '{self.name}' and run_id = '{run_id}'"
+        ):
+            for key, value in tags.items():
+                if (existing.tags or {}).get(key) != value:
+                    self.client.set_model_version_tag(self.name, existing.version, key, value)
+            return str(existing.version)
         # A logged model's URI (models:/m-...) names its model id; a tracking server requires
         # the id beside such a source (a local store does not check).
         model_id = (

@@ -14,7 +14,7 @@ from churn_assets.evaluation.metrics import classification_metrics, recall_margi
 from churn_assets.features.assets import CustomerSplits
 from churn_assets.markdown import markdown_table
 from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
-from churn_assets.resources import MlflowResource, QualityGates
+from churn_assets.resources import MlflowResource, QualityGates, mlflow_step
 from churn_assets.training.search import ALGORITHMS, SCORING, SearchBudget, SearchResult, tune
 
 GROUP = "training"
@@ -93,6 +93,7 @@ class CandidateModels:
 
 
 @asset(group_name=GROUP, kinds={"mlflow", "scikitlearn", "lightgbm"})
+@mlflow_step
 def candidate_models(
     context: AssetExecutionContext,
     config: TrainingConfig,
