@@ -104,11 +104,21 @@ def main() -> None:
         help="instead of the load steps: a soak of the churn service, single records at "
         "100/s with a 1,000-record batch every 5 s, for this many minutes",
     )
+    parser.add_argument(
+        "--tail-minutes",
+        type=float,
+        help="instead of the load steps: where the p99 of single records comes from; single "
+        "records at 100/s alone, then with a 1,000-record batch every 5 s, then alone on a "
+        "server that never flushes its log during the run, this many minutes each",
+    )
     arguments = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     if arguments.soak_minutes:
         soak(arguments.source, arguments.algorithm, arguments.soak_minutes)
+        return
+    if arguments.tail_minutes:
+        tail(arguments.source, arguments.algorithm, arguments.tail_minutes)
         return
 
     with tempfile.TemporaryDirectory(prefix="churn-serving-bench-") as directory:
@@ -236,6 +246,53 @@ def soak(source: str, algorithm: str | None, minutes: float) -> None:
                 }
             )
         )
+
+
+def tail(source: str, algorithm: str | None, minutes: float) -> None:
+    """Single-record latency percentiles with and without the two suspects of the tail.
+
+    A 1,000-record batch occupies the model for ~60 ms, and single records that arrive meanwhile
+    wait for it; the log flush (every 5 s) converts and writes what was buffered. Each is
+    switched off in turn: the same load, the same model, the same machine.
+    """
+    with tempfile.TemporaryDirectory(prefix="churn-tail-") as directory:
+        home = Path(directory)
+        environment = platform_environment(home, source)
+        _, record, key = train(home, environment, algorithm)
+        single = home / "single.json"
+        single.write_text(json.dumps({"records": [record]}))
+        batch = {"records": [{**record, **({key: f"b-{i}"} if key else {})} for i in range(1_000)]}
+        command = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+        seconds = round(minutes * 60)
+        results: dict[str, Any] = {}
+        with server(command, "/readyz", environment, home) as url:
+            wrk(url + "/predict", single, 100, 30, home)  # warm-up
+            results["single records alone (log flushed every 5 s)"] = wrk(
+                url + "/predict", single, 100, seconds, home
+            )
+            stop = threading.Event()
+
+            def send_batches() -> None:
+                while not stop.wait(5):
+                    post(url + "/predict", batch)
+
+            sender = threading.Thread(target=send_batches)
+            sender.start()
+            try:
+                results["with a 1,000-record batch every 5 s"] = wrk(
+                    url + "/predict", single, 100, seconds, home
+                )
+            finally:
+                stop.set()
+                sender.join()
+        quiet = {**environment, "CHURN_LOG_FLUSH_SECONDS": "3600"}
+        with server(command, "/readyz", quiet, home) as url:
+            wrk(url + "/predict", single, 100, 30, home)
+            results["single records alone, log never flushed"] = wrk(
+                url + "/predict", single, 100, seconds, home
+            )
+        for name, figures in results.items():
+            print(json.dumps({"segment": name, **figures}))
 
 
 def session_rss_mib(pid: int) -> float:
@@ -427,7 +484,9 @@ def wrk(
         "offered": rate,
         "achieved": figures["requests"] / (figures["duration_us"] / 1e6),
         "p50_ms": figures["p50_us"] / 1000,
+        "p90_ms": figures["p90_us"] / 1000,
         "p99_ms": figures["p99_us"] / 1000,
+        "max_ms": figures["max_us"] / 1000,
         "errors": figures["socket_errors"] + figures["status_errors"],
         "requests": figures["requests"],
     }
