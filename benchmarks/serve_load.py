@@ -265,11 +265,22 @@ def tail(source: str, algorithm: str | None, minutes: float) -> None:
         command = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
         seconds = round(minutes * 60)
         results: dict[str, Any] = {}
+
+        def segment(url: str, name: str) -> None:
+            before = gc_pauses(url)
+            results[name] = wrk(url + "/predict", single, 100, seconds, home)
+            after = gc_pauses(url)
+            results[name]["gc"] = {
+                generation: {
+                    figure: round(after[generation][figure] - before[generation][figure], 3)
+                    for figure in after[generation]
+                }
+                for generation in after
+            }
+
         with server(command, "/readyz", environment, home) as url:
             wrk(url + "/predict", single, 100, 30, home)  # warm-up
-            results["single records alone (log flushed every 5 s)"] = wrk(
-                url + "/predict", single, 100, seconds, home
-            )
+            segment(url, "single records alone (log flushed every 5 s)")
             stop = threading.Event()
 
             def send_batches() -> None:
@@ -279,20 +290,37 @@ def tail(source: str, algorithm: str | None, minutes: float) -> None:
             sender = threading.Thread(target=send_batches)
             sender.start()
             try:
-                results["with a 1,000-record batch every 5 s"] = wrk(
-                    url + "/predict", single, 100, seconds, home
-                )
+                segment(url, "with a 1,000-record batch every 5 s")
             finally:
                 stop.set()
                 sender.join()
         quiet = {**environment, "CHURN_LOG_FLUSH_SECONDS": "3600"}
         with server(command, "/readyz", quiet, home) as url:
             wrk(url + "/predict", single, 100, 30, home)
-            results["single records alone, log never flushed"] = wrk(
-                url + "/predict", single, 100, seconds, home
-            )
+            segment(url, "single records alone, log never flushed")
         for name, figures in results.items():
             print(json.dumps({"segment": name, **figures}))
+
+
+def gc_pauses(url: str) -> dict[str, dict[str, float]]:
+    """The service's garbage-collection pauses so far, by generation: count, seconds, > 10 ms."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    pauses: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line.startswith("churn_gc_pause_seconds"):
+            continue
+        name, value = line.rsplit(" ", 1)
+        generation = name.split('generation="', 1)[1].split('"', 1)[0]
+        figures = pauses.setdefault(generation, {"count": 0.0, "seconds": 0.0, "over_10ms": 0.0})
+        if name.startswith("churn_gc_pause_seconds_count"):
+            figures["count"] += float(value)
+            figures["over_10ms"] += float(value)
+        elif name.startswith("churn_gc_pause_seconds_sum"):
+            figures["seconds"] += float(value)
+        elif name.startswith("churn_gc_pause_seconds_bucket") and 'le="0.01"' in name:
+            figures["over_10ms"] -= float(value)
+    return pauses
 
 
 def session_rss_mib(pid: int) -> float:

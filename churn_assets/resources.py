@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 SYNTHETIC = "synthetic"
+# The experiment tag MLflow's UI reads to choose its view, and its classic model-training value.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
 GIB = 1024**3
 
 # Environment variable -> resource field. Values are parsed by pydantic with the field's type.
@@ -322,6 +325,10 @@ class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
                 experiment_id = created.experiment_id
         else:
             experiment_id = experiment.experiment_id
+        if experiment is None or experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
+            # MLflow 3's UI opens an experiment without this tag in its GenAI view (traces,
+            # token usage); ours are model-training experiments: runs, metrics, models.
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         mlflow.set_experiment(experiment_id=experiment_id)
         return experiment_id
 

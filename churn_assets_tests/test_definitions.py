@@ -214,3 +214,68 @@ def test_only_failures_a_retry_can_fix_are_retried(
     )
     assert not result.success
     assert retries_of(result) == retried
+
+
+def test_dagster_dev_starts_from_the_repository_root_with_only_the_venv(tmp_path: Path) -> None:
+    """What a Dagster user types first: `dagster dev`, no DAGSTER_HOME, the platform loads."""
+    import json
+    import signal
+    import time
+    import urllib.request
+
+    port = free_port()
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("DAGSTER_")
+    }
+    environment["PATH"] = f"{Path(sys.executable).parent}:{environment.get('PATH', '')}"
+    environment["CHURN_HOME"] = str(tmp_path / "home")  # keep the test out of the checkout
+    log = tmp_path / "dagster-dev.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            ["dagster", "dev", "-p", str(port)],
+            cwd=REPOSITORY,
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    query = json.dumps(
+        {
+            "query": "{ workspaceOrError { ... on Workspace { locationEntries "
+            "{ name locationOrLoadError { __typename } } } } }"
+        }
+    ).encode()
+    entries: list[Any] = []
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/graphql",
+                    query,
+                    {"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    answer = json.load(response)
+                entries = answer["data"]["workspaceOrError"]["locationEntries"]
+                if entries and entries[0]["locationOrLoadError"]:
+                    break
+            except (OSError, KeyError, TypeError):
+                pass
+            time.sleep(1)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+    output_text = log.read_text()
+    assert entries, output_text[-3000:]
+    assert entries[0]["name"] == "churn_assets"
+    assert entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation", output_text[
+        -3000:
+    ]
+    assert "which is not set" not in output_text
+    assert not list(REPOSITORY.glob(".tmp_dagster_home_*")), "dagster dev left its home behind"

@@ -296,6 +296,7 @@ def test_feedback_model_card_readiness_and_metrics(production: Server) -> None:
         "churn_log_backlog_records",
         "churn_model_swaps_total",
         "churn_feedback_outcomes_total",
+        'churn_gc_pause_seconds_count{alias="production",generation="0"}',
     ):
         assert name in metrics, name
 

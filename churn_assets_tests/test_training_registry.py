@@ -6,6 +6,7 @@ budget, against an MLflow SQLite store and artifact folder under the test's plat
 
 import json
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -68,6 +69,9 @@ def test_the_whole_graph_ends_with_a_served_ready_production_model(
         [client.get_run(parent).info.experiment_id],
         f"tags.mlflow.parentRunId = '{parent}'",
     )
+    # MLflow's UI opens the experiment in its model-training view, not the GenAI one.
+    experiment = client.get_experiment(client.get_run(parent).info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     assert {run.data.tags["algorithm"] for run in children} == {
         "logistic_regression",
         "random_forest",
@@ -340,3 +344,29 @@ def test_the_model_card_is_logged_with_the_run(isolated_home: PlatformHome) -> N
     assert version.tags["input_schema"] == schema.fingerprint
     model = mlflow.pyfunc.load_model("models:/churn-predictor/1").unwrap_python_model()
     assert model.schema == schema
+
+
+@pytest.mark.parametrize(
+    ("training", "promotion", "refused"),
+    [
+        ({"selection_metric": "auc"}, None, "selection_metric not in enum type SelectionMetric"),
+        ({}, {"metric": "f2"}, "metric not in enum type HoldoutMetric"),
+    ],
+)
+def test_a_configuration_mistake_is_refused_before_the_run_starts(
+    isolated_home: PlatformHome,
+    training: dict[str, Any],
+    promotion: dict[str, Any] | None,
+    refused: str,
+) -> None:
+    """Refused by the launchpad's config check: no step runs, so nothing is retried."""
+    from dagster import DagsterInvalidConfigError
+
+    with pytest.raises(DagsterInvalidConfigError, match=refused):
+        run_pipeline(
+            isolated_home,
+            DatasetResource(synthetic_rows=500),
+            training=training,
+            promotion=promotion,
+        )
+    assert not isolated_home.snapshots().root.exists()  # not even ingestion ran

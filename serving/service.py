@@ -116,6 +116,7 @@ class ChurnService:
         alias = self.settings.alias
         home = PlatformHome.from_env()
         self.metrics = ServingMetrics(alias, self.settings.model_max_age_days * 86_400)
+        self._stop_gc_timing = self.metrics.watch_garbage_collection()
 
         def log(name: str, schema: pa.Schema, time_column: str) -> ParquetLog:
             return ParquetLog(
@@ -312,6 +313,7 @@ class ChurnService:
         """Stop watching the registry and write every buffered log record."""
         self._stopping.set()
         # Outcomes first (the scarcest data), and each log on its own: one failing costs no other.
+        self._stop_gc_timing()
         for name, close, log in (
             ("model watcher", self.watcher.stop, None),
             ("feedback log", self.feedback_log.close, self.feedback_log),

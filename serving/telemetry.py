@@ -13,7 +13,7 @@ several services in one test process do not collide; in a BentoML worker the val
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -111,6 +111,14 @@ class ServingMetrics:
             "churn_feedback_outcomes",
             "Outcomes received on /feedback, by outcome.",
             ["alias", "churned"],
+            registry=registry,
+        )
+        self.gc_pauses = prom.Histogram(
+            "churn_gc_pause_seconds",
+            "Python garbage-collection pauses of the worker, by generation: every request in "
+            "flight waits for them.",
+            ["alias", "generation"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5),
             registry=registry,
         )
         self.model_version.labels(alias).set(0)
@@ -212,6 +220,26 @@ class ServingMetrics:
             datetime.fromisoformat(promoted).timestamp() if promoted else 0.0
         )
         self.swaps.labels(self.alias).inc()
+
+    def watch_garbage_collection(self) -> Callable[[], None]:
+        """Time every collection of this process into `churn_gc_pause_seconds`; return the stop."""
+        import gc
+        import time
+
+        observe = {
+            generation: self.gc_pauses.labels(self.alias, str(generation)).observe
+            for generation in range(3)
+        }
+        started = [0.0]
+
+        def timed(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            elif started[0]:
+                observe[info["generation"]](time.perf_counter() - started[0])
+
+        gc.callbacks.append(timed)
+        return lambda: gc.callbacks.remove(timed)
 
     def backlog(self, log: str, records: int) -> None:
         """Set the number of records waiting in one log's buffer."""

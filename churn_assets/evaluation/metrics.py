@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,18 @@ from sklearn.metrics import (
     recall_score,
     roc_auc_score,
 )
+
+
+class HoldoutMetric(StrEnum):
+    """A hold-out metric a challenger is compared on (`classification_metrics`' keys)."""
+
+    accuracy = "accuracy"
+    f1 = "f1"
+    precision = "precision"
+    recall = "recall"
+    roc_auc = "roc_auc"
+    pr_auc = "pr_auc"
+    probability_rmse = "probability_rmse"  # lower is better
 
 
 def probability_rmse(labels: np.ndarray, probabilities: np.ndarray) -> float:

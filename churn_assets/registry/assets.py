@@ -25,7 +25,7 @@ from dagster import (
 from pydantic import Field
 
 from churn_assets.evaluation.assets import ModelEvaluation
-from churn_assets.evaluation.metrics import classification_metrics
+from churn_assets.evaluation.metrics import HoldoutMetric, classification_metrics
 from churn_assets.markdown import markdown_table
 from churn_assets.registry.card import model_card
 from churn_assets.registry.model_registry import (
@@ -246,10 +246,11 @@ def registered_model(
 class PromotionConfig(Config):
     """How a challenger must compare with the production version to replace it."""
 
-    metric: str = Field(
-        default="f1",
+    metric: HoldoutMetric = Field(
+        default=HoldoutMetric.f1,
         description="Hold-out metric compared: accuracy, f1, precision, recall, roc_auc, "
-        "pr_auc or probability_rmse (lower is better).",
+        "pr_auc or probability_rmse (lower is better); another value is refused before the run "
+        "starts.",
     )
     margin: float = Field(
         default=0.0,
@@ -288,14 +289,11 @@ def production_model(
 
     challenger = registered_model
     evaluation = challenger.evaluation
-    if config.metric not in evaluation.metrics:
-        raise ValueError(
-            f"unknown promotion metric {config.metric!r}; known: {', '.join(evaluation.metrics)}"
-        )
+    metric = config.metric.value
     mlflow_tracking.activate()
     registry = ModelRegistry(mlflow_tracking.client(), mlflow_tracking.model_name)
     champion = registry.alias_version(PRODUCTION)
-    score = evaluation.metrics[config.metric]
+    score = evaluation.metrics[metric]
     champion_score: float | None = None
     if champion is None:
         promoted, reason = True, "first version to pass the gates"
@@ -309,14 +307,12 @@ def production_model(
         champion_model = model.unwrap_python_model()
         probabilities = model.predict(records)[PROBABILITY].to_numpy()
         champion_score = classification_metrics(labels, probabilities, champion_model.threshold)[
-            config.metric
+            metric
         ]
-        gain = (
-            champion_score - score if config.metric in LOWER_IS_BETTER else score - champion_score
-        )
+        gain = champion_score - score if metric in LOWER_IS_BETTER else score - champion_score
         promoted = gain > config.margin
         reason = (
-            f"challenger {config.metric} {score:.4f} vs production {champion_score:.4f} "
+            f"challenger {metric} {score:.4f} vs production {champion_score:.4f} "
             f"(margin {config.margin:g}) on the same hold-out data"
         )
     if promoted:
@@ -338,7 +334,7 @@ def production_model(
         production_version=production,
         challenger_version=challenger.version,
         champion_version=champion,
-        metric=config.metric,
+        metric=metric,
         challenger_score=score,
         champion_score=champion_score,
         reason=reason,

@@ -15,7 +15,14 @@ from churn_assets.features.assets import CustomerSplits
 from churn_assets.markdown import markdown_table
 from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
 from churn_assets.resources import MlflowResource, QualityGates, mlflow_step
-from churn_assets.training.search import ALGORITHMS, SCORING, SearchBudget, SearchResult, tune
+from churn_assets.training.search import (
+    ALGORITHMS,
+    SCORING,
+    SearchBudget,
+    SearchResult,
+    SelectionMetric,
+    tune,
+)
 
 GROUP = "training"
 FINISHED, FAILED = "FINISHED", "FAILED"
@@ -38,11 +45,11 @@ class TrainingConfig(Config):
         description="Tuning uses a stratified sample of at most this many training rows; "
         "the chosen model is refitted on all of them.",
     )
-    selection_metric: str = Field(
+    selection_metric: SelectionMetric = Field(
         # The Brier score is the square of the probability RMSE the gates judge, and a proper
         # scoring rule: it rewards models that rank well *and* are calibrated. ROC-AUC alone
         # can prefer a forest whose probabilities are too timid to pass the RMSE gate.
-        default="neg_brier_score",
+        default=SelectionMetric.neg_brier_score,
         description=f"Cross-validated score that picks the best trial and candidate: "
         f"{', '.join(SCORING)}.",
     )
@@ -188,7 +195,7 @@ def _train_candidates(
                         splits.train,
                         train_labels,
                         budget,
-                        config.selection_metric,
+                        config.selection_metric.value,
                         min(1.0, gates.min_recall + margin),
                     )
                 except Exception as error:
@@ -212,7 +219,7 @@ def _train_candidates(
                 "every candidate failed: "
                 + "; ".join(f"{c.algorithm}: {c.error}" for c in candidates)
             )
-        metric = f"cv_{config.selection_metric}"
+        metric = f"cv_{config.selection_metric.value}"
         selected = max(finished, key=lambda c: c.cv_metrics[metric])
         mlflow.set_tags(
             {"selected_algorithm": selected.algorithm, "selected_run_id": selected.run_id}
@@ -222,7 +229,7 @@ def _train_candidates(
     models = CandidateModels(
         candidates=candidates,
         selected=selected.algorithm,
-        selection_metric=config.selection_metric,
+        selection_metric=config.selection_metric.value,
         experiment_id=experiment_id,
         parent_run_id=parent.info.run_id,
         splits=splits,

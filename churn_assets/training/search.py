@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,16 @@ from sklearn.model_selection import ParameterSampler, StratifiedKFold, cross_val
 from sklearn.pipeline import Pipeline
 
 from churn_assets.evaluation.metrics import choose_threshold, classification_metrics
+
+
+class SelectionMetric(StrEnum):
+    """A cross-validated score that picks the best trial and candidate (`SCORING`'s keys)."""
+
+    roc_auc = "roc_auc"
+    average_precision = "average_precision"
+    neg_log_loss = "neg_log_loss"
+    neg_brier_score = "neg_brier_score"
+
 
 # Cross-validated scores of every trial; the selection metric is one of them.
 SCORING = {
