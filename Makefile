@@ -102,8 +102,12 @@ bento: install
 	$(BIN)/bentoml build
 
 ## Run the tests.
+## Two pytest workers (one per core); a test module stays on one worker, so its fixtures are
+## built once. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest --cov=churn --cov=churn_assets --cov=serving --cov-report=term:skip-covered --cov-report=xml
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile \
+		--cov=churn --cov=churn_assets --cov=serving --cov-report=term:skip-covered --cov-report=xml
 
 ## Format check, lint and type check, as CI runs them.
 lint: install

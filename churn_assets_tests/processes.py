@@ -339,9 +339,18 @@ def small_disk(folder: Path, size: str = "2m") -> Iterator[Path]:
 
 
 def fill(folder: Path) -> Path:
-    """Take every free byte of the disk under `folder`."""
-    filler = folder / ".filler"
-    with open(filler, "wb") as output:
+    """Take every free byte of the disk under `folder` (a disk already full is left as it is)."""
+    import errno
+    import uuid
+
+    filler = folder / f".filler-{uuid.uuid4().hex[:8]}"
+    try:
+        output = open(filler, "wb")  # noqa: SIM115 - closed below
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        return filler  # not even room for an empty file: full already
+    with output:
         try:
             while True:
                 output.write(b"\0" * 65_536)
@@ -349,3 +358,41 @@ def fill(folder: Path) -> Path:
         except OSError:
             pass
     return filler
+
+
+def fuzz_api(
+    url: str, folder: Path, headers: dict[str, str] | None = None, examples: int = 250
+) -> int:
+    """Run schemathesis, every check, positive and negative data, against a running service.
+
+    Fails with schemathesis's report (each failure with its `curl` reproduction) unless every
+    generated case passed; returns how many were generated. `CHURN_API_FUZZ_EXAMPLES` (per
+    operation) and `CHURN_API_FUZZ_SEED` (1: the same cases on every CI run) override.
+    """
+    import re
+
+    command = [
+        str(BENTOML.parent / "st"), "run", f"{url}/docs.json", "--url", url,
+        "--checks", "all",
+        "--max-examples", os.environ.get("CHURN_API_FUZZ_EXAMPLES", str(examples)),
+        "--seed", os.environ.get("CHURN_API_FUZZ_SEED", "1"),
+        "--generation-database", "none", "--no-color",
+    ]  # fmt: skip
+    for name, value in (headers or {}).items():
+        command += ["--header", f"{name}: {value}"]
+    fuzz = subprocess.run(
+        command,
+        cwd=folder,
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "churn_assets_tests.schemathesis_hooks",
+            "PYTHONPATH": str(REPOSITORY),
+        },
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert fuzz.returncode == 0, fuzz.stdout[-6000:] + fuzz.stderr[-2000:]
+    counted = re.search(r"(\d+) generated, (\d+) passed", fuzz.stdout)
+    assert counted and counted[1] == counted[2], fuzz.stdout[-3000:]
+    return int(counted[1])

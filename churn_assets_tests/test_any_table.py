@@ -34,7 +34,7 @@ from churn_assets.resources import (
 )
 from churn_assets.scoring.assets import customer_scores
 from churn_assets_tests.conftest import ORANGE_CSV, json_record, metadata, registry_of, run_pipeline
-from churn_assets_tests.processes import MAX_RECORDS, serve
+from churn_assets_tests.processes import MAX_RECORDS, fuzz_api, serve
 from serving.traffic import perturb, population, send_traffic, served_model
 
 LENIENT = QualityGates(min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)
@@ -208,6 +208,9 @@ def test_the_closed_loop_runs_on_a_table_of_another_shape(table: Table, tmp_path
         assert {status for status, _ in answers} == {200}
         assert answers[-1][1] == "2"
         assert served_model(service.url)["data_version"] != card["data_version"]
+
+        # The service holds to its OpenAPI document with this table's contract too.
+        assert fuzz_api(service.url, tmp_path, examples=80) >= 400
 
 
 def test_a_schema_change_is_promoted_by_hand_and_model_and_contract_swap_together(

@@ -203,7 +203,8 @@ def test_the_workflows_quality_job_runs_exactly_what_ci_runs() -> None:
     ci = (REPOSITORY / ".ci" / "run").read_text()
     assert "make lint" in ci and "make test" in ci
     makefile = (REPOSITORY / "Makefile").read_text()
-    assert re.search(r"^test: install\n\t\$\(BIN\)/pytest --cov=", makefile, re.MULTILINE)
+    recipe = re.search(r"^test: install\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert recipe and recipe[1].lstrip().startswith("$(BIN)/pytest ") and "--cov=" in recipe[1]
     packaging = " ".join(step.get("run", "") for step in jobs["train-and-package"]["steps"])
     for needed in ("make materialize", "make bento", "docker build"):
         assert needed in packaging
