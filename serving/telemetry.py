@@ -222,24 +222,46 @@ class ServingMetrics:
         self.swaps.labels(self.alias).inc()
 
     def watch_garbage_collection(self) -> Callable[[], None]:
-        """Time every collection of this process into `churn_gc_pause_seconds`; return the stop."""
-        import gc
-        import time
+        """Time every collection of this process into `churn_gc_pause_seconds`; return the stop.
 
-        observe = {
-            generation: self.gc_pauses.labels(self.alias, str(generation)).observe
-            for generation in range(3)
-        }
+        The collector's callback only appends to a deque: it runs wherever a collection starts,
+        possibly inside prometheus_client while it holds its (non-reentrant) lock, so it must not
+        observe the histogram itself. A thread moves the pauses into it every second.
+        """
+        import gc
+        import threading
+        import time
+        from collections import deque
+
+        pauses: deque[tuple[int, float]] = deque(maxlen=100_000)
         started = [0.0]
 
         def timed(phase: str, info: dict[str, Any]) -> None:
             if phase == "start":
                 started[0] = time.perf_counter()
             elif started[0]:
-                observe[info["generation"]](time.perf_counter() - started[0])
+                pauses.append((info["generation"], time.perf_counter() - started[0]))
+
+        observe = {
+            generation: self.gc_pauses.labels(self.alias, str(generation)).observe
+            for generation in range(3)
+        }
+        stopping = threading.Event()
+
+        def record() -> None:
+            while not stopping.wait(1.0):
+                while pauses:
+                    generation, seconds = pauses.popleft()
+                    observe[generation](seconds)
 
         gc.callbacks.append(timed)
-        return lambda: gc.callbacks.remove(timed)
+        threading.Thread(target=record, name="gc-pauses", daemon=True).start()
+
+        def stop() -> None:
+            stopping.set()
+            gc.callbacks.remove(timed)
+
+        return stop
 
     def backlog(self, log: str, records: int) -> None:
         """Set the number of records waiting in one log's buffer."""
