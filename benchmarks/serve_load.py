@@ -176,20 +176,30 @@ def main() -> None:
         report(results)
 
 
+SERVE = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+
+
+def mixed_load(
+    home: Path, source: str, algorithm: str | None
+) -> tuple[dict[str, str], Path, dict[str, Any]]:
+    """Train a model under `home`; return its environment, a single-record body file, a batch."""
+    environment = platform_environment(home, source)
+    _, record, key = train(home, environment, algorithm)
+    single = home / "single.json"
+    single.write_text(json.dumps({"records": [record]}))
+    batch = {"records": [{**record, **({key: f"b-{i}"} if key else {})} for i in range(1_000)]}
+    return environment, single, batch
+
+
 def soak(source: str, algorithm: str | None, minutes: float) -> None:
     """Hold a mixed load for `minutes`: errors, memory over time, log rows against answers."""
     from churn_assets.parquet_log import read_log
 
     with tempfile.TemporaryDirectory(prefix="churn-soak-") as directory:
         home = Path(directory)
-        environment = platform_environment(home, source)
-        _, record, key = train(home, environment, algorithm)
-        single = home / "single.json"
-        single.write_text(json.dumps({"records": [record]}))
-        batch = {"records": [{**record, **({key: f"b-{i}"} if key else {})} for i in range(1_000)]}
-        command = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+        environment, single, batch = mixed_load(home, source, algorithm)
         answered = 0
-        with server(command, "/readyz", environment, home) as url:
+        with server(SERVE, "/readyz", environment, home) as url:
             pattern = f"--port {url.rsplit(':', 1)[1]}"
             found = subprocess.run(["pgrep", "-f", "--", pattern], capture_output=True, text=True)
             pid = int(found.stdout.split()[0])
@@ -257,12 +267,7 @@ def tail(source: str, algorithm: str | None, minutes: float) -> None:
     """
     with tempfile.TemporaryDirectory(prefix="churn-tail-") as directory:
         home = Path(directory)
-        environment = platform_environment(home, source)
-        _, record, key = train(home, environment, algorithm)
-        single = home / "single.json"
-        single.write_text(json.dumps({"records": [record]}))
-        batch = {"records": [{**record, **({key: f"b-{i}"} if key else {})} for i in range(1_000)]}
-        command = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+        environment, single, batch = mixed_load(home, source, algorithm)
         seconds = round(minutes * 60)
         results: dict[str, Any] = {}
 
@@ -278,7 +283,7 @@ def tail(source: str, algorithm: str | None, minutes: float) -> None:
                 for generation in after
             }
 
-        with server(command, "/readyz", environment, home) as url:
+        with server(SERVE, "/readyz", environment, home) as url:
             wrk(url + "/predict", single, 100, 30, home)  # warm-up
             segment(url, "single records alone (log flushed every 5 s)")
             stop = threading.Event()
@@ -295,7 +300,7 @@ def tail(source: str, algorithm: str | None, minutes: float) -> None:
                 stop.set()
                 sender.join()
         quiet = {**environment, "CHURN_LOG_FLUSH_SECONDS": "3600"}
-        with server(command, "/readyz", quiet, home) as url:
+        with server(SERVE, "/readyz", quiet, home) as url:
             wrk(url + "/predict", single, 100, 30, home)
             segment(url, "single records alone, log never flushed")
         for name, figures in results.items():
