@@ -1,7 +1,13 @@
 # The churn platform's image: the Dagster code location (a gRPC code server on port 4000) by
 # default; compose.yaml runs the same image as the Dagster webserver and daemon, the MLflow
-# tracking server and the two prediction services, with another command.
-FROM python:3.11-slim
+# tracking server and the two prediction services, with another command (and their own health
+# checks). It runs as the unprivileged user `churn`; what it writes lives in /var/lib/churn and
+# /var/lib/mlflow (compose.yaml's named volumes).
+#
+# BASE is any Debian-based Python 3.11 image with python and pip on PATH; the tests build it on a
+# base made from Debian's packages (churn_assets_tests/test_containers.py).
+ARG BASE=python:3.11-slim
+FROM ${BASE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -9,6 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     GX_ANALYTICS_ENABLED=False \
     MLFLOW_DISABLE_TELEMETRY=true \
+    MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false \
     BENTOML_DO_NOT_TRACK=True \
     DO_NOT_TRACK=1 \
     DAGSTER_DISABLE_TELEMETRY=true \
@@ -18,22 +25,30 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # LightGBM's wheel needs the OpenMP runtime, which the slim image lacks.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libgomp1 \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --uid 10001 --user-group --home-dir /var/lib/churn --no-create-home \
+        --shell /usr/sbin/nologin churn \
+    && mkdir -p "$CHURN_HOME" /var/lib/mlflow "$DAGSTER_HOME" \
+    && chown churn:churn "$CHURN_HOME" /var/lib/mlflow "$DAGSTER_HOME"
 
 WORKDIR /opt/churn
+EXPOSE 4000
+HEALTHCHECK --interval=10s --timeout=10s --start-period=60s --retries=5 \
+    CMD ["dagster", "api", "grpc-health-check", "-p", "4000"]
+CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "churn_assets.definitions"]
 
-# Dependencies first, pinned by the committed constraints, so code changes reuse this layer.
-# CI runs this same install command (churn_assets_tests/test_deployment.py).
+# The embedded instance by default; compose.yaml mounts deploy/dagster-production.yaml over it,
+# and its webserver and daemon load deploy/workspace.docker.yaml.
+COPY workspace.yaml dagster.yaml ./
+COPY deploy/workspace.docker.yaml deploy/dagster-production.yaml ./deploy/
+COPY --chown=churn:churn dagster.yaml $DAGSTER_HOME/dagster.yaml
+
+# Installed from the pinned constraints; CI runs this same install command
+# (churn_assets_tests/test_deployment.py) and builds the image (test_containers.py).
 COPY pyproject.toml constraints.txt README.md ./
 COPY churn ./churn
 COPY churn_assets ./churn_assets
 COPY serving ./serving
 RUN python -m pip install -c constraints.txt .
 
-# The embedded instance by default; compose.yaml mounts deploy/dagster-production.yaml instead.
-COPY workspace.yaml dagster.yaml ./
-COPY deploy ./deploy
-RUN mkdir -p "$DAGSTER_HOME" "$CHURN_HOME" && cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
-
-EXPOSE 4000
-CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "churn_assets.definitions"]
+USER churn

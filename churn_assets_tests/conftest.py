@@ -248,6 +248,7 @@ def registry_of(home: PlatformHome) -> ModelRegistry:
 # start at once and the short ones fill the gaps, instead of one long module running alone at the
 # end. From `pytest --durations=25` on a 2-core machine; modules not listed follow in file order.
 LONGEST_FIRST = (
+    "test_containers.py",
     "test_serving.py",
     "test_any_table.py",
     "test_production_profile.py",

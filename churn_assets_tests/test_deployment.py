@@ -127,7 +127,9 @@ def pip_installs() -> list[str]:
 
 def test_the_dockerfile_parses_and_installs_from_the_pinned_constraints() -> None:
     commands = dockerfile_commands()
-    assert commands[0].cmd == "FROM" and commands[0].value == ("python:3.11-slim",)
+    # The base users get by default; the container test passes another one (BASE).
+    assert commands[0].cmd == "ARG" and commands[0].value == ("BASE=python:3.11-slim",)
+    assert commands[1].cmd == "FROM" and commands[1].value == ("${BASE}",)
     [install] = pip_installs()
     assert install == "python -m pip install -c constraints.txt ."
     copied = [value for command in commands if command.cmd == "COPY" for value in command.value]
@@ -137,7 +139,7 @@ def test_the_dockerfile_parses_and_installs_from_the_pinned_constraints() -> Non
         "churn",
         "churn_assets",
         "serving",
-        "deploy",
+        "deploy/workspace.docker.yaml",
     ):
         assert needed in copied
     [cmd] = [command for command in commands if command.cmd == "CMD"]
@@ -162,6 +164,7 @@ def test_the_dockerfile_install_command_installs_a_working_platform(tmp_path: Pa
                     source, context / name, ignore=shutil.ignore_patterns("__pycache__")
                 )
             else:
+                (context / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(source, context / name)
     environment = tmp_path / "venv"
     venv.create(environment, with_pip=True)
