@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
+from churn.drift import measure_drift
+from churn.logs import prediction_schema, recent_predictions
+from churn.normalise import normalise
+from churn.parquet_log import ParquetLog
 from churn.schema import ModelSchema
-from churn_assets.ingestion.normalise import normalise
 from churn_assets.ingestion.synthetic import SyntheticDrift, generate_customers
-from churn_assets.monitoring.drift import measure_drift
-from churn_assets.monitoring.logs import prediction_schema, recent_predictions
-from churn_assets.parquet_log import ParquetLog
 from churn_assets.telco import FEATURES
 
 GIB = 1024**3

@@ -193,7 +193,7 @@ def mixed_load(
 
 def soak(source: str, algorithm: str | None, minutes: float) -> None:
     """Hold a mixed load for `minutes`: errors, memory over time, log rows against answers."""
-    from churn_assets.parquet_log import read_log
+    from churn.parquet_log import read_log
 
     with tempfile.TemporaryDirectory(prefix="churn-soak-") as directory:
         home = Path(directory)
@@ -413,8 +413,8 @@ def train(
     )
     from mlflow import MlflowClient
 
-    from churn_assets.ingestion.normalise import normalise, snake_case
-    from churn_assets.ingestion.sources import read_table
+    from churn.normalise import normalise, snake_case
+    from churn.sources import read_table
     from churn_assets.ingestion.synthetic import generate_customers
     from serving.traffic import json_record
 

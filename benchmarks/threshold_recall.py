@@ -33,10 +33,10 @@ def main() -> None:
     arguments = parser.parse_args()
     warnings.filterwarnings("ignore")
 
-    from churn_assets.evaluation.metrics import classification_metrics, recall_margin
+    from churn.metrics import classification_metrics, recall_margin
+    from churn.normalise import normalise
     from churn_assets.features.assets import SplitConfig, split_customers
     from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
-    from churn_assets.ingestion.normalise import normalise
     from churn_assets.training.search import SearchBudget, tune
 
     rows = []

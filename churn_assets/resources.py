@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import os
@@ -14,22 +15,21 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from dagster import ConfigurableResource, Failure
 from pydantic import Field
 
-from churn_assets.home import platform_home
-from churn_assets.ingestion.normalise import (
+from churn.home import Home, platform_home
+from churn.normalise import (
     DEFAULT_MAX_QUARANTINE_SHARE,
     DEFAULT_NUMERIC_MIN_SHARE,
     CleaningRules,
     snake_case,
 )
-from churn_assets.ingestion.versioning import SnapshotStore
+from churn.snapshots import SnapshotStore
+from churn.tracking import Tracking
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 SYNTHETIC = "synthetic"
 # The experiment tag MLflow's UI reads to choose its view, and its classic model-training value.
-EXPERIMENT_KIND = "mlflow.experimentKind"
-MODEL_TRAINING = "custom_model_development"
 GIB = 1024**3
 
 # Environment variable -> resource field. Values are parsed by pydantic with the field's type.
@@ -155,7 +155,7 @@ class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
 
 
 class PlatformHome(ConfigurableResource):  # type: ignore[type-arg]
-    """The folder the platform writes to: data snapshots, validation suites, scratch files."""
+    """The folder the platform writes to (`churn.home.Home` is its layout), as a resource."""
 
     path: str = Field(description="Absolute path of the platform home (`CHURN_HOME`).")
 
@@ -165,47 +165,52 @@ class PlatformHome(ConfigurableResource):  # type: ignore[type-arg]
         return cls(path=str(platform_home()))
 
     @property
+    def layout(self) -> Home:
+        """Where each part of the platform reads and writes, below this home."""
+        return Home(Path(self.path))
+
+    @property
     def root(self) -> Path:
         """The home folder."""
         return Path(self.path)
 
     def snapshots(self) -> SnapshotStore:
         """Content-addressed snapshots of every ingested data version."""
-        return SnapshotStore(self.root / "data" / "snapshots")
+        return SnapshotStore(self.layout.snapshots_dir)
 
     @property
     def suites_dir(self) -> Path:
-        """Validation suites derived from, or chosen for, each data set."""
-        return self.root / "suites"
+        """`Home.suites_dir`."""
+        return self.layout.suites_dir
 
     @property
     def scratch_dir(self) -> Path:
-        """Temporary downloads."""
-        return self.root / "tmp"
+        """`Home.scratch_dir`."""
+        return self.layout.scratch_dir
 
     def serving_log(self, alias: str, log: str) -> Path:
-        """The folder of a deployment's `predictions` or `feedback` log."""
-        return self.serving_dir / alias / log
+        """`Home.serving_log`."""
+        return self.layout.serving_log(alias, log)
 
     @property
     def serving_dir(self) -> Path:
-        """One folder per deployment (registry alias), holding its logs."""
-        return self.root / "serving"
+        """`Home.serving_dir`."""
+        return self.layout.serving_dir
 
     @property
     def landing_dir(self) -> Path:
-        """Where users drop files of new labelled customers for the next training."""
-        return self.root / "landing"
+        """`Home.landing_dir`."""
+        return self.layout.landing_dir
 
     @property
     def scores_dir(self) -> Path:
-        """Nightly scores of the customer base, one folder per partition."""
-        return self.root / "scores"
+        """`Home.scores_dir`."""
+        return self.layout.scores_dir
 
     @property
     def monitoring_dir(self) -> Path:
-        """Drift reports (HTML) and other monitoring output."""
-        return self.root / "monitoring"
+        """`Home.monitoring_dir`."""
+        return self.layout.monitoring_dir
 
 
 SCORING_ENVIRONMENT = {
@@ -256,11 +261,7 @@ class ScoringResource(ConfigurableResource):  # type: ignore[type-arg]
 
 
 class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
-    """MLflow tracking and model registry: one place owns the tracking URI and the experiment.
-
-    By default a SQLite store and an artifact folder under the platform home, which need no
-    server; `MLFLOW_TRACKING_URI` points the platform at a tracking server instead.
-    """
+    """MLflow tracking and model registry (`churn.tracking.Tracking`), as a resource."""
 
     tracking_uri: str = Field(description="MLflow tracking URI (sqlite:///..., http://...).")
     artifact_location: str | None = Field(
@@ -277,83 +278,39 @@ class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
     @classmethod
     def from_env(cls, home: PlatformHome) -> MlflowResource:
         """A tracking server from `MLFLOW_TRACKING_URI`, else the local store under `home`."""
-        uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-        local = home.root / "mlflow"
-        if uri.startswith("sqlite:///"):
-            # A local store (MLflow itself exports the URI once a run has set it): artifacts
-            # beside the database, never in an `mlruns` folder of whatever the working directory.
-            local = Path(uri.removeprefix("sqlite:///")).parent
-        return cls(
-            tracking_uri=uri or f"sqlite:///{local / 'mlflow.db'}",
-            artifact_location=None
-            if uri and not uri.startswith("sqlite:///")
-            else (local / "artifacts").as_uri(),
-            experiment=os.environ.get("CHURN_EXPERIMENT", "churn"),
-            model_name=os.environ.get("CHURN_MODEL_NAME", "churn-predictor"),
-            ui_url=os.environ.get("MLFLOW_UI_URL", uri if uri.startswith("http") else "")
-            or "http://127.0.0.1:5000",
+        return cls(**dataclasses.asdict(Tracking.from_env(home.root)))
+
+    @property
+    def tracking(self) -> Tracking:
+        """The store this resource configures."""
+        return Tracking(
+            tracking_uri=self.tracking_uri,
+            artifact_location=self.artifact_location,
+            experiment=self.experiment,
+            model_name=self.model_name,
+            ui_url=self.ui_url,
         )
 
     def activate(self, experiment_name: str | None = None) -> str:
-        """Point the mlflow module at this store and experiment; return the experiment id.
-
-        The training experiment by default; `experiment_name` chooses another (monitoring).
-        """
-        import mlflow
-
-        name = experiment_name or self.experiment
-
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
-                parents=True, exist_ok=True
-            )
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        client = mlflow.MlflowClient()
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            location = self.artifact_location
-            if location and experiment_name:
-                location = f"{location.rstrip('/')}/{experiment_name}"
-            try:
-                experiment_id: str = client.create_experiment(name, artifact_location=location)
-            except mlflow.exceptions.MlflowException:
-                # Another run created it between our look-up and our create.
-                created = client.get_experiment_by_name(name)
-                if created is None:
-                    raise
-                experiment_id = created.experiment_id
-        else:
-            experiment_id = experiment.experiment_id
-        if experiment is None or experiment.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:
-            # MLflow 3's UI opens an experiment without this tag in its GenAI view (traces,
-            # token usage); ours are model-training experiments: runs, metrics, models.
-            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
-        mlflow.set_experiment(experiment_id=experiment_id)
-        return experiment_id
+        """Point the mlflow module at this store and experiment; return the experiment id."""
+        return self.tracking.activate(experiment_name)
 
     def client(self) -> MlflowClient:
         """A client of this tracking store and registry."""
-        from mlflow import MlflowClient
-
-        if self.tracking_uri.startswith("sqlite:///"):
-            Path(self.tracking_uri.removeprefix("sqlite:///")).parent.mkdir(
-                parents=True, exist_ok=True
-            )
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        return self.tracking.client()
 
     def run_url(self, experiment_id: str, run_id: str) -> str:
         """The MLflow UI page of a run."""
-        return f"{self.ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return self.tracking.run_url(experiment_id, run_id)
 
     @property
     def monitoring_experiment(self) -> str:
         """The experiment of the drift reports."""
-        return f"{self.experiment}-monitoring"
+        return self.tracking.monitoring_experiment
 
     def model_version_url(self, version: str) -> str:
         """The MLflow UI page of a registered model version."""
-        return f"{self.ui_url.rstrip('/')}/#/models/{self.model_name}/versions/{version}"
+        return self.tracking.model_version_url(version)
 
 
 # Gate profiles. The brief's thresholds cannot be met on the real IBM Telco data, whose published

@@ -45,6 +45,9 @@ from dagster import (
 )
 from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
+from churn.logs import FEEDBACK, PREDICTIONS
+from churn.published import publish
+from churn.registry import PRODUCTION
 from churn_assets.alerting import (
     PIPELINE_FAILED,
     PROMOTION_BLOCKED,
@@ -55,9 +58,6 @@ from churn_assets.alerting import (
 )
 from churn_assets.ingestion.labelled import landing_files
 from churn_assets.monitoring.assets import DRIFT_REPORT, LIVE_PERFORMANCE
-from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS
-from churn_assets.monitoring.published import publish
-from churn_assets.registry.model_registry import PRODUCTION
 from churn_assets.resources import PlatformHome, environment_float
 
 TRIGGER_TAG = "churn/trigger"

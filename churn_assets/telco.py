@@ -6,7 +6,7 @@ validation suite (which checks it), so that the two cannot disagree.
 
 from __future__ import annotations
 
-from churn_assets.ingestion.normalise import snake_case
+from churn.normalise import snake_case
 
 TARGET = "churn"
 CUSTOMER_KEY = "customer_id"

@@ -23,7 +23,7 @@ from churn_assets.resources import PlatformHome
 if TYPE_CHECKING:
     from dagster import DagsterInstance, ExecuteInProcessResult
 
-    from churn_assets.registry.model_registry import ModelRegistry
+    from churn.registry import ModelRegistry
     from churn_assets.resources import DatasetResource, QualityGates
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -236,7 +236,7 @@ def run_pipeline(
 
 def registry_of(home: PlatformHome) -> ModelRegistry:
     """The registry of `home`'s MLflow store (or MLFLOW_TRACKING_URI's)."""
-    from churn_assets.registry.model_registry import ModelRegistry
+    from churn.registry import ModelRegistry
     from churn_assets.resources import MlflowResource
 
     tracking = MlflowResource.from_env(home)

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from churn_assets.parquet_log import read_log
+from churn.parquet_log import read_log
 from churn_assets.resources import PlatformHome
 from churn_assets_tests.conftest import REPOSITORY, free_port
 

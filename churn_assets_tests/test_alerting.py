@@ -33,6 +33,7 @@ from dagster import (
     build_run_status_sensor_context,
 )
 
+from churn.published import publish
 from churn_assets.alerting import (
     PIPELINE_FAILED,
     PROMOTION_BLOCKED,
@@ -42,7 +43,6 @@ from churn_assets.alerting import (
     AlertSettings,
     post_or_log,
 )
-from churn_assets.monitoring.published import publish
 from churn_assets.resources import PlatformHome
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
 from churn_assets_tests.processes import answers, prometheus, query, serve, wait_for
@@ -449,8 +449,8 @@ def test_the_freshness_sensor_publishes_each_jobs_last_success_and_failure(
 ) -> None:
     from dagster import build_sensor_context
 
+    from churn.published import read_published
     from churn_assets.definitions import defs
-    from churn_assets.monitoring.published import read_published
 
     # A persistent instance, as the daemon's: it has schedule storage.
     (tmp_path / "dagster").mkdir()

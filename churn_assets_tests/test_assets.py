@@ -6,11 +6,11 @@ from typing import Any
 import pytest
 from dagster import AssetKey, DagsterInstance, ExecuteInProcessResult, materialize
 
+from churn.tables import CustomerTable
 from churn_assets.definitions import defs
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.synthetic import generate_customers
 from churn_assets.resources import DatasetResource, PlatformHome
-from churn_assets.tables import CustomerTable
 from churn_assets.validation.assets import validated_customers
 from churn_assets_tests.conftest import FileServer, bank_customers
 

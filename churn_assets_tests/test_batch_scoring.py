@@ -22,12 +22,12 @@ from dagster import DagsterInstance, materialize
 from sklearn.pipeline import Pipeline
 
 from churn.batch import check_rows
+from churn.normalise import normalise
 from churn.schema import ModelSchema
 from churn.scores import INPUTS, REASON_COLUMNS, REJECTED, SCORES_CSV, ScoreStore, read_postgres
 from churn.scoring import Scorer
+from churn.sources import read_table
 from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
-from churn_assets.ingestion.normalise import normalise
-from churn_assets.ingestion.sources import read_table
 from churn_assets.ingestion.synthetic import generate_accounts
 from churn_assets.monitoring.assets import production_inputs
 from churn_assets.resources import (

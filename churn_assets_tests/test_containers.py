@@ -271,7 +271,7 @@ def served(stack: Stack) -> dict[str, Any] | None:
 
 def customers() -> list[dict[str, Any]]:
     """Five customers of the built-in data set as a client sends them (normalised names)."""
-    from churn_assets.ingestion.normalise import normalise
+    from churn.normalise import normalise
     from churn_assets.ingestion.synthetic import generate_customers
 
     frame, _ = normalise(generate_customers(5, seed=2026), target="Churn")

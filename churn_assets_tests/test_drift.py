@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ingestion.normalise import normalise
+from churn.drift import measure_drift
+from churn.normalise import normalise
 from churn_assets.ingestion.synthetic import generate_customers
-from churn_assets.monitoring.drift import measure_drift
 from churn_assets.telco import FEATURES
 
 

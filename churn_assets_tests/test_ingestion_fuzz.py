@@ -17,9 +17,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from churn_assets.errors import DatasetError
-from churn_assets.ingestion.normalise import JUNK_TOKENS, normalise
-from churn_assets.ingestion.sources import read_table
+from churn.errors import DatasetError
+from churn.normalise import JUNK_TOKENS, normalise
+from churn.sources import read_table
 
 FUZZ = settings(
     max_examples=int(os.environ.get("CHURN_FUZZ_EXAMPLES", "300")),

@@ -13,9 +13,8 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
-from churn_assets.errors import DatasetError
-from churn_assets.ingestion.assets import ingest_customers, labelled_customers, raw_customers
-from churn_assets.ingestion.normalise import (
+from churn.errors import DatasetError
+from churn.normalise import (
     CONFLICTING_KEY,
     JUNK_TOKENS,
     MISSING_KEY,
@@ -24,7 +23,8 @@ from churn_assets.ingestion.normalise import (
     CleaningRules,
     normalise,
 )
-from churn_assets.ingestion.versioning import content_hash
+from churn.snapshots import content_hash
+from churn_assets.ingestion.assets import ingest_customers, labelled_customers, raw_customers
 from churn_assets.resources import DatasetResource, PlatformHome
 from churn_assets.validation.assets import validated_customers
 from churn_assets_tests.conftest import ORANGE_CSV, FileServer, bank_customers, metadata

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from churn_assets.evaluation.metrics import (
+from churn.metrics import (
     choose_threshold,
     classification_metrics,
     probability_rmse,
@@ -38,7 +38,7 @@ def test_the_threshold_maximises_f1_while_keeping_the_recall_target() -> None:
 
 
 def test_the_recall_margin_is_what_chance_calls_for() -> None:
-    from churn_assets.evaluation.metrics import recall_margin
+    from churn.metrics import recall_margin
 
     # Telco-sized samples: sqrt(0.16 * (1/1500 + 1/370)) = 0.0232, times z(0.95) = 1.645.
     assert recall_margin(0.8, 1_500, 370, 0.95) == pytest.approx(0.0382, abs=5e-4)

@@ -27,20 +27,20 @@ from dagster import (
     materialize,
 )
 
-from churn.schema import ModelSchema
-from churn_assets.definitions import ASSETS, defs
-from churn_assets.ingestion.assets import labelled_customers, raw_customers
-from churn_assets.ingestion.normalise import normalise
-from churn_assets.ingestion.synthetic import SyntheticDrift, churn_probability, generate_customers
-from churn_assets.monitoring.assets import DRIFT_CHECK, drift_check_name, monitoring_assets
-from churn_assets.monitoring.logs import (
+from churn.logs import (
     FEEDBACK,
     FEEDBACK_SCHEMA,
     PREDICTIONS,
     join_feedback,
     prediction_schema,
 )
-from churn_assets.parquet_log import ParquetLog, read_log
+from churn.normalise import normalise
+from churn.parquet_log import ParquetLog, read_log
+from churn.schema import ModelSchema
+from churn_assets.definitions import ASSETS, defs
+from churn_assets.ingestion.assets import labelled_customers, raw_customers
+from churn_assets.ingestion.synthetic import SyntheticDrift, churn_probability, generate_customers
+from churn_assets.monitoring.assets import DRIFT_CHECK, drift_check_name, monitoring_assets
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.sensors import (
     MONITORING_RUN_TAG,

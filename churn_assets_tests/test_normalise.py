@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.errors import DatasetError
-from churn_assets.ingestion.normalise import normalise, snake_case
+from churn.errors import DatasetError
+from churn.normalise import normalise, snake_case
 
 
 @pytest.mark.parametrize(

@@ -18,9 +18,9 @@ import pytest
 import yaml
 from dagster import DagsterInstance, materialize
 
+from churn.published import publish
 from churn.schema import ModelSchema
 from churn_assets.definitions import MONITORING_ASSETS
-from churn_assets.monitoring.published import publish
 from churn_assets.resources import MlflowResource, PlatformHome
 from churn_assets_tests.conftest import REPOSITORY
 from churn_assets_tests.processes import PROMETHEUS_DIR, prometheus, query, serve, wait_for

@@ -6,7 +6,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from churn_assets.parquet_log import ParquetLog, read_log
+from churn.parquet_log import ParquetLog, read_log
 
 SCHEMA = pa.schema(
     [("at", pa.timestamp("us", tz="UTC")), ("customer_id", pa.string()), ("score", pa.float64())]

@@ -21,9 +21,9 @@ from dagster import (
     materialize,
 )
 
+from churn.registry import PRODUCTION, STAGING
 from churn_assets.definitions import ASSETS
 from churn_assets.ingestion.assets import raw_customers
-from churn_assets.registry.model_registry import PRODUCTION, STAGING
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets_tests.conftest import QUICK_TRAINING, free_port, metadata, registry_of
 from churn_assets_tests.processes import fill, mlflow_server, small_disk, stop

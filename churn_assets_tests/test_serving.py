@@ -23,8 +23,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from churn_assets.parquet_log import read_log
-from churn_assets.registry.model_registry import PRODUCTION, STAGING, ModelRegistry
+from churn.parquet_log import read_log
+from churn.registry import PRODUCTION, STAGING, ModelRegistry
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import REPOSITORY, run_pipeline
@@ -451,6 +451,9 @@ def test_bentoml_build_packages_the_service(tmp_path: Path) -> None:
     [bento] = [path for path in (tmp_path / "bentos" / "churn-service").iterdir() if path.is_dir()]
     assert (bento / "src" / "serving" / "service.py").exists()
     assert (bento / "src" / "churn_assets" / "features" / "pipeline.py").exists()
+    # No Dagster asset module travels with the service.
+    assert not list((bento / "src" / "churn_assets").rglob("assets.py"))
+    assert not (bento / "src" / "churn_assets" / "definitions.py").exists()
     assert "serving.service:ChurnService" in (bento / "bento.yaml").read_text()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
     assert "bentoml" in requirements and "scikit-learn" in requirements

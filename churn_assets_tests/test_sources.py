@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from churn_assets.errors import DatasetError
+from churn.errors import DatasetError
 from churn_assets.ingestion.assets import ingest_customers
 from churn_assets.ingestion.synthetic import generate_customers
 from churn_assets.resources import DatasetResource, PlatformHome

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ingestion.normalise import normalise
+from churn.normalise import normalise
 from churn_assets.ingestion.synthetic import (
     SyntheticDrift,
     churn_probability,

@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 from dagster import AssetKey
 
+from churn.registry import ModelRegistry, RegistryError
 from churn_assets.registry.cli import main as registry_cli
-from churn_assets.registry.model_registry import ModelRegistry, RegistryError
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.training.churn_model import LABEL, PROBABILITY
 from churn_assets_tests.conftest import metadata, registry_of, run_pipeline

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn_assets.ingestion.normalise import normalise
+from churn.normalise import normalise
 from churn_assets.ingestion.synthetic import generate_customers
 from churn_assets.validation.eda import class_balance, column_statistics
 from churn_assets.validation.suite import (

@@ -4,7 +4,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from churn_assets.ingestion.versioning import SnapshotStore, content_hash
+from churn.snapshots import SnapshotStore, content_hash
 
 
 @pytest.fixture

@@ -24,12 +24,12 @@ import numpy as np
 
 from churn.contract import RecordContract
 from churn.explain import NotExplainable
+from churn.logs import prediction_schema
+from churn.registry import ModelRegistry
 from churn.schema import ModelSchema
 from churn.scoring import Reason, Scorer
+from churn.tracking import Tracking
 from churn_assets.features.pipeline import OneHotCategories
-from churn_assets.monitoring.logs import prediction_schema
-from churn_assets.registry.model_registry import ModelRegistry
-from churn_assets.resources import MlflowResource
 from serving.contract import ModelCard, max_records
 
 logger = logging.getLogger(__name__)
@@ -71,15 +71,13 @@ class ServedModel:
         return self.scorer.reasons(columns, self.scorer.contributions(columns))
 
 
-def load_served_model(
-    mlflow_resource: MlflowResource, alias: str, version: str, client: Any
-) -> ServedModel:
+def load_served_model(tracking: Tracking, alias: str, version: str, client: Any) -> ServedModel:
     """Load `version` of the registered model, check it fits the contract, and warm it up."""
     import mlflow
 
-    name = mlflow_resource.model_name
+    name = tracking.model_name
     model_version = client.get_model_version(name, version)
-    mlflow.set_tracking_uri(mlflow_resource.tracking_uri)
+    mlflow.set_tracking_uri(tracking.tracking_uri)
     churn_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
     try:
         scorer = Scorer.from_model(churn_model)
@@ -186,7 +184,7 @@ class ModelWatcher:
     """Keeps the served model in step with a registry alias, from a background thread.
 
     Args:
-        mlflow_resource: the tracking store and registered model name.
+        tracking: the tracking store and registered model name.
         alias: the registry alias to serve.
         refresh_seconds: how often the alias is read.
         on_swap: called with the previous model (or None) and the new one after every swap.
@@ -198,14 +196,14 @@ class ModelWatcher:
 
     def __init__(
         self,
-        mlflow_resource: MlflowResource,
+        tracking: Tracking,
         alias: str,
         refresh_seconds: float,
         on_swap: Callable[[ServedModel | None, ServedModel], None] = lambda old, new: None,
         on_failure: Callable[[], None] = lambda: None,
         on_registry: Callable[[datetime | None], None] = lambda since: None,
     ) -> None:
-        self.mlflow = mlflow_resource
+        self.mlflow = tracking
         self.alias = alias
         self.refresh_seconds = refresh_seconds
         self.on_swap = on_swap

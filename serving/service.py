@@ -25,16 +25,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from churn_assets.monitoring.logs import (
+from churn.home import Home
+from churn.logs import (
     FEEDBACK,
     FEEDBACK_SCHEMA,
     PREDICTION_BASE_SCHEMA,
     PREDICTIONS,
 )
-from churn_assets.monitoring.published import latest_path, read_published
-from churn_assets.parquet_log import ParquetLog
-from churn_assets.registry.model_registry import PRODUCTION
-from churn_assets.resources import MlflowResource, PlatformHome
+from churn.parquet_log import ParquetLog
+from churn.published import latest_path, read_published
+from churn.registry import PRODUCTION
+from churn.tracking import Tracking
 from serving import openapi
 from serving.batching import ContinuousBatcher
 from serving.contract import (
@@ -114,7 +115,7 @@ class ChurnService:
     def __init__(self) -> None:
         self.settings = SETTINGS
         alias = self.settings.alias
-        home = PlatformHome.from_env()
+        home = Home.from_env()
         self.metrics = ServingMetrics(alias, self.settings.model_max_age_days * 86_400)
         self._stop_gc_timing = self.metrics.watch_garbage_collection()
 
@@ -140,7 +141,7 @@ class ChurnService:
             self.score, max_records(), on_batch=self.metrics.batch_records.labels(alias).observe
         )
         self.watcher = ModelWatcher(
-            MlflowResource.from_env(home),
+            Tracking.from_env(home.root),
             alias,
             self.settings.refresh_seconds,
             on_swap=self.metrics.swapped,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 
-from churn_assets.registry.model_registry import PRODUCTION, STAGING
+from churn.registry import PRODUCTION, STAGING
 
 MIB = 1024**2
 

@@ -123,7 +123,7 @@ class ServingMetrics:
         )
         self.model_version.labels(alias).set(0)
 
-        # The monitoring assets' latest figures (churn_assets/monitoring/published.py).
+        # The monitoring assets' latest figures (churn/published.py).
         def monitoring_gauge(name: str, description: str, labels: Sequence[str] = ()) -> Any:
             return prom.Gauge(
                 name,

@@ -149,17 +149,18 @@ def reference_frame(
 ) -> pd.DataFrame:
     """The rows to replay: the served model's own data version, or the file given."""
     if source:
-        from churn_assets.ingestion.normalise import normalise
-        from churn_assets.ingestion.sources import read_table
-        from churn_assets.resources import PlatformHome
+        from churn.home import Home
+        from churn.normalise import normalise
+        from churn.sources import read_table
 
-        raw = read_table(source, 1024**3, 30.0, PlatformHome.from_env().scratch_dir)
+        raw = read_table(source, 1024**3, 30.0, Home.from_env().scratch_dir)
         schema = ModelSchema.model_validate(card["input_schema"])
         frame, _ = normalise(raw, target or schema.target, id_column=schema.key)
         return frame
-    from churn_assets.resources import PlatformHome
+    from churn.home import Home
+    from churn.snapshots import SnapshotStore
 
-    return PlatformHome.from_env().snapshots().load(card["data_version"])
+    return SnapshotStore(Home.from_env().snapshots_dir).load(card["data_version"])
 
 
 def send_traffic(

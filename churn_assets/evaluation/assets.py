@@ -11,8 +11,8 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 from sklearn.metrics import confusion_matrix
 
+from churn.metrics import HOLDOUT_SCORES, classification_metrics, score_histogram
 from churn.schema import ModelSchema
-from churn_assets.evaluation.metrics import HOLDOUT_SCORES, classification_metrics, score_histogram
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import MlflowResource, mlflow_step
 from churn_assets.training.assets import CandidateModels

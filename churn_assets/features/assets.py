@@ -9,9 +9,9 @@ from pydantic import Field
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from churn.tables import CustomerTable
 from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
 from churn_assets.markdown import markdown_table
-from churn_assets.tables import CustomerTable
 
 GROUP = "features"
 

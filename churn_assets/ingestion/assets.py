@@ -19,7 +19,18 @@ from dagster import (
     asset,
 )
 
-from churn_assets.errors import DatasetError, SourceUnavailable
+from churn.errors import DatasetError, SourceUnavailable
+from churn.logs import FEEDBACK, PREDICTIONS, all_records
+from churn.normalise import (
+    CleaningRules,
+    ColumnCoercion,
+    NormalisationReport,
+    normalise,
+    snake_case,
+)
+from churn.snapshots import SnapshotManifest
+from churn.sources import read_table
+from churn.tables import CustomerTable
 from churn_assets.ingestion.labelled import (
     NewLabels,
     combined_quality,
@@ -29,20 +40,9 @@ from churn_assets.ingestion.labelled import (
     read_batch,
     reject,
 )
-from churn_assets.ingestion.normalise import (
-    CleaningRules,
-    ColumnCoercion,
-    NormalisationReport,
-    normalise,
-    snake_case,
-)
-from churn_assets.ingestion.sources import read_table
 from churn_assets.ingestion.synthetic import SyntheticDrift, generate_customers
-from churn_assets.ingestion.versioning import SnapshotManifest
 from churn_assets.markdown import frame_preview, markdown_table
-from churn_assets.monitoring.logs import FEEDBACK, PREDICTIONS, all_records
 from churn_assets.resources import DatasetResource, PlatformHome
-from churn_assets.tables import CustomerTable
 
 GROUP = "ingestion"
 

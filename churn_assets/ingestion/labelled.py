@@ -3,7 +3,7 @@
 Two sources of labels arrive after the original data set:
 
 - **Feedback.** Outcomes posted to `/feedback`, joined to the inputs of the prediction they are
-  about (see `churn_assets.monitoring.logs.join_feedback`): by the prediction's id, or by the
+  about (see `churn.logs.join_feedback`): by the prediction's id, or by the
   customer key when the table has one. The inputs of the prediction are the source's columns
   (the model's input schema is the table's), the key comes from the log, the label from the
   outcome.
@@ -11,7 +11,7 @@ Two sources of labels arrive after the original data set:
   the source's columns (an optional `observed_at` column dates each row; else the file's
   modification time does).
 
-Every new row meets the rules the source met (`churn_assets.ingestion.normalise`): junk tokens
+Every new row meets the rules the source met (`churn.normalise`): junk tokens
 are missing values, words in a numeric column become missing and are counted, and rows with a
 missing or unrecognised target, a missing key or a key repeated with different values are set
 aside with their reason. A file that cannot be read, lacks or adds columns, has a numeric column
@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn_assets.errors import DatasetError
-from churn_assets.ingestion.normalise import (
+from churn.errors import DatasetError
+from churn.logs import join_feedback
+from churn.normalise import (
     DEFAULT_NEGATIVE_LABELS,
     DEFAULT_POSITIVE_LABELS,
     JUNK_TOKENS,
@@ -50,9 +51,8 @@ from churn_assets.ingestion.normalise import (
     normalise_columns,
     set_aside_keys,
 )
-from churn_assets.ingestion.sources import read_table
-from churn_assets.monitoring.logs import join_feedback
-from churn_assets.tables import CustomerTable, DataQuality
+from churn.sources import read_table
+from churn.tables import CustomerTable, DataQuality
 
 OBSERVED_AT = "observed_at"
 REJECTED = "rejected"

@@ -34,20 +34,20 @@ from dagster import (
 )
 from pydantic import Field
 
-from churn.schema import ModelSchema
-from churn.scores import INPUTS, ScoreStore
-from churn_assets.markdown import markdown_table
-from churn_assets.monitoring.drift import DEFAULT_PSI_THRESHOLD, DriftResult, measure_drift
-from churn_assets.monitoring.logs import (
+from churn.drift import DEFAULT_PSI_THRESHOLD, DriftResult, measure_drift
+from churn.logs import (
     FEEDBACK,
     META_COLUMNS,
     PREDICTIONS,
     join_feedback,
     recent_predictions,
 )
-from churn_assets.monitoring.published import publish
-from churn_assets.parquet_log import read_log
-from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
+from churn.parquet_log import read_log
+from churn.published import publish
+from churn.registry import PRODUCTION, ModelRegistry
+from churn.schema import ModelSchema
+from churn.scores import INPUTS, ScoreStore
+from churn_assets.markdown import markdown_table
 from churn_assets.resources import (
     DatasetResource,
     MlflowResource,
@@ -634,7 +634,7 @@ def monitored_features(dataset: DatasetResource, home: PlatformHome) -> list[str
     synthetic generator writes); any other source gets its per-feature checks from the next
     load of the code location after its first run (the `feature_drift` check covers it until).
     """
-    from churn_assets.ingestion.normalise import snake_case
+    from churn.normalise import snake_case
     from churn_assets.validation.suite import (
         CUSTOMER_KEY_UNIQUE,
         TARGET_IS_BINARY,

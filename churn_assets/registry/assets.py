@@ -24,16 +24,16 @@ from dagster import (
 )
 from pydantic import Field
 
-from churn_assets.evaluation.assets import ModelEvaluation
-from churn_assets.evaluation.metrics import HoldoutMetric, classification_metrics
-from churn_assets.markdown import markdown_table
-from churn_assets.registry.card import model_card
-from churn_assets.registry.model_registry import (
+from churn.metrics import HoldoutMetric, classification_metrics
+from churn.registry import (
     PRODUCTION,
     STAGING,
     ModelRegistry,
     loading_problem,
 )
+from churn_assets.evaluation.assets import ModelEvaluation
+from churn_assets.markdown import markdown_table
+from churn_assets.registry.card import model_card
 from churn_assets.resources import MlflowResource, QualityGates, mlflow_step
 
 GROUP = "registry"

@@ -19,8 +19,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from churn.registry import ModelRegistry, RegistryError, loading_problem
 from churn_assets.markdown import markdown_table
-from churn_assets.registry.model_registry import ModelRegistry, RegistryError, loading_problem
 from churn_assets.resources import MlflowResource, PlatformHome
 
 

@@ -34,12 +34,12 @@ from dagster import (
 from pydantic import Field
 
 from churn.batch import PopulationError
+from churn.errors import DatasetError, SourceUnavailable
+from churn.metrics import HOLDOUT_SCORES, score_histogram
+from churn.registry import ModelRegistry
 from churn.scores import REASON_COLUMNS, SCORES, SCORES_CSV, ScoreStore
 from churn.scoring import Scorer
-from churn_assets.errors import DatasetError, SourceUnavailable
-from churn_assets.evaluation.metrics import HOLDOUT_SCORES, score_histogram
 from churn_assets.markdown import markdown_table
-from churn_assets.registry.model_registry import ModelRegistry
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, ScoringResource
 from churn_assets.scoring.batch import Population, ScoredModel, score_population
 

@@ -24,6 +24,12 @@ import numpy as np
 import pandas as pd
 
 from churn.batch import REJECTION_REASON, check_rows
+from churn.errors import DatasetError
+from churn.normalise import (
+    DEFAULT_POSITIVE_LABELS,
+    missing_tokens,
+    normalise_columns,
+)
 from churn.schema import ModelSchema
 from churn.scores import (
     INPUTS,
@@ -39,13 +45,7 @@ from churn.scores import (
     risk_bands,
 )
 from churn.scoring import REASONS, Scorer, format_value
-from churn_assets.errors import DatasetError
-from churn_assets.ingestion.normalise import (
-    DEFAULT_POSITIVE_LABELS,
-    missing_tokens,
-    normalise_columns,
-)
-from churn_assets.ingestion.sources import open_chunks
+from churn.sources import open_chunks
 
 DEFAULT_CHUNK_ROWS = 100_000
 DEFAULT_INPUT_SAMPLE = 20_000

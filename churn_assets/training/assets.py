@@ -9,11 +9,11 @@ from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Outpu
 from pydantic import Field
 from sklearn.pipeline import Pipeline
 
+from churn.metrics import classification_metrics, recall_margin
+from churn.registry import PRODUCTION, ModelRegistry
 from churn.schema import SCHEMA_ARTIFACT, ModelSchema
-from churn_assets.evaluation.metrics import classification_metrics, recall_margin
 from churn_assets.features.assets import CustomerSplits
 from churn_assets.markdown import markdown_table
-from churn_assets.registry.model_registry import PRODUCTION, ModelRegistry
 from churn_assets.resources import MlflowResource, QualityGates, mlflow_step
 from churn_assets.training.search import (
     ALGORITHMS,

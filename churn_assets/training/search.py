@@ -23,7 +23,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import ParameterSampler, StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
 
-from churn_assets.evaluation.metrics import choose_threshold, classification_metrics
+from churn.metrics import choose_threshold, classification_metrics
 
 
 class SelectionMetric(StrEnum):

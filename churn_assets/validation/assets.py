@@ -18,9 +18,9 @@ from dagster import (
     asset,
 )
 
+from churn.tables import CustomerTable
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import PlatformHome
-from churn_assets.tables import CustomerTable
 from churn_assets.validation.eda import class_balance, column_statistics, statistics_markdown
 from churn_assets.validation.suite import CHECKS, CheckOutcome, SuiteStore, run_suite
 

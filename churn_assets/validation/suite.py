@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from churn.schema import plausible_range
-from churn_assets.tables import DataQuality
+from churn.tables import DataQuality
 from churn_assets.telco import looks_like_telco
 
 TELCO_SUITE_PATH = Path(__file__).with_name("suites") / "telco.json"

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn_assets.errors import DatasetError
-from churn_assets.tables import DataQuality
+from churn.errors import DatasetError
+from churn.tables import DataQuality
 
 # Values read as the positive (churned) class when no positive label is configured.
 DEFAULT_POSITIVE_LABELS = frozenset({"yes", "true", "1", "1.0", "y", "t"})

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from churn_assets.ingestion.versioning import write_atomically
+from churn.files import write_atomically
 
 LATEST = "latest.json"
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from churn_assets.errors import DatasetError, SourceUnavailable
+from churn.errors import DatasetError, SourceUnavailable
 
 SUPPORTED_SCHEMES = ("file", "http", "https")
 _SNIFF_BYTES = 64 * 1024

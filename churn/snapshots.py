@@ -12,12 +12,13 @@ import errno
 import hashlib
 import json
 import os
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
+
+from churn.files import write_atomically
 
 VERSION_LENGTH = 16
 QUARANTINE_SUFFIX = ".quarantine.parquet"
@@ -173,20 +174,6 @@ class SnapshotStore:
 
 class SnapshotNotStored(OSError):
     """A data version could not be written (a full disk); nothing of it was kept."""
-
-
-def write_atomically(path: Path, write: Callable[..., object], **kwargs: object) -> None:
-    """Write through a temporary name, so that a reader never sees a half-written file.
-
-    A write that fails (a full disk) leaves neither the file nor its partial copy behind.
-    """
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        write(partial, **kwargs)
-        partial.replace(path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def _append_line(path: Path, line: str) -> None:
