@@ -32,7 +32,7 @@ LOCAL_MLFLOW_UI := http://$(MLFLOW_HOST):$(MLFLOW_PORT)
 export MLFLOW_UI_URL ?= $(LOCAL_MLFLOW_UI)
 endif
 
-.PHONY: install instance materialize up mlflow-server serve bento test lint format constraints clean
+.PHONY: install instance materialize up mlflow-server serve bento test check lint format constraints clean
 
 install: $(BIN)/.installed
 
@@ -53,36 +53,62 @@ $(error CHURN_PROFILE must be embedded or production, not $(CHURN_PROFILE))
 endif
 
 instance:
-	mkdir -p $(DAGSTER_HOME)
-	cp $(INSTANCE_CONFIG) $(DAGSTER_HOME)/dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	@cp $(INSTANCE_CONFIG) $(DAGSTER_HOME)/dagster.yaml
 
 ## Run the training pipeline once (ingestion to registry) on the configured data set (built-in
 ## by default). The monitoring assets need production traffic: the sensors run them.
+## Its log goes to $(CHURN_HOME)/logs/materialize.log; the last lines are shown if it fails.
 materialize: install instance
-	$(BIN)/dagster job execute -j churn_pipeline -m churn_assets.definitions
+	@mkdir -p $(CHURN_HOME)/logs
+	@echo "Running churn_pipeline once (log: $(CHURN_HOME)/logs/materialize.log)..."
+	@if $(BIN)/dagster job execute -j churn_pipeline -m churn_assets.definitions \
+			> $(CHURN_HOME)/logs/materialize.log 2>&1; then \
+		echo "churn_pipeline succeeded: $$(grep -c 'STEP_SUCCESS' $(CHURN_HOME)/logs/materialize.log) steps."; \
+	else \
+		tail -n 30 $(CHURN_HOME)/logs/materialize.log; \
+		echo "churn_pipeline failed: see $(CHURN_HOME)/logs/materialize.log"; exit 1; \
+	fi
 
 ## Set up, materialize once, then start Dagster (webserver and daemon), the MLflow UI and the
 ## production and staging prediction services. Ctrl-C stops them all.
 up: materialize
 	@mkdir -p $(CHURN_HOME)/logs
-	@trap 'kill 0' EXIT; \
+	@trap 'exit 130' INT TERM; trap 'kill 0' EXIT; \
+	logs=$(CHURN_HOME)/logs; \
+	announce() { \
+		for _ in $$(seq 1 180); do \
+			if $(BIN)/python -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' "$$2" 2> /dev/null; then \
+				printf '  %-20s %s\n' "$$1" "$$3"; return; \
+			fi; \
+			sleep 1; \
+		done; \
+		printf '  %-20s did not answer within 3 minutes: see %s\n' "$$1" "$$4"; \
+	}; \
 	if [ -n "$(LOCAL_MLFLOW_UI)" ]; then \
 		$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_STORE) \
-			--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) > $(CHURN_HOME)/logs/mlflow.log 2>&1 & \
+			--host $(MLFLOW_HOST) --port $(MLFLOW_PORT) > $$logs/mlflow.log 2>&1 & \
+		announce "MLflow UI" $(LOCAL_MLFLOW_UI)/health $(LOCAL_MLFLOW_UI) $$logs/mlflow.log & \
+	else \
+		echo "  MLflow UI            $${MLFLOW_UI_URL:-$(MLFLOW_TRACKING_URI)}"; \
 	fi; \
 	CHURN_SERVING_ALIAS=production BENTOML_HOME=$(CHURN_HOME)/serving/production/bentoml \
 		$(BIN)/bentoml serve --host $(SERVING_HOST) --port $(PRODUCTION_PORT) \
-		> $(CHURN_HOME)/logs/serving-production.log 2>&1 & \
+		> $$logs/serving-production.log 2>&1 & \
 	CHURN_SERVING_ALIAS=staging BENTOML_HOME=$(CHURN_HOME)/serving/staging/bentoml \
 		$(BIN)/bentoml serve --host $(SERVING_HOST) --port $(STAGING_PORT) \
-		> $(CHURN_HOME)/logs/serving-staging.log 2>&1 & \
+		> $$logs/serving-staging.log 2>&1 & \
+	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT) \
+		> $$logs/dagster.log 2>&1 & \
 	echo; \
-	echo "Dagster UI:         http://$(DAGSTER_HOST):$(DAGSTER_PORT)"; \
-	echo "MLflow UI:          $${MLFLOW_UI_URL:-$(MLFLOW_TRACKING_URI)}"; \
-	echo "Production service: http://$(SERVING_HOST):$(PRODUCTION_PORT)  (Swagger UI; logs in $(CHURN_HOME)/logs)"; \
-	echo "Staging service:    http://$(SERVING_HOST):$(STAGING_PORT)"; \
-	echo; \
-	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT)
+	echo "Starting the platform; logs in $$logs, Ctrl-C stops everything. Each address as it answers:"; \
+	announce "Production service" http://$(SERVING_HOST):$(PRODUCTION_PORT)/livez \
+		"http://$(SERVING_HOST):$(PRODUCTION_PORT)  (Swagger UI)" $$logs/serving-production.log & \
+	announce "Staging service" http://$(SERVING_HOST):$(STAGING_PORT)/livez \
+		http://$(SERVING_HOST):$(STAGING_PORT) $$logs/serving-staging.log & \
+	announce "Dagster UI" http://$(DAGSTER_HOST):$(DAGSTER_PORT)/server_info \
+		http://$(DAGSTER_HOST):$(DAGSTER_PORT) $$logs/dagster.log & \
+	wait
 
 ## The production profile's MLflow tracking server, in the foreground: a PostgreSQL backend store
 ## (MLFLOW_BACKEND_STORE_URI, postgresql+psycopg2://...) and served artifacts (in
@@ -103,11 +129,16 @@ bento: install
 
 ## Run the tests.
 ## Two pytest workers (one per core); a test module stays on one worker, so its fixtures are
-## built once. TEST_WORKERS=0 runs everything in one process.
+## built once; modules start longest first (conftest.py). TEST_WORKERS=0 runs them in one process.
 TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile \
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
 		--cov=churn --cov=churn_assets --cov=serving --cov-report=term:skip-covered --cov-report=xml
+
+## The quick loop: lint, then the tests that start no server and run no whole pipeline (those
+## marked `servers` are left out; `make test` runs everything).
+check: lint
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist load -m "not servers" -q
 
 ## Format check, lint and type check, as CI runs them.
 lint: install

@@ -247,6 +247,7 @@ def registry_of(home: PlatformHome) -> ModelRegistry:
 # The modules that take longest, longest first: with two workers (`make test`), the long ones
 # start at once and the short ones fill the gaps, instead of one long module running alone at the
 # end. From `pytest --durations=25` on a 2-core machine; modules not listed follow in file order.
+# `make test` passes --no-loadscope-reorder, without which xdist orders modules by test count.
 LONGEST_FIRST = (
     "test_containers.py",
     "test_serving.py",

@@ -47,6 +47,9 @@ from churn_assets.resources import PlatformHome
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
 from churn_assets_tests.processes import answers, prometheus, query, serve, wait_for
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 ALERTMANAGER_DIR = REPOSITORY / "deploy" / "alertmanager"
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 ML_PLATFORM, DATA_SCIENCE = "ml-platform@churn.test", "data-science@churn.test"

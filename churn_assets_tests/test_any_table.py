@@ -37,6 +37,9 @@ from churn_assets_tests.conftest import ORANGE_CSV, json_record, metadata, regis
 from churn_assets_tests.processes import MAX_RECORDS, fuzz_api, serve
 from serving.traffic import perturb, population, send_traffic, served_model
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 LENIENT = QualityGates(min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)
 
 

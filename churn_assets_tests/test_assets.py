@@ -14,6 +14,9 @@ from churn_assets.resources import DatasetResource, PlatformHome
 from churn_assets.validation.assets import validated_customers
 from churn_assets_tests.conftest import FileServer, bank_customers
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 RAW = AssetKey("raw_customers")
 VALIDATED = AssetKey("validated_customers")
 

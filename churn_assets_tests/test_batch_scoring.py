@@ -51,6 +51,9 @@ from churn_assets_tests.conftest import (
 )
 from churn_assets_tests.processes import MAX_RECORDS, postgres_database, serve
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 LENIENT = QualityGates(min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)
 TODAY = "2026-11-28"
 

@@ -30,7 +30,7 @@ import pytest
 
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
 
-pytestmark = pytest.mark.containers
+pytestmark = [pytest.mark.containers, pytest.mark.servers]
 
 CONTAINERS = Path(__file__).parent / "containers"
 DEBIAN = "churn-test/debian:bookworm"
@@ -291,6 +291,9 @@ def test_the_image_runs_as_an_unprivileged_user_with_a_health_check(images: None
     ]
     identity = run(["docker", "run", "--rm", PLATFORM, "id", "-u"], timeout=120)
     assert identity.stdout.strip() == "10001"
+    # The installed (not editable) package loads its code location outside the repository.
+    definitions = ["dagster", "definitions", "validate", "-m", "churn_assets.definitions"]
+    run(["docker", "run", "--rm", "-w", "/tmp", PLATFORM, *definitions], timeout=300)
     size = inspect(PLATFORM, ".Size")
     print(f"platform image: {size / 1e9:.2f} GB on the stand-in base")
 

@@ -24,6 +24,9 @@ from churn_assets.definitions import defs
 from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import REPOSITORY, free_port
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 
 def test_every_definition_is_listed() -> None:
     graph = defs.resolve_asset_graph()

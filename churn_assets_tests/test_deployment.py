@@ -1,20 +1,19 @@
-"""Packaging and CI files, checked by real parsers: there is no Docker engine on these machines.
+"""Packaging and CI files, checked by real parsers (test_containers.py builds and runs them).
 
 - the compose file by `docker-compose config` (Debian's docker-compose, .ci/system-services
   installs it), plus what a reviewer would check by eye;
-- the Dockerfile by BuildKit's own parser (the `dockerfile` package), and its install command
-  run for real in a fresh virtual environment on a copy of the build context;
+- the Dockerfile by BuildKit's own parser (the `dockerfile` package): its base, its install
+  command from the pinned constraints and what it copies (the real build, and the installed
+  package loading its code location, are in test_containers.py);
 - the GitHub Actions workflow, whose quality job must run exactly what `.ci/run` runs;
 - the pre-commit configuration, by `pre-commit validate-config`, against `make lint`.
 """
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
-import venv
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,9 @@ import pytest
 import yaml
 
 from churn_assets_tests.conftest import REPOSITORY
+
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
 
 COMPOSE = REPOSITORY / "compose.yaml"
 SECRETS = {"POSTGRES_PASSWORD": "test-only", "GRAFANA_ADMIN_PASSWORD": "test-only"}
@@ -144,58 +146,6 @@ def test_the_dockerfile_parses_and_installs_from_the_pinned_constraints() -> Non
         assert needed in copied
     [cmd] = [command for command in commands if command.cmd == "CMD"]
     assert cmd.json and cmd.value[:3] == ("dagster", "code-server", "start")
-
-
-def test_the_dockerfile_install_command_installs_a_working_platform(tmp_path: Path) -> None:
-    """Run the Dockerfile's own pip command in a fresh environment on its build context."""
-    # The build context as the Dockerfile copies it before its install: what a COPY forgets is
-    # missing here too.
-    context = tmp_path / "context"
-    context.mkdir()
-    for command in dockerfile_commands():
-        if command.cmd == "RUN" and "pip install" in " ".join(command.value):
-            break
-        if command.cmd != "COPY":
-            continue
-        for name in command.value[:-1]:
-            source = REPOSITORY / name
-            if source.is_dir():
-                shutil.copytree(
-                    source, context / name, ignore=shutil.ignore_patterns("__pycache__")
-                )
-            else:
-                (context / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(source, context / name)
-    environment = tmp_path / "venv"
-    venv.create(environment, with_pip=True)
-    python = environment / "bin" / "python"
-    [install] = pip_installs()
-    arguments = shlex.split(install)
-    assert arguments[0] == "python"
-    result = subprocess.run(
-        [str(python), *arguments[1:], "--quiet"],
-        cwd=context,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    # The installed (not editable) package loads its code location, outside the repository.
-    check = subprocess.run(
-        [
-            str(environment / "bin" / "dagster"),
-            "definitions",
-            "validate",
-            "-m",
-            "churn_assets.definitions",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "DAGSTER_HOME": str(tmp_path), "CHURN_HOME": str(tmp_path / "home")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert check.returncode == 0, check.stdout[-2000:] + check.stderr[-2000:]
 
 
 def test_the_workflows_quality_job_runs_exactly_what_ci_runs() -> None:

@@ -29,6 +29,9 @@ from churn_assets.resources import DatasetResource, PlatformHome
 from churn_assets.validation.assets import validated_customers
 from churn_assets_tests.conftest import ORANGE_CSV, FileServer, bank_customers, metadata
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 
 def bank_csv(folder: Path, frame: pd.DataFrame, name: str = "bank_churn.csv") -> DatasetResource:
     """A bank table written as CSV, and the dataset resource a user would configure for it."""

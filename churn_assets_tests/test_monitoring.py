@@ -53,6 +53,9 @@ from churn_assets.sensors import (
 from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import QUICK_TRAINING, registry_of, run_pipeline
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 NOW = datetime.now(UTC)
 
 

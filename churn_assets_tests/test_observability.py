@@ -27,6 +27,9 @@ from churn_assets_tests.processes import PROMETHEUS_DIR, prometheus, query, serv
 from churn_assets_tests.test_serving import Registry, customer, registry
 from serving.traffic import perturb, population, send_traffic, served_model
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 __all__ = ["registry"]  # the serving tests' registry fixture, used here too
 
 DASHBOARD = REPOSITORY / "deploy" / "grafana" / "dashboards" / "churn.json"

@@ -28,6 +28,9 @@ from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome
 from churn_assets_tests.conftest import QUICK_TRAINING, free_port, metadata, registry_of
 from churn_assets_tests.processes import fill, mlflow_server, small_disk, stop
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 TRAINING = [asset.key.path[-1] for asset in ASSETS[:-2]]  # ingestion to model_evaluation
 REGISTRATION = ["registered_model", "production_model"]
 

@@ -24,6 +24,9 @@ from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, Run
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
 from churn_assets_tests.processes import POSTGRES, postgres_admin
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 BIN = Path(sys.executable).parent
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 

@@ -41,6 +41,9 @@ from churn_assets_tests.processes import (
     stop,
 )
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 
 @dataclass(frozen=True)
 class Registry:

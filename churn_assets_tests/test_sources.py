@@ -15,6 +15,9 @@ from churn_assets.ingestion.synthetic import generate_customers
 from churn_assets.resources import DatasetResource, PlatformHome
 from churn_assets_tests.conftest import FileServer, bank_customers, free_port
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 
 @pytest.fixture
 def customers() -> pd.DataFrame:

@@ -19,6 +19,9 @@ from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome
 from churn_assets.training.churn_model import LABEL, PROBABILITY
 from churn_assets_tests.conftest import metadata, registry_of, run_pipeline
 
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
 
 def test_the_whole_graph_ends_with_a_served_ready_production_model(
     isolated_home: PlatformHome,
