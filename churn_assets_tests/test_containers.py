@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
 
@@ -43,16 +44,11 @@ STAND_INS = (
     ("churn-test/alertmanager", "prometheus.Dockerfile", "alertmanager"),
 )
 PLATFORM = "churn-platform:test"
-STACK = (
-    "postgres",
-    "mlflow",
-    "code-location",
-    "dagster-webserver",
-    "dagster-daemon",
-    "serving-production",
-    "serving-staging",
-    "alertmanager",
-    "prometheus",
+# Every service of compose.yaml but Grafana, which Debian does not package.
+STACK = tuple(
+    name
+    for name in yaml.safe_load((REPOSITORY / "compose.yaml").read_text())["services"]
+    if name != "grafana"
 )
 # The host ports compose.yaml takes from the environment (Grafana's aside).
 PORTS = (
