@@ -6,18 +6,19 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from churn.settings import settings
 
 _CHECKOUT = Path(__file__).resolve().parents[1]
 
 
 def platform_home() -> Path:
     """The folder for snapshots, suites, the Dagster instance and the MLflow store."""
-    configured = os.environ.get("CHURN_HOME")
+    configured = settings().platform.home
     if configured:
-        return Path(configured).expanduser().resolve()
+        return configured.expanduser().resolve()
     if (_CHECKOUT / "pyproject.toml").exists():
         return _CHECKOUT / ".churn"
     return Path.home() / ".churn"
@@ -38,6 +39,16 @@ class Home:
     def snapshots_dir(self) -> Path:
         """Content-addressed snapshots of every ingested data version."""
         return self.root / "data" / "snapshots"
+
+    @property
+    def tables_dir(self) -> Path:
+        """Tables handed from one pipeline step to the next, keyed by content."""
+        return self.root / "data" / "tables"
+
+    @property
+    def values_dir(self) -> Path:
+        """What each asset handed to the next (JSON), one file per asset (and partition)."""
+        return self.root / "dagster" / "values"
 
     @property
     def suites_dir(self) -> Path:

@@ -15,15 +15,21 @@ bounded (`max_records`, `max_bytes`): beyond the bound it is written to a second
 again; if that fails too, the oldest records are dropped and counted (`dropped`, `on_drop`).
 Memory and latency stay flat for as long as the disk is full.
 
-The monitoring assets read a log with `read_log`, which lets pyarrow read only the days asked for.
+The monitoring assets read a log with `read_log`, which opens only the days asked for. A daily
+compaction (`compact_day`, run by the `compacted_logs` asset) merges a finished day's parts into
+one file, so the files kept grow with the days, not with the flushes; sensors look only at the
+last two days (`last_written`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from itertools import count
 from pathlib import Path
@@ -38,6 +44,8 @@ import pyarrow.parquet as pq
 logger = logging.getLogger(__name__)
 
 PARTITION = "date"
+COMPACTED = "compacted"
+MERGED_PARTS = b"churn.merged_parts"
 
 
 class ParquetLog:
@@ -314,20 +322,69 @@ class ParquetLog:
             raise
 
 
-def read_log(folder: Path, since: date | None = None, until: date | None = None) -> pd.DataFrame:
-    """Every record of a log, or of the days `since`..`until` (inclusive), in file order.
+def day_folders(folder: Path, since: date | None = None, until: date | None = None) -> list[Path]:
+    """A log's day partitions, oldest first, maybe only `since`..`until` (inclusive).
 
-    An absent or empty log is an empty frame.
+    Only the log folder's entry names are read: the cost grows with the days kept, not with
+    their files.
     """
     first = f"{PARTITION}={since:%Y-%m-%d}" if since else ""
     last = f"{PARTITION}={until:%Y-%m-%d}" if until else "~"
-    files = [
-        str(path)
-        for path in sorted(folder.glob(f"{PARTITION}=*/part-*.parquet"))
-        if first <= path.parent.name <= last
-    ]
-    if not files:
-        return pd.DataFrame()
+    try:
+        with os.scandir(folder) as entries:
+            names = sorted(
+                entry.name
+                for entry in entries
+                if entry.name.startswith(f"{PARTITION}=") and entry.is_dir()
+            )
+    except FileNotFoundError:
+        return []
+    return [folder / name for name in names if first <= name <= last]
+
+
+def _is_compacted(part: Path) -> bool:
+    return f"-{COMPACTED}-" in part.name
+
+
+def _merged_into(part: Path) -> list[str]:
+    """The part names a compacted part holds the records of."""
+    metadata = pq.read_schema(part).metadata or {}
+    names: list[str] = json.loads(metadata.get(MERGED_PARTS, b"[]"))
+    return names
+
+
+def live_parts(day: Path) -> list[Path]:
+    """The parts of a day a reader reads: each record once, before, during or after compaction.
+
+    A compacted part names the parts it merged (in its Parquet metadata); those still on disk
+    (compaction deletes them after the compacted part is in place) are left out.
+    """
+    parts = sorted(day.glob("part-*.parquet"))
+    merged: set[str] = set()
+    for part in parts:
+        if _is_compacted(part):
+            merged.update(_merged_into(part))
+    return [part for part in parts if part.name not in merged]
+
+
+def last_written(folder: Path, days: int = 2) -> int:
+    """When the newest part of a log was written (ns since the epoch), 0 for an empty log.
+
+    Only the last `days` day partitions are looked at (a record is written on its own day, or
+    the next one when it was buffered over midnight), so a sensor asking this every minute does
+    the same work after a year as after a day. Compaction keeps its parts' newest time.
+    """
+    newest = 0
+    for day in day_folders(folder)[-days:]:
+        for part in day.glob("part-*.parquet"):
+            try:
+                newest = max(newest, part.stat().st_mtime_ns)
+            except FileNotFoundError:  # merged and deleted meanwhile
+                continue
+    return newest
+
+
+def _read_parts(files: list[Path]) -> pa.Table:
     # Files of model versions with other inputs have other columns: read them all under one
     # schema, a column missing from a file being null there.
     schemas = [pq.read_schema(path) for path in files]
@@ -336,6 +393,89 @@ def read_log(folder: Path, since: date | None = None, until: date | None = None)
         if all(schema.equals(schemas[0]) for schema in schemas)
         else pa.unify_schemas(schemas, promote_options="permissive")
     )
-    table = ds.dataset(files, format="parquet", schema=unified).to_table()
-    frame: pd.DataFrame = table.to_pandas()
-    return frame
+    table: pa.Table = ds.dataset(
+        [str(path) for path in files], format="parquet", schema=unified.remove_metadata()
+    ).to_table()
+    return table
+
+
+def read_log(folder: Path, since: date | None = None, until: date | None = None) -> pd.DataFrame:
+    """Every record of a log, or of the days `since`..`until` (inclusive), in file order.
+
+    An absent or empty log is an empty frame. A compaction running meanwhile is harmless: a
+    part it deleted between listing and reading makes the read start again.
+    """
+    for attempt in range(5):
+        files = [part for day in day_folders(folder, since, until) for part in live_parts(day)]
+        if not files:
+            return pd.DataFrame()
+        try:
+            frame: pd.DataFrame = _read_parts(files).to_pandas()
+            return frame
+        except FileNotFoundError:
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """What compacting one day of a log did."""
+
+    day: str
+    parts_before: int
+    parts_after: int
+    records: int
+    bytes_before: int
+    bytes_after: int
+
+
+def compact_day(day: Path) -> Compaction:
+    """Merge a day's parts into one file, keeping every record once and in order.
+
+    Safe beside writers (a part written meanwhile is not merged and stays; the next compaction
+    takes it), readers (`live_parts`) and a crash at any point (the merged parts are deleted only
+    once the compacted part is durably in place, and it names them, so leftovers are never read
+    twice and are deleted by the next compaction). Two compactions of the same day wait for each
+    other.
+    """
+    import fcntl
+
+    with open(day / ".compaction.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        parts = live_parts(day)
+        leftovers = [p for p in day.glob("part-*.parquet") if p not in parts]
+        before = sum(p.stat().st_size for p in parts)
+        if len(parts) <= 1:
+            for leftover in leftovers:
+                leftover.unlink(missing_ok=True)
+            records = pq.read_metadata(parts[0]).num_rows if parts else 0
+            return Compaction(day.name, len(parts), len(parts), records, before, before)
+        table = _read_parts(parts)
+        merged = {part.name for part in parts}
+        for part in parts:
+            if _is_compacted(part):
+                merged.update(_merged_into(part))
+        table = table.replace_schema_metadata({MERGED_PARTS: json.dumps(sorted(merged)).encode()})
+        newest = max(part.stat().st_mtime_ns for part in parts)
+        stamp = parts[-1].name.removeprefix("part-").split("-")[0]
+        target = day / f"part-{stamp}-{COMPACTED}-{uuid.uuid4().hex[:8]}.parquet"
+        hidden = day / f".{target.name}"
+        try:
+            pq.write_table(table, hidden)
+            with open(hidden, "rb") as written:
+                os.fsync(written.fileno())
+            os.utime(hidden, ns=(newest, newest))  # new data for sensors: none
+            os.replace(hidden, target)
+        except BaseException:
+            hidden.unlink(missing_ok=True)
+            raise
+        directory = os.open(day, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        for part in day.glob("part-*.parquet"):
+            if part.name in merged:
+                part.unlink(missing_ok=True)
+        return Compaction(day.name, len(parts), 1, table.num_rows, before, target.stat().st_size)

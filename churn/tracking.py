@@ -7,10 +7,11 @@ By default a SQLite store and an artifact folder under the platform home, which 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from churn.settings import settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -32,7 +33,8 @@ class Tracking:
     @classmethod
     def from_env(cls, home: Path) -> Tracking:
         """A tracking server from `MLFLOW_TRACKING_URI`, else the local store under `home`."""
-        uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+        configured = settings().tracking
+        uri = configured.tracking_uri
         local = home / "mlflow"
         if uri.startswith("sqlite:///"):
             # A local store (MLflow itself exports the URI once a run has set it): artifacts
@@ -43,9 +45,10 @@ class Tracking:
             artifact_location=None
             if uri and not uri.startswith("sqlite:///")
             else (local / "artifacts").as_uri(),
-            experiment=os.environ.get("CHURN_EXPERIMENT", "churn"),
-            model_name=os.environ.get("CHURN_MODEL_NAME", "churn-predictor"),
-            ui_url=os.environ.get("MLFLOW_UI_URL", uri if uri.startswith("http") else "")
+            experiment=configured.experiment,
+            model_name=configured.model_name,
+            ui_url=configured.ui_url
+            or (uri if uri.startswith("http") else "")
             or "http://127.0.0.1:5000",
         )
 

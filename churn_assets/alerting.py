@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -32,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from churn.settings import Settings, settings
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +174,11 @@ class AlertSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertSettings:
         """`CHURN_ALERTMANAGER_URL`, `DAGSTER_UI_URL` and `CHURN_PIPELINE_ALERT_HOURS`."""
-        environ = os.environ if environ is None else environ
-        hours = environ.get("CHURN_PIPELINE_ALERT_HOURS", "").strip()
+        pipeline = (settings() if environ is None else Settings.from_environ(environ)).pipeline
         return cls(
-            alertmanager_url=environ.get("CHURN_ALERTMANAGER_URL", "").strip() or None,
-            dagster_ui_url=environ.get("DAGSTER_UI_URL", "").strip() or DEFAULT_DAGSTER_UI_URL,
-            hold=timedelta(hours=float(hours) if hours else DEFAULT_ALERT_HOURS),
+            alertmanager_url=pipeline.alertmanager_url,
+            dagster_ui_url=pipeline.dagster_ui_url,
+            hold=timedelta(hours=pipeline.alert_hours),
         )
 
     def run_url(self, run_id: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dagster import (
     AssetSelection,
     Definitions,
-    FilesystemIOManager,
     define_asset_job,
     in_process_executor,
 )
@@ -14,6 +13,11 @@ from churn_assets.evaluation.assets import model_evaluation
 from churn_assets.features.assets import customer_splits, feature_pipeline
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.monitoring.assets import monitored_features, monitoring_assets
+from churn_assets.monitoring.compaction import (
+    compact_logs_job,
+    compacted_logs,
+    compaction_schedule,
+)
 from churn_assets.registry.assets import production_model, registered_model
 from churn_assets.resources import (
     DatasetResource,
@@ -37,6 +41,7 @@ from churn_assets.sensors import (
     pipeline_failure_alert,
     pipeline_recovery,
 )
+from churn_assets.storage import ValueStore
 from churn_assets.training.assets import candidate_models
 from churn_assets.validation.assets import validated_customers
 
@@ -101,14 +106,15 @@ JOBS = [
     monitoring_job,
     refresh_labels_job,
     score_customers_job,
+    compact_logs_job,
 ]
 schedule = daily_schedule(churn_pipeline_job)
 
 defs = Definitions(
     executor=in_process_executor,
-    assets=[*ASSETS, *MONITORING_ASSETS, customer_scores],
+    assets=[*ASSETS, *MONITORING_ASSETS, customer_scores, compacted_logs],
     jobs=JOBS,
-    schedules=[schedule, nightly_scoring_schedule],
+    schedules=[schedule, nightly_scoring_schedule, compaction_schedule],
     sensors=[
         monitoring_sensor_for(monitoring_job.name),
         drift_sensor_for(churn_pipeline_job.name),
@@ -124,6 +130,8 @@ defs = Definitions(
         "mlflow_tracking": MlflowResource.from_env(home),
         "gates": QualityGates.from_env(),
         "scoring": ScoringResource.from_env(),
-        "io_manager": FilesystemIOManager(base_dir=str(home.root / "dagster" / "storage")),
+        "io_manager": ValueStore(
+            values_dir=str(home.layout.values_dir), tables_dir=str(home.layout.tables_dir)
+        ),
     },
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import os
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -22,46 +21,22 @@ from churn.normalise import (
     CleaningRules,
     snake_case,
 )
+from churn.settings import GIB, SYNTHETIC, Settings, settings
 from churn.snapshots import SnapshotStore
 from churn.tracking import Tracking
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-SYNTHETIC = "synthetic"
-# The experiment tag MLflow's UI reads to choose its view, and its classic model-training value.
-GIB = 1024**3
-
-# Environment variable -> resource field. Values are parsed by pydantic with the field's type.
-DATASET_ENVIRONMENT = {
-    "CHURN_SOURCE": "source",
-    "CHURN_TARGET": "target",
-    "CHURN_ID_COLUMN": "id_column",
-    "CHURN_POSITIVE_LABEL": "positive_label",
-    "CHURN_DATASET_NAME": "name",
-    "CHURN_EXCLUDE_COLUMNS": "exclude_columns",
-    "CHURN_SYNTHETIC_ROWS": "synthetic_rows",
-    "CHURN_SYNTHETIC_SEED": "synthetic_seed",
-    "CHURN_SYNTHETIC_MONTHLY_CHARGES_SHIFT": "synthetic_monthly_charges_shift",
-    "CHURN_SYNTHETIC_MONTH_TO_MONTH_SHIFT": "synthetic_month_to_month_shift",
-    "CHURN_MAX_BYTES": "max_bytes",
-    "CHURN_TIMEOUT_SECONDS": "timeout_seconds",
-    "CHURN_NUMERIC_MIN_SHARE": "numeric_min_share",
-    "CHURN_MAX_QUARANTINE_SHARE": "max_quarantine_share",
-}
 _DATA_SUFFIXES = (".gz", ".csv", ".tsv", ".txt", ".parquet", ".pq")
-
-
-def environment_float(variable: str, default: float) -> float:
-    """A number from the environment; `default` when the variable is unset or blank."""
-    raw = os.environ.get(variable, "").strip()
-    return float(raw) if raw else default
+# The Dagster resources below are the launchpad-editable face of `churn.settings`: the same fields,
+# with defaults from the environment (`from_env`); `test_settings.py` holds them in lockstep.
 
 
 class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
     """The churn data set the platform ingests, validates and learns from.
 
-    Every field can be set by an environment variable (see `DATASET_ENVIRONMENT`), so that the
+    Every field can be set by an environment variable (`churn.settings.DatasetSettings`), so the
     whole platform can be pointed at another data set without editing code, and overridden per run
     in the launchpad.
     """
@@ -119,18 +94,8 @@ class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DatasetResource:
-        """The resource as the environment configures it; unset variables keep the defaults."""
-        environ = os.environ if environ is None else environ
-        values: dict[str, object] = {}
-        for variable, field in DATASET_ENVIRONMENT.items():
-            raw = environ.get(variable, "").strip()
-            if not raw:
-                continue
-            if field == "exclude_columns":
-                values[field] = [name.strip() for name in raw.split(",") if name.strip()]
-            else:
-                values[field] = raw
-        return cls(**values)  # type: ignore[arg-type]
+        """The resource as the environment configures it (`churn.settings.DatasetSettings`)."""
+        return cls(**_section(environ).dataset.model_dump())
 
     @property
     def rules(self) -> CleaningRules:
@@ -213,15 +178,6 @@ class PlatformHome(ConfigurableResource):  # type: ignore[type-arg]
         return self.layout.monitoring_dir
 
 
-SCORING_ENVIRONMENT = {
-    "CHURN_SCORING_SOURCE": "source",
-    "CHURN_SCORING_MAX_REJECTED_SHARE": "max_rejected_share",
-    "CHURN_SCORES_DATABASE_URL": "database_url",
-    "CHURN_SCORING_CHUNK_ROWS": "chunk_rows",
-    "CHURN_SCORING_ALIAS": "alias",
-}
-
-
 class ScoringResource(ConfigurableResource):  # type: ignore[type-arg]
     """Who is scored every night, by which deployment's model, and where the scores go too."""
 
@@ -250,14 +206,8 @@ class ScoringResource(ConfigurableResource):  # type: ignore[type-arg]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ScoringResource:
-        """The resource as `CHURN_SCORING_*` and `CHURN_SCORES_DATABASE_URL` configure it."""
-        environ = os.environ if environ is None else environ
-        values = {
-            field: environ[variable].strip()
-            for variable, field in SCORING_ENVIRONMENT.items()
-            if environ.get(variable, "").strip()
-        }
-        return cls(**values)  # type: ignore[arg-type]
+        """The resource as the environment configures it (`churn.settings.ScoringSettings`)."""
+        return cls(**_section(environ).scoring.model_dump())
 
 
 class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -313,31 +263,6 @@ class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
         return self.tracking.model_version_url(version)
 
 
-# Gate profiles. The brief's thresholds cannot be met on the real IBM Telco data, whose published
-# ceiling is about ROC-AUC 0.84 and churn-class F1 0.63; `telco` keeps the recall target and the
-# latency budget, and sets F1 and RMSE to what a good model reaches there.
-GATE_PROFILES: dict[str, dict[str, float]] = {
-    "brief": {
-        "min_f1": 0.85,
-        "min_recall": 0.80,
-        "max_probability_rmse": 0.15,
-        "max_latency_p99_ms": 200.0,
-    },
-    "telco": {
-        "min_f1": 0.60,
-        "min_recall": 0.80,
-        "max_probability_rmse": 0.40,
-        "max_latency_p99_ms": 200.0,
-    },
-}
-GATE_ENVIRONMENT = {
-    "CHURN_GATE_MIN_F1": "min_f1",
-    "CHURN_GATE_MIN_RECALL": "min_recall",
-    "CHURN_GATE_MAX_PROBABILITY_RMSE": "max_probability_rmse",
-    "CHURN_GATE_MAX_LATENCY_P99_MS": "max_latency_p99_ms",
-}
-
-
 class QualityGates(ConfigurableResource):  # type: ignore[type-arg]
     """The thresholds a model must meet, on the hold-out split, to be promoted to production."""
 
@@ -357,18 +282,8 @@ class QualityGates(ConfigurableResource):  # type: ignore[type-arg]
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QualityGates:
         """`CHURN_GATES` picks a profile (brief, telco); `CHURN_GATE_*` override single gates."""
-        environ = os.environ if environ is None else environ
-        profile = environ.get("CHURN_GATES", "brief").strip() or "brief"
-        if profile not in GATE_PROFILES:
-            raise ValueError(
-                f"unknown gate profile CHURN_GATES={profile!r}; known: {', '.join(GATE_PROFILES)}"
-            )
-        values: dict[str, object] = {"profile": profile, **GATE_PROFILES[profile]}
-        for variable, field in GATE_ENVIRONMENT.items():
-            if environ.get(variable, "").strip():
-                values[field] = environ[variable].strip()
-                values["profile"] = f"{profile} (with overrides)"
-        return cls(**values)  # type: ignore[arg-type]
+        gates = _section(environ).gates
+        return cls(profile=gates.label, **gates.thresholds())
 
 
 # How a store that cannot be reached shows in an exception's text, at any depth of its chain
@@ -383,6 +298,11 @@ _UNREACHABLE = (
     "Name or service not known",
     "too many 5",  # urllib3: "too many 500 error responses"
 )
+
+
+def _section(environ: Mapping[str, str] | None) -> Settings:
+    """The process's settings, or those `environ` gives (tests, tools)."""
+    return settings() if environ is None else Settings.from_environ(environ)
 
 
 def store_unreachable(error: BaseException) -> str | None:

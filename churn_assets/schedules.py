@@ -9,14 +9,12 @@ is retried. A run whose process dies is retried by the instance (`run_retries` i
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from dagster import DefaultScheduleStatus, RetryPolicy, ScheduleDefinition
 
-DEFAULT_STEP_RETRIES = 3
-DEFAULT_STEP_RETRY_DELAY_SECONDS = 300
+from churn.settings import Settings, settings
 
 
 def step_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
@@ -24,12 +22,8 @@ def step_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
 
     `CHURN_STEP_RETRIES` (3) times, `CHURN_STEP_RETRY_DELAY_SECONDS` (300) apart.
     """
-    environ = os.environ if environ is None else environ
-    retries = int(environ.get("CHURN_STEP_RETRIES", DEFAULT_STEP_RETRIES))
-    delay = float(environ.get("CHURN_STEP_RETRY_DELAY_SECONDS", DEFAULT_STEP_RETRY_DELAY_SECONDS))
-    if retries < 0 or delay < 0:
-        raise ValueError("CHURN_STEP_RETRIES and CHURN_STEP_RETRY_DELAY_SECONDS must be >= 0")
-    return RetryPolicy(max_retries=retries, delay=delay)
+    pipeline = (settings() if environ is None else Settings.from_environ(environ)).pipeline
+    return RetryPolicy(max_retries=pipeline.step_retries, delay=pipeline.step_retry_delay_seconds)
 
 
 def daily_schedule(job: Any) -> ScheduleDefinition:

@@ -46,8 +46,10 @@ from dagster import (
 from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
 from churn.logs import FEEDBACK, PREDICTIONS
+from churn.parquet_log import last_written
 from churn.published import publish
 from churn.registry import PRODUCTION
+from churn.settings import settings
 from churn_assets.alerting import (
     PIPELINE_FAILED,
     PROMOTION_BLOCKED,
@@ -58,7 +60,7 @@ from churn_assets.alerting import (
 )
 from churn_assets.ingestion.labelled import landing_files
 from churn_assets.monitoring.assets import DRIFT_REPORT, LIVE_PERFORMANCE
-from churn_assets.resources import PlatformHome, environment_float
+from churn_assets.resources import PlatformHome
 
 TRIGGER_TAG = "churn/trigger"
 REASON_TAG = "churn/reason"
@@ -73,17 +75,17 @@ _ACTIVE = [
 
 def monitoring_interval() -> int:
     """Seconds between two looks at the service's logs (`CHURN_MONITOR_INTERVAL_SECONDS`)."""
-    return int(environment_float("CHURN_MONITOR_INTERVAL_SECONDS", 60))
+    return settings().monitoring.interval_seconds
 
 
 def drift_interval() -> int:
     """Seconds between two drift evaluations (`CHURN_DRIFT_SENSOR_INTERVAL_SECONDS`)."""
-    return int(environment_float("CHURN_DRIFT_SENSOR_INTERVAL_SECONDS", 60))
+    return settings().monitoring.drift_sensor_interval_seconds
 
 
 def retrain_cooldown() -> float:
     """Least seconds between two retraining requests (`CHURN_RETRAIN_COOLDOWN_SECONDS`)."""
-    return environment_float("CHURN_RETRAIN_COOLDOWN_SECONDS", 1800)
+    return settings().monitoring.retrain_cooldown_seconds
 
 
 def retrain_promotion_margin() -> float:
@@ -92,16 +94,15 @@ def retrain_promotion_margin() -> float:
     A drift-triggered retrain learned from newer data than production: it replaces production
     unless it is worse by more than 0.01 on the same hold-out data.
     """
-    return environment_float("CHURN_RETRAIN_PROMOTION_MARGIN", -0.01)
+    return settings().monitoring.retrain_promotion_margin
 
 
 def newest_file(folders: list[Path]) -> int:
-    """The newest modification time (ns) of the Parquet parts in `folders`, 0 if there is none."""
-    newest = 0
-    for folder in folders:
-        for path in folder.glob("date=*/part-*.parquet"):
-            newest = max(newest, path.stat().st_mtime_ns)
-    return newest
+    """When the newest part of the logs in `folders` was written (ns), 0 if there is none.
+
+    Bounded work per tick: only each log's last two days are looked at (`last_written`).
+    """
+    return max((last_written(folder) for folder in folders), default=0)
 
 
 def _active_runs(instance: DagsterInstance, job_name: str) -> int:

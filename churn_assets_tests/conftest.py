@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from churn.schema import ColumnKind, ModelSchema
+from churn.settings import settings
 from churn_assets.resources import PlatformHome
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from churn.registry import ModelRegistry
     from churn_assets.resources import DatasetResource, QualityGates
+    from churn_assets.storage import ValueStore
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TELCO_CSV = REPOSITORY.parent / "shared" / "data" / "telco_customer_churn.csv"
@@ -62,6 +64,29 @@ def free_port() -> int:
         return port
 
 
+def set_environment(patch: pytest.MonkeyPatch, **values: str) -> None:
+    """Set environment variables for the rest of a test, and have the settings read them again.
+
+    The platform reads its settings once per process (`churn.settings.settings`); a test that
+    changes the environment in-process says so here.
+    """
+    for name, value in values.items():
+        patch.setenv(name, value)
+    settings.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Each test reads the settings from its own environment, and leaves none behind.
+
+    Set up before `monkeypatch` (it asks for nothing), so torn down after it has restored the
+    environment.
+    """
+    settings.cache_clear()
+    yield
+    settings.cache_clear()
+
+
 @pytest.fixture(autouse=True)
 def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformHome:
     """Every test writes under its own platform home, never into the repository's `.churn/`."""
@@ -79,6 +104,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PlatformHo
         "MLFLOW_UI_URL",
     ):
         monkeypatch.delenv(variable, raising=False)
+    settings.cache_clear()
     return PlatformHome(path=str(root))
 
 
@@ -200,6 +226,15 @@ def json_record(row: pd.Series, schema: ModelSchema) -> dict[str, Any]:
     return record
 
 
+def value_store(home: PlatformHome) -> ValueStore:
+    """The IO manager the code location uses, on `home`."""
+    from churn_assets.storage import ValueStore
+
+    return ValueStore(
+        values_dir=str(home.layout.values_dir), tables_dir=str(home.layout.tables_dir)
+    )
+
+
 def run_pipeline(
     home: PlatformHome,
     dataset: DatasetResource,
@@ -221,6 +256,7 @@ def run_pipeline(
             "home": home,
             "mlflow_tracking": MlflowResource.from_env(home),
             "gates": gates or QualityGates(),
+            "io_manager": value_store(home),
         },
         run_config={
             "ops": {
@@ -232,6 +268,62 @@ def run_pipeline(
         instance=instance or DagsterInstance.ephemeral(),
         raise_on_error=False,
     )
+
+
+# A record of the Telco schema, as clients of a Telco-trained model send them.
+EXAMPLE_CUSTOMER: dict[str, Any] = {
+    "customer_id": "7590-VHVEG",
+    "gender": "Female",
+    "senior_citizen": 0,
+    "partner": "Yes",
+    "dependents": "No",
+    "tenure": 1,
+    "phone_service": "No",
+    "multiple_lines": "No phone service",
+    "internet_service": "DSL",
+    "online_security": "No",
+    "online_backup": "Yes",
+    "device_protection": "No",
+    "tech_support": "No",
+    "streaming_tv": "No",
+    "streaming_movies": "No",
+    "contract": "Month-to-month",
+    "paperless_billing": "Yes",
+    "payment_method": "Electronic check",
+    "monthly_charges": 29.85,
+    "total_charges": 29.85,
+}
+
+
+def customer(**changes: Any) -> dict[str, Any]:
+    """The example Telco customer, with some values changed."""
+    return {**EXAMPLE_CUSTOMER, **changes}
+
+
+def trained_home(directory: Path, seeds: tuple[int, ...] = (42,)) -> PlatformHome:
+    """A home whose registry holds one version per seed, version 1 in production.
+
+    Each version is trained on 3,000 synthetic rows under the `telco` gates (the tests that use
+    it need registered versions, not the brief's thresholds). For module fixtures: tests that
+    only read the model share it.
+    """
+    from churn.registry import PRODUCTION
+    from churn_assets.resources import DatasetResource, QualityGates
+
+    home = PlatformHome(path=str(directory / "home"))
+    # Module fixtures run before the per-test isolation: never inherit another test's store.
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    settings.cache_clear()
+    gates = QualityGates.from_env({"CHURN_GATES": "telco"})
+    for seed in seeds:
+        dataset = DatasetResource(synthetic_rows=3_000, synthetic_seed=seed)
+        assert run_pipeline(home, dataset, gates=gates).success
+    os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by mlflow during the runs
+    registry = registry_of(home)
+    if registry.alias_version(PRODUCTION) != "1":
+        registry.move_alias(PRODUCTION, "1", actor="tests", reason="start from version 1")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    return home
 
 
 def registry_of(home: PlatformHome) -> ModelRegistry:

@@ -44,7 +44,7 @@ from churn_assets.alerting import (
     post_or_log,
 )
 from churn_assets.resources import PlatformHome
-from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
+from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port, set_environment
 from churn_assets_tests.processes import answers, prometheus, query, serve, wait_for
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
@@ -277,8 +277,11 @@ def test_alerts_arrive_once_by_mail_and_webhook_with_their_reason_and_resolve(
             ) as prometheus_url,
         ):
             manager = Alertmanager(manager_url)
-            monkeypatch.setenv("CHURN_ALERTMANAGER_URL", manager_url)
-            monkeypatch.setenv("DAGSTER_UI_URL", "http://dagster.test:3000")
+            set_environment(
+                monkeypatch,
+                CHURN_ALERTMANAGER_URL=manager_url,
+                DAGSTER_UI_URL="http://dagster.test:3000",
+            )
 
             def both(alertname: str, status: str = "firing") -> bool:
                 return bool(received.mails(alertname, status.upper())) and bool(

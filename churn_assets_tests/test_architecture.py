@@ -28,7 +28,7 @@ STAGES = (
 )
 # Modules of the code location that every stage may use: resources and shared helpers, which
 # import only the core.
-SHARED = ("resources", "telco", "markdown")
+SHARED = ("resources", "storage", "telco", "markdown")
 # The service loads models whose pickled feature pipeline names classes of this module.
 PICKLED = "churn_assets.features.pipeline"
 EDGES = ("dagster", "dagster_mlflow", "bentoml")

@@ -12,7 +12,7 @@ from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.synthetic import generate_customers
 from churn_assets.resources import DatasetResource, PlatformHome
 from churn_assets.validation.assets import validated_customers
-from churn_assets_tests.conftest import FileServer, bank_customers
+from churn_assets_tests.conftest import FileServer, bank_customers, set_environment
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -156,12 +156,15 @@ def test_the_environment_points_the_platform_at_another_data_set(
     monkeypatch: pytest.MonkeyPatch, file_server: FileServer
 ) -> None:
     bank_customers().to_csv(file_server.root / "bank.csv", index=False)
-    monkeypatch.setenv("CHURN_SOURCE", file_server.url("bank.csv"))
-    monkeypatch.setenv("CHURN_TARGET", "Exited")
-    monkeypatch.setenv("CHURN_ID_COLUMN", "CustomerId")
-    monkeypatch.setenv("CHURN_POSITIVE_LABEL", "1")
-    monkeypatch.setenv("CHURN_EXCLUDE_COLUMNS", "RowNumber, Surname")
-    monkeypatch.setenv("CHURN_SYNTHETIC_ROWS", "123")
+    set_environment(
+        monkeypatch,
+        CHURN_SOURCE=file_server.url("bank.csv"),
+        CHURN_TARGET="Exited",
+        CHURN_ID_COLUMN="CustomerId",
+        CHURN_POSITIVE_LABEL="1",
+        CHURN_EXCLUDE_COLUMNS="RowNumber, Surname",
+        CHURN_SYNTHETIC_ROWS="123",
+    )
     dataset = DatasetResource.from_env()
     assert dataset.source == file_server.url("bank.csv")
     assert (dataset.target, dataset.id_column, dataset.positive_label) == (

@@ -45,6 +45,7 @@ def test_every_definition_is_listed() -> None:
         "production_inputs": "monitoring",
         "drift_report": "monitoring",
         "live_performance": "monitoring",
+        "compacted_logs": "monitoring",
         "customer_scores": "scoring",
     }
 
@@ -91,6 +92,7 @@ def test_every_definition_is_listed() -> None:
         "monitoring",
         "refresh_labelled_data",
         "score_customers",
+        "compact_logs",
     }
     sensors = {sensor.name: sensor for sensor in defs.sensors or []}
     assert set(sensors) == {
@@ -120,12 +122,15 @@ def test_every_definition_is_listed() -> None:
         name for name, group in assets.items() if group not in ("monitoring", "scoring")
     }
     schedules = {schedule.name for schedule in defs.schedules or []}
-    assert schedules == {"daily_churn_pipeline", "nightly_customer_scores"}
+    assert schedules == {"daily_churn_pipeline", "nightly_customer_scores", "daily_log_compaction"}
     schedule = defs.resolve_schedule_def("daily_churn_pipeline")
     assert isinstance(schedule, ScheduleDefinition)
     assert (schedule.cron_schedule, schedule.job_name) == ("@daily", "churn_pipeline")
     nightly = defs.resolve_schedule_def("nightly_customer_scores")
     assert (nightly.cron_schedule, nightly.job_name) == ("0 2 * * *", "score_customers")
+    compaction = defs.resolve_schedule_def("daily_log_compaction")
+    assert (compaction.cron_schedule, compaction.job_name) == ("30 0 * * *", "compact_logs")
+    assert defs.resolve_job_def("compact_logs").partitions_def is not None
     for name in ("ingest_and_validate", "churn_pipeline"):
         policy = defs.resolve_job_def(name).op_retry_policy
         assert policy is not None and (policy.max_retries, policy.delay) == (3, 300)

@@ -51,7 +51,7 @@ from churn_assets.sensors import (
     decide,
 )
 from churn_assets.telco import FEATURES
-from churn_assets_tests.conftest import QUICK_TRAINING, registry_of, run_pipeline
+from churn_assets_tests.conftest import QUICK_TRAINING, registry_of, run_pipeline, set_environment
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -290,8 +290,8 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
     """A home whose registry has version 1 in production, trained on 3,000 synthetic rows."""
     home = PlatformHome(path=str(tmp_path_factory.mktemp("monitoring") / "home"))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHURN_HOME", home.path)
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        set_environment(patch, CHURN_HOME=home.path)
         result = run_pipeline(home, DatasetResource(synthetic_rows=3_000))
         assert result.success
         os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -316,7 +316,7 @@ def sensor(name: str, instance: DagsterInstance, home: PlatformHome, cursor: str
 @pytest.fixture
 def home(production: PlatformHome, monkeypatch: pytest.MonkeyPatch) -> PlatformHome:
     """The home with a production model, its serving logs emptied for the test."""
-    monkeypatch.setenv("CHURN_HOME", production.path)
+    set_environment(monkeypatch, CHURN_HOME=production.path)
     shutil.rmtree(production.serving_dir, ignore_errors=True)
     return production
 

@@ -22,19 +22,24 @@ from churn.published import publish
 from churn.schema import ModelSchema
 from churn_assets.definitions import MONITORING_ASSETS
 from churn_assets.resources import MlflowResource, PlatformHome
-from churn_assets_tests.conftest import REPOSITORY
+from churn_assets_tests.conftest import REPOSITORY, customer, trained_home
 from churn_assets_tests.processes import PROMETHEUS_DIR, prometheus, query, serve, wait_for
-from churn_assets_tests.test_serving import Registry, customer, registry
 from serving.traffic import perturb, population, send_traffic, served_model
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
 
-__all__ = ["registry"]  # the serving tests' registry fixture, used here too
 
 DASHBOARD = REPOSITORY / "deploy" / "grafana" / "dashboards" / "churn.json"
 # Grafana's variables, as the dashboard would resolve them over a short test.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "10m", "$deployment": ".*"}
+
+
+@pytest.fixture(scope="module")
+def production_home(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
+    """A home with one trained version in production, shared by the tests that only read it."""
+    return trained_home(tmp_path_factory.mktemp("observability"))
+
 
 requires_prometheus = pytest.mark.skipif(
     shutil.which("prometheus") is None or shutil.which("promtool") is None,
@@ -86,9 +91,9 @@ def dashboard_queries() -> list[tuple[str, str]]:
 
 @requires_prometheus
 def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_panel(
-    registry: Registry, tmp_path: Path
+    production_home: PlatformHome, tmp_path: Path
 ) -> None:
-    home = registry.home
+    home = production_home
     with (
         serve(home) as production,
         # A staging service whose registry has no model at all.

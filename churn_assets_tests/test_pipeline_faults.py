@@ -25,7 +25,13 @@ from churn.registry import PRODUCTION, STAGING
 from churn_assets.definitions import ASSETS
 from churn_assets.ingestion.assets import raw_customers
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
-from churn_assets_tests.conftest import QUICK_TRAINING, free_port, metadata, registry_of
+from churn_assets_tests.conftest import (
+    QUICK_TRAINING,
+    free_port,
+    metadata,
+    registry_of,
+    set_environment,
+)
 from churn_assets_tests.processes import fill, mlflow_server, small_disk, stop
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
@@ -75,8 +81,8 @@ def test_an_mlflow_outage_fails_clearly_is_retried_and_leaves_nothing_half_regis
     port = free_port()
     store = f"sqlite:///{tmp_path / 'mlflow-server.db'}"
     server = mlflow_server(store, port, artifacts=tmp_path / "artifacts")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail in seconds, not minutes
+    set_environment(monkeypatch, MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
     defs = pipeline(isolated_home, tmp_path / "storage")
     instance = DagsterInstance.ephemeral()
     try:

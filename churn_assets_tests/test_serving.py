@@ -25,9 +25,15 @@ import pytest
 
 from churn.parquet_log import read_log
 from churn.registry import PRODUCTION, STAGING, ModelRegistry
-from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
+from churn_assets.resources import MlflowResource, PlatformHome
 from churn_assets.telco import FEATURES
-from churn_assets_tests.conftest import REPOSITORY, run_pipeline
+from churn_assets_tests.conftest import (
+    EXAMPLE_CUSTOMER,
+    REPOSITORY,
+    customer,
+    set_environment,
+    trained_home,
+)
 from churn_assets_tests.processes import (
     BENTOML,
     MAX_BODY_BYTES,
@@ -58,49 +64,7 @@ class Registry:
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    home = PlatformHome(path=str(tmp_path_factory.mktemp("serving") / "home"))
-    # Module fixtures run before the per-test isolation: never inherit another test's store.
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    # The serving tests need two registered versions, not the brief's gates: the telco profile's.
-    gates = QualityGates.from_env({"CHURN_GATES": "telco"})
-    for seed in (42, 7):
-        dataset = DatasetResource(synthetic_rows=3_000, synthetic_seed=seed)
-        result = run_pipeline(home, dataset, gates=gates)
-        assert result.success
-    os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by mlflow during the runs
-    made = Registry(home)
-    if made.registry().alias_version(PRODUCTION) != "1":
-        made.registry().move_alias(PRODUCTION, "1", actor="tests", reason="start from version 1")
-    return made
-
-
-# A record of the Telco schema, as clients of a Telco-trained model send them.
-EXAMPLE_CUSTOMER: dict[str, Any] = {
-    "customer_id": "7590-VHVEG",
-    "gender": "Female",
-    "senior_citizen": 0,
-    "partner": "Yes",
-    "dependents": "No",
-    "tenure": 1,
-    "phone_service": "No",
-    "multiple_lines": "No phone service",
-    "internet_service": "DSL",
-    "online_security": "No",
-    "online_backup": "Yes",
-    "device_protection": "No",
-    "tech_support": "No",
-    "streaming_tv": "No",
-    "streaming_movies": "No",
-    "contract": "Month-to-month",
-    "paperless_billing": "Yes",
-    "payment_method": "Electronic check",
-    "monthly_charges": 29.85,
-    "total_charges": 29.85,
-}
-
-
-def customer(**changes: Any) -> dict[str, Any]:
-    return {**EXAMPLE_CUSTOMER, **changes}
+    return Registry(trained_home(tmp_path_factory.mktemp("serving"), seeds=(42, 7)))
 
 
 def test_the_service_class_scores_like_the_registered_model(
@@ -112,7 +76,7 @@ def test_the_service_class_scores_like_the_registered_model(
     from serving.contract import Prediction
     from serving.service import ChurnService
 
-    monkeypatch.setenv("CHURN_HOME", str(registry.home.root))
+    set_environment(monkeypatch, CHURN_HOME=str(registry.home.root))
     service = ChurnService()
     try:
         deadline = time.monotonic() + 60
@@ -527,7 +491,7 @@ def test_churn_traffic_replays_the_models_data_drifted_with_delayed_labels(
         served_model,
     )
 
-    monkeypatch.setenv("CHURN_HOME", str(production.home.root))
+    set_environment(monkeypatch, CHURN_HOME=str(production.home.root))
     card = served_model(production.url)
     schema = ModelSchema.model_validate(card["input_schema"])
     reference = reference_frame(card, None, None)  # the data version the model learned from
@@ -580,14 +544,6 @@ def test_the_staging_deployment_serves_the_staging_alias(registry: Registry) -> 
         )
     logged = read_log(registry.home.serving_log("staging", "predictions"))
     assert logged["customer_id"].tolist() == ["staging-1"]
-
-
-def test_an_unknown_alias_is_refused_with_its_name() -> None:
-    from serving.settings import ServingSettings
-
-    with pytest.raises(ValueError, match="CHURN_SERVING_ALIAS='canary'"):
-        ServingSettings.from_env({"CHURN_SERVING_ALIAS": "canary"})
-    assert ServingSettings.from_env({}).alias == PRODUCTION
 
 
 def test_the_served_contract_is_the_schema_the_model_was_trained_on(production: Server) -> None:

@@ -17,7 +17,7 @@ from churn.registry import ModelRegistry, RegistryError
 from churn_assets.registry.cli import main as registry_cli
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.training.churn_model import LABEL, PROBABILITY
-from churn_assets_tests.conftest import metadata, registry_of, run_pipeline
+from churn_assets_tests.conftest import metadata, registry_of, run_pipeline, set_environment
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -241,7 +241,7 @@ def two_version_home(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
 
 @pytest.fixture
 def two_versions(two_version_home: PlatformHome, monkeypatch: pytest.MonkeyPatch) -> ModelRegistry:
-    monkeypatch.setenv("CHURN_HOME", two_version_home.path)
+    set_environment(monkeypatch, CHURN_HOME=two_version_home.path)
     return registry_of(two_version_home)
 
 
@@ -302,7 +302,7 @@ def test_mlflow_tracking_server_from_the_environment(
 ) -> None:
     local = MlflowResource.from_env(isolated_home)
     assert local.tracking_uri == f"sqlite:///{isolated_home.root / 'mlflow' / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    set_environment(monkeypatch, MLFLOW_TRACKING_URI="http://mlflow:5000")
     remote = MlflowResource.from_env(isolated_home)
     assert (remote.tracking_uri, remote.artifact_location) == ("http://mlflow:5000", None)
     assert remote.run_url("3", "abc") == "http://mlflow:5000/#/experiments/3/runs/abc"
@@ -313,7 +313,7 @@ def test_gate_profiles_from_the_environment() -> None:
     telco = QualityGates.from_env({"CHURN_GATES": "telco", "CHURN_GATE_MIN_RECALL": "0.7"})
     assert (telco.min_f1, telco.min_recall) == (0.60, 0.7)
     assert telco.profile == "telco (with overrides)"
-    with pytest.raises(ValueError, match="unknown gate profile CHURN_GATES='nope'"):
+    with pytest.raises(ValueError, match="CHURN_GATES='nope': Input should be 'brief' or 'telco'"):
         QualityGates.from_env({"CHURN_GATES": "nope"})
 
 

@@ -12,7 +12,6 @@ rather than rejected, because a new tariff name must not take the service down.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -27,12 +26,12 @@ from pydantic import (
     model_validator,
 )
 
-DEFAULT_MAX_RECORDS = 1_000
+from churn.settings import settings
 
 
 def max_records() -> int:
     """Largest batch one request may carry (`CHURN_MAX_BATCH_RECORDS`)."""
-    return int(os.environ.get("CHURN_MAX_BATCH_RECORDS", DEFAULT_MAX_RECORDS))
+    return settings().serving.max_batch_records
 
 
 class PredictRequest(IODescriptor):  # type: ignore[misc]

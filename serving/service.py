@@ -35,6 +35,7 @@ from churn.logs import (
 from churn.parquet_log import ParquetLog
 from churn.published import latest_path, read_published
 from churn.registry import PRODUCTION
+from churn.settings import settings
 from churn.tracking import Tracking
 from serving import openapi
 from serving.batching import ContinuousBatcher
@@ -52,10 +53,9 @@ from serving.contract import (
 from serving.guard import RequestGuard
 from serving.hardening import bound_metric_labels, quiet_client_errors
 from serving.model import ModelWatcher, ServedModel, columns_of
-from serving.settings import ServingSettings
 from serving.telemetry import ServingMetrics
 
-SETTINGS = ServingSettings.from_env()
+SETTINGS = settings().serving
 logger = logging.getLogger(__name__)
 # The watcher reads the alias again every few seconds: MLflow's own retries (7, with a backoff
 # reaching minutes) would only hide an outage from /model and the metrics for that long.

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import urllib.error
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from churn.schema import ColumnKind, ModelSchema
+from churn.settings import settings
 
 POOL = 20_000
 
@@ -307,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments.rate <= 0 or arguments.batch < 1 or not 0 <= arguments.label_share <= 1:
         parser.error("--rate must be positive, --batch at least 1, --label-share within 0-1")
     url = arguments.url.rstrip("/")
-    api_key = os.environ.get("CHURN_API_KEY") or None
+    api_key = settings().serving.api_key
     try:
         scale = {c: float(v) for c, v in _pairs(arguments.scale, "--scale").items()}
         set_values = {}

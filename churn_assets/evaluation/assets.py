@@ -89,9 +89,9 @@ def model_evaluation(
             for name, value in {**metrics, "latency_p50_ms": p50, "latency_p99_ms": p99}.items()
         ],
     )
-    assert best.pipeline is not None
+    pipeline = model.unwrap_python_model().pipeline
     log_evaluation_figures(
-        client, best.run_id, best.algorithm, best.pipeline, labels, probabilities, best.threshold
+        client, best.run_id, best.algorithm, pipeline, labels, probabilities, best.threshold
     )
     # Nightly scoring compares the customer base's scores with these.
     client.log_dict(best.run_id, score_histogram(probabilities), HOLDOUT_SCORES)

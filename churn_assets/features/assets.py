@@ -114,16 +114,49 @@ def customer_splits(
     )
 
 
+@dataclass
+class FeatureDesign:
+    """What every candidate model learns from: the input columns, and the features made of them.
+
+    Attributes:
+        numeric: numeric input columns.
+        categorical: categorical input columns.
+        engineered: features derived from them (the Telco ones; none for other tables).
+        model_features: the columns the estimator sees, after imputation and encoding.
+
+    """
+
+    numeric: list[str]
+    categorical: list[str]
+    engineered: list[str]
+    model_features: list[str]
+
+    def pipeline(self) -> Pipeline:
+        """A new, unfitted feature pipeline of this design (each candidate fits its own)."""
+        return build_feature_pipeline(self.numeric, self.categorical)
+
+
 @asset(group_name=GROUP, kinds={"scikitlearn"})
-def feature_pipeline(customer_splits: CustomerSplits) -> Output[Pipeline]:
-    """The feature pipeline fitted on the training split; every candidate model starts from it."""
+def feature_pipeline(customer_splits: CustomerSplits) -> Output[FeatureDesign]:
+    """The feature design every candidate starts from, as fitted on the training split.
+
+    Candidates fit the pipeline themselves, inside each cross-validation fold, so that no fold
+    sees statistics of rows it is scored on; this asset records what that pipeline makes of the
+    columns (the model's feature names), which the fitted candidates share.
+    """
     splits = customer_splits
     pipeline = build_feature_pipeline(splits.numeric, splits.categorical)
     pipeline.fit(splits.train, splits.train[splits.target])
     names = list(pipeline.named_steps["encode"].get_feature_names_out())
     engineered_numeric, engineered_categorical = pipeline.named_steps["telco_features"].engineered()
+    design = FeatureDesign(
+        numeric=list(splits.numeric),
+        categorical=list(splits.categorical),
+        engineered=[*engineered_numeric, *engineered_categorical],
+        model_features=names,
+    )
     return Output(
-        pipeline,
+        design,
         metadata={
             "input_columns": len(splits.features),
             "engineered_features": ", ".join(engineered_numeric + engineered_categorical)

@@ -12,7 +12,6 @@ The monitoring sensor materializes them when the service logs new traffic; the d
 reads their metadata and asks for a retraining run when drift or degradation is found.
 """
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +33,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from churn.drift import DEFAULT_PSI_THRESHOLD, DriftResult, measure_drift
+from churn.drift import DriftResult, measure_drift
 from churn.logs import (
     FEEDBACK,
     META_COLUMNS,
@@ -47,12 +46,12 @@ from churn.published import publish
 from churn.registry import PRODUCTION, ModelRegistry
 from churn.schema import ModelSchema
 from churn.scores import INPUTS, ScoreStore
+from churn.settings import settings
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import (
     DatasetResource,
     MlflowResource,
     PlatformHome,
-    environment_float,
 )
 
 GROUP = "monitoring"
@@ -139,27 +138,20 @@ def reference_customers(
     )
 
 
-def _population_setting() -> Literal["online", "batch"]:
-    value = os.environ.get("CHURN_MONITOR_POPULATION", "").strip().lower() or "online"
-    if value not in ("online", "batch"):
-        raise ValueError(f"CHURN_MONITOR_POPULATION must be online or batch, not {value!r}")
-    return "batch" if value == "batch" else "online"
-
-
 class WindowConfig(Config):
     """Which logged predictions count as the current production inputs."""
 
     hours: float = Field(
-        default_factory=lambda: environment_float("CHURN_MONITOR_WINDOW_HOURS", 24.0),
+        default_factory=lambda: settings().monitoring.window_hours,
         description="Predictions of the last N hours (`CHURN_MONITOR_WINDOW_HOURS`).",
     )
     max_records: int = Field(
-        default_factory=lambda: int(environment_float("CHURN_MONITOR_WINDOW_RECORDS", 5_000)),
+        default_factory=lambda: settings().monitoring.window_records,
         description="At most the newest N of them (`CHURN_MONITOR_WINDOW_RECORDS`).",
     )
     alias: str = Field(default=PRODUCTION, description="The deployment whose inputs are read.")
     population: Literal["online", "batch"] = Field(
-        default_factory=_population_setting,
+        default_factory=lambda: settings().monitoring.population,
         description="`online`: the service's recent requests; `batch`: the customers of the "
         "latest nightly scores (a sample of their inputs), so that a shift of the customer base "
         "shows even without online traffic (`CHURN_MONITOR_POPULATION`).",
@@ -233,11 +225,11 @@ class DriftConfig(Config):
     """When a feature counts as drifted, and how much traffic a verdict needs."""
 
     psi_threshold: float = Field(
-        default_factory=lambda: environment_float("CHURN_PSI_THRESHOLD", DEFAULT_PSI_THRESHOLD),
+        default_factory=lambda: settings().monitoring.psi_threshold,
         description="A feature whose PSI is above this has drifted (`CHURN_PSI_THRESHOLD`).",
     )
     min_records: int = Field(
-        default_factory=lambda: int(environment_float("CHURN_DRIFT_MIN_RECORDS", 500)),
+        default_factory=lambda: settings().monitoring.drift_min_records,
         description="Fewer production records than this give no verdict: PSI of a small sample "
         "is noise (`CHURN_DRIFT_MIN_RECORDS`).",
     )
@@ -479,12 +471,12 @@ class PerformanceConfig(Config):
     """How much live F1 may fall below the evaluation's before it is an alert."""
 
     f1_margin: float = Field(
-        default_factory=lambda: environment_float("CHURN_F1_DEGRADATION_MARGIN", 0.10),
+        default_factory=lambda: settings().monitoring.f1_degradation_margin,
         description="Largest tolerated drop of live F1 under the hold-out F1 "
         "(`CHURN_F1_DEGRADATION_MARGIN`).",
     )
     min_labels: int = Field(
-        default_factory=lambda: int(environment_float("CHURN_PERFORMANCE_MIN_LABELS", 50)),
+        default_factory=lambda: settings().monitoring.performance_min_labels,
         description="Fewer labelled predictions than this give no verdict "
         "(`CHURN_PERFORMANCE_MIN_LABELS`).",
     )
@@ -544,8 +536,12 @@ def live_performance(
     from sklearn.metrics import f1_score, precision_score, recall_score
 
     version, tags = _production_version(mlflow_tracking)
-    predictions = read_log(home.serving_log(PRODUCTION, PREDICTIONS))
-    feedback = read_log(home.serving_log(PRODUCTION, FEEDBACK))
+    # Only this version's predictions count, and it made none before it was registered: the days
+    # read grow with its time in production, not with the logs' whole history.
+    registered = mlflow_tracking.client().get_model_version(mlflow_tracking.model_name, version)
+    since = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).date()
+    predictions = read_log(home.serving_log(PRODUCTION, PREDICTIONS), since=since)
+    feedback = read_log(home.serving_log(PRODUCTION, FEEDBACK), since=since)
     joined = join_feedback(predictions, feedback)
     labelled = joined.rows
     if not labelled.empty:

@@ -5,7 +5,6 @@ the quality gates (blocking checks) and by beating the current production versio
 """
 
 import getpass
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +30,7 @@ from churn.registry import (
     ModelRegistry,
     loading_problem,
 )
+from churn.settings import settings
 from churn_assets.evaluation.assets import ModelEvaluation
 from churn_assets.markdown import markdown_table
 from churn_assets.registry.card import model_card
@@ -95,7 +95,7 @@ def evaluate_gates(evaluation: ModelEvaluation, gates: QualityGates) -> list[Gat
 
 def owner() -> str:
     """Who owns the models this process registers: `CHURN_OWNER`, else the user name."""
-    return os.environ.get("CHURN_OWNER") or getpass.getuser()
+    return settings().platform.owner or getpass.getuser()
 
 
 @asset(

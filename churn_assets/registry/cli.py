@@ -14,13 +14,13 @@ under `CHURN_HOME`). Bad arguments get a message and exit status 2, and change n
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from collections.abc import Sequence
 
 from churn.registry import ModelRegistry, RegistryError, loading_problem
 from churn_assets.markdown import markdown_table
+from churn_assets.registry.assets import owner
 from churn_assets.resources import MlflowResource, PlatformHome
 
 
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracking = MlflowResource.from_env(PlatformHome.from_env())
     tracking.activate()
     registry = ModelRegistry(tracking.client(), arguments.model or tracking.model_name)
-    actor = getattr(arguments, "actor", None) or os.environ.get("CHURN_OWNER") or getpass.getuser()
+    actor = getattr(arguments, "actor", None) or owner()
     try:
         if arguments.command == "list":
             _print_versions(registry)

@@ -9,10 +9,11 @@ from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Outpu
 from pydantic import Field
 from sklearn.pipeline import Pipeline
 
+from churn.codec import STORED
 from churn.metrics import classification_metrics, recall_margin
 from churn.registry import PRODUCTION, ModelRegistry
 from churn.schema import SCHEMA_ARTIFACT, ModelSchema
-from churn_assets.features.assets import CustomerSplits
+from churn_assets.features.assets import CustomerSplits, FeatureDesign
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import MlflowResource, QualityGates, mlflow_step
 from churn_assets.training.search import (
@@ -79,7 +80,8 @@ class Candidate:
     holdout_metrics: dict[str, float] = field(default_factory=dict)
     model_uri: str = ""
     error: str = ""
-    pipeline: Pipeline | None = field(default=None, repr=False)
+    # The fitted model, for this step only: later steps load it from `model_uri`.
+    pipeline: Pipeline | None = field(default=None, repr=False, metadata={STORED: False})
 
 
 @dataclass
@@ -105,7 +107,7 @@ def candidate_models(
     context: AssetExecutionContext,
     config: TrainingConfig,
     customer_splits: CustomerSplits,
-    feature_pipeline: Pipeline,
+    feature_pipeline: FeatureDesign,
     mlflow_tracking: MlflowResource,
     gates: QualityGates,
 ) -> Output[CandidateModels]:
@@ -133,7 +135,7 @@ def _train_candidates(
     context: AssetExecutionContext,
     config: TrainingConfig,
     splits: CustomerSplits,
-    feature_pipeline: Pipeline,
+    design: FeatureDesign,
     mlflow_tracking: MlflowResource,
     gates: QualityGates,
 ) -> Output[CandidateModels]:
@@ -191,7 +193,7 @@ def _train_candidates(
                 try:
                     result = tune(
                         algorithm,
-                        feature_pipeline,
+                        design.pipeline(),
                         splits.train,
                         train_labels,
                         budget,
