@@ -103,12 +103,12 @@ class ScoreStore:
             raise KeyError(f"no scores for {key} under {self.root}")
         return pd.read_parquet(self.partition(key) / SCORES, columns=columns)
 
-    def latest(self) -> str | None:
-        """The newest partition written, if any."""
+    def latest(self, until: str | None = None) -> str | None:
+        """The newest partition written, if any (of `until`, YYYY-MM-DD, or before)."""
         keys = sorted(
             path.name.removeprefix("date=")
             for path in self.root.glob("date=*")
-            if (path / MANIFEST).exists()
+            if (path / MANIFEST).exists() and (until is None or path.name <= f"date={until}")
         )
         return keys[-1] if keys else None
 

@@ -12,7 +12,7 @@ from dagster import (
 from churn_assets.evaluation.assets import model_evaluation
 from churn_assets.features.assets import customer_splits, feature_pipeline
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
-from churn_assets.monitoring.assets import monitored_features, monitoring_assets
+from churn_assets.monitoring.assets import MONITORING_DAYS, monitored_features, monitoring_assets
 from churn_assets.monitoring.compaction import (
     compact_logs_job,
     compacted_logs,
@@ -87,7 +87,9 @@ churn_pipeline_job = define_asset_job(
 monitoring_job = define_asset_job(
     name="monitoring",
     selection=AssetSelection.assets(*MONITORING_ASSETS),
-    description="Drift of production inputs and live performance of the production model.",
+    partitions_def=MONITORING_DAYS,
+    description="Drift of production inputs and live performance of the production model, "
+    "for one day (today's: the window that ends now).",
 )
 
 refresh_labels_job = define_asset_job(

@@ -21,6 +21,7 @@ environment variables, read when the code location loads.
 import json
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dagster import (
@@ -105,6 +106,14 @@ def newest_file(folders: list[Path]) -> int:
     return max((last_written(folder) for folder in folders), default=0)
 
 
+def _today() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def _yesterday() -> str:
+    return (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+
+
 def _active_runs(instance: DagsterInstance, job_name: str) -> int:
     return len(instance.get_run_ids(RunsFilter(job_name=job_name, statuses=_ACTIVE), limit=1))
 
@@ -133,7 +142,8 @@ def monitoring_sensor_for(job_name: str) -> SensorDefinition:
         if _active_runs(context.instance, job_name):
             return SkipReason("A monitoring run is still in progress; new traffic waits for it.")
         context.update_cursor(str(newest))
-        return RunRequest(run_key=f"monitor-{newest}")
+        # Today's partition: the window that ends now.
+        return RunRequest(run_key=f"monitor-{newest}", partition_key=_today())
 
     return monitoring_sensor
 
@@ -212,6 +222,10 @@ def _new_findings(
             continue
         record = records[0]
         seen[asset] = record.storage_id
+        if record.partition_key and record.partition_key < _yesterday():
+            # A backfill of an old day: history, not a reason to retrain today's model.
+            notes.append(f"{asset}: {record.partition_key} (a past day) not acted on")
+            continue
         materialization = record.event_log_entry.asset_materialization
         metadata = (
             {k: v.value for k, v in materialization.metadata.items()} if materialization else {}

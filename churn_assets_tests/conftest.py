@@ -56,6 +56,13 @@ def metadata(result: ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+def today() -> str:
+    """Today's partition key (UTC): the monitoring assets' window ends now in it."""
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
 def free_port() -> int:
     """A loopback port nobody listens on (until someone binds it)."""
     with socket.socket() as probe:

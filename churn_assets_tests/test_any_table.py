@@ -33,7 +33,14 @@ from churn_assets.resources import (
     ScoringResource,
 )
 from churn_assets.scoring.assets import customer_scores
-from churn_assets_tests.conftest import ORANGE_CSV, json_record, metadata, registry_of, run_pipeline
+from churn_assets_tests.conftest import (
+    ORANGE_CSV,
+    json_record,
+    metadata,
+    registry_of,
+    run_pipeline,
+    today,
+)
 from churn_assets_tests.processes import MAX_RECORDS, fuzz_api, serve
 from serving.traffic import perturb, population, send_traffic, served_model
 
@@ -156,6 +163,7 @@ def test_the_closed_loop_runs_on_a_table_of_another_shape(table: Table, tmp_path
         time.sleep(2)  # the service writes its logs every second in these tests
         monitored = materialize(
             monitoring_assets(schema.names),
+            partition_key=today(),
             resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
             run_config={"ops": {"drift_report": {"config": {"min_records": 300}}}},
             instance=DagsterInstance.ephemeral(),

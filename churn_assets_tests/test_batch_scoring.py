@@ -48,6 +48,7 @@ from churn_assets_tests.conftest import (
     metadata,
     registry_of,
     run_pipeline,
+    today,
 )
 from churn_assets_tests.processes import MAX_RECORDS, postgres_database, serve
 
@@ -291,6 +292,7 @@ def test_the_drift_report_can_watch_the_nightly_population(trained: Trained) -> 
     assert score(trained, reasons=False).success
     result = materialize(
         [production_inputs],
+        partition_key=today(),
         resources={"home": trained.home},
         run_config={"ops": {"production_inputs": {"config": {"population": "batch"}}}},
         instance=DagsterInstance.ephemeral(),

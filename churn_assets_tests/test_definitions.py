@@ -22,7 +22,7 @@ from dagster import (
 
 from churn_assets.definitions import defs
 from churn_assets.telco import FEATURES
-from churn_assets_tests.conftest import REPOSITORY, free_port
+from churn_assets_tests.conftest import REPOSITORY, free_port, today
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -131,6 +131,22 @@ def test_every_definition_is_listed() -> None:
     compaction = defs.resolve_schedule_def("daily_log_compaction")
     assert (compaction.cron_schedule, compaction.job_name) == ("30 0 * * *", "compact_logs")
     assert defs.resolve_job_def("compact_logs").partitions_def is not None
+    # The monitoring assets measure one day each (today's included); their reference does not.
+    graph = defs.resolve_asset_graph()
+    daily = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).partitions_def is not None
+    }
+    assert daily == {
+        "production_inputs",
+        "drift_report",
+        "live_performance",
+        "compacted_logs",
+        "customer_scores",
+    }
+    monitoring = defs.resolve_job_def("monitoring").partitions_def
+    assert monitoring is not None and monitoring.get_last_partition_key() == today()
     for name in ("ingest_and_validate", "churn_pipeline"):
         policy = defs.resolve_job_def(name).op_retry_policy
         assert policy is not None and (policy.max_retries, policy.delay) == (3, 300)

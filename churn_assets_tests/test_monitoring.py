@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pandas as pd
 import pytest
 from dagster import (
     AssetKey,
+    AssetMaterialization,
     DagsterInstance,
     RunRequest,
     SensorResult,
@@ -40,7 +42,13 @@ from churn.schema import ModelSchema
 from churn_assets.definitions import ASSETS, defs
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.synthetic import SyntheticDrift, churn_probability, generate_customers
-from churn_assets.monitoring.assets import DRIFT_CHECK, drift_check_name, monitoring_assets
+from churn_assets.monitoring.assets import (
+    DRIFT_CHECK,
+    DRIFT_REPORT,
+    drift_check_name,
+    monitoring_assets,
+    production_inputs,
+)
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.sensors import (
     MONITORING_RUN_TAG,
@@ -51,7 +59,13 @@ from churn_assets.sensors import (
     decide,
 )
 from churn_assets.telco import FEATURES
-from churn_assets_tests.conftest import QUICK_TRAINING, registry_of, run_pipeline, set_environment
+from churn_assets_tests.conftest import (
+    QUICK_TRAINING,
+    registry_of,
+    run_pipeline,
+    set_environment,
+    today,
+)
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -301,6 +315,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
 def monitor(home: PlatformHome, instance: DagsterInstance, **config: Any) -> Any:
     return materialize(
         monitoring_assets(FEATURES),
+        partition_key=today(),
         resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
         run_config={"ops": config},
         instance=instance,
@@ -336,6 +351,7 @@ def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promote
     log_predictions(home, customers(1_000, 11), at=NOW - timedelta(minutes=30))
     result, context = sensor("monitoring_sensor", instance, home, None)
     assert isinstance(result, RunRequest) and str(result.run_key).startswith("monitor-")
+    assert result.partition_key == today()  # the window that ends now
     cursor = context.cursor
     result, _ = sensor("monitoring_sensor", instance, home, cursor)
     assert isinstance(result, SkipReason) and "No new predictions" in str(result.skip_message)
@@ -496,3 +512,32 @@ def test_the_new_data_sensor_fires_on_a_landing_file_or_an_outcome_once(
     result, context = sensor("new_data_sensor", instance, isolated_home, cursor)
     assert isinstance(result, RunRequest) and result.run_key != f"labels-{cursor}"
     assert int(context.cursor or 0) > int(cursor or 0)
+
+
+def test_a_past_day_is_measured_in_its_own_partition_and_its_drift_is_not_acted_on(
+    home: PlatformHome,
+) -> None:
+    day = (NOW - timedelta(days=3)).date()
+    log_predictions(home, customers(600, 5), at=datetime.combine(day, clock(12), UTC))
+    log_predictions(home, customers(400, 6), at=NOW - timedelta(minutes=5))
+    instance = DagsterInstance.ephemeral()
+    sizes = {}
+    for key in (f"{day}", today()):  # a backfill of that day, and today's partition
+        run = materialize(
+            [production_inputs], partition_key=key, resources={"home": home}, instance=instance
+        )
+        sizes[key] = len(run.output_for_node("production_inputs"))
+    assert sizes == {f"{day}": 600, today(): 400}
+    assert instance.get_materialized_partitions(AssetKey("production_inputs")) == set(sizes)
+
+    # Drift found in a backfilled day is history: the drift sensor does not retrain for it.
+    instance.report_runless_asset_event(
+        AssetMaterialization(
+            DRIFT_REPORT,
+            partition=f"{day}",
+            metadata={"drift_detected": True, "reason": "monthly_charges PSI 0.5"},
+        )
+    )
+    result, _ = sensor("drift_sensor", instance, home, None)
+    assert not result.run_requests
+    assert f"{day} (a past day) not acted on" in str(result.skip_reason.skip_message)

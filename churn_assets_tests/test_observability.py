@@ -22,7 +22,7 @@ from churn.published import publish
 from churn.schema import ModelSchema
 from churn_assets.definitions import MONITORING_ASSETS
 from churn_assets.resources import MlflowResource, PlatformHome
-from churn_assets_tests.conftest import REPOSITORY, customer, trained_home
+from churn_assets_tests.conftest import REPOSITORY, customer, today, trained_home
 from churn_assets_tests.processes import PROMETHEUS_DIR, prometheus, query, serve, wait_for
 from serving.traffic import perturb, population, send_traffic, served_model
 
@@ -150,6 +150,7 @@ def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_pane
         # The monitoring assets publish drift and live F1; the production service exposes them.
         monitored = materialize(
             MONITORING_ASSETS,
+            partition_key=today(),
             resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
             run_config={"ops": {"drift_report": {"config": {"min_records": 100}}}},
             instance=DagsterInstance.ephemeral(),

@@ -8,13 +8,17 @@ live performance scores the production model on the outcomes reported to it.
                       │   production_inputs ───┴─> drift_report  (an asset check per feature)
                       └─> live_performance                       (F1 degradation check)
 
-The monitoring sensor materializes them when the service logs new traffic; the drift sensor
-reads their metadata and asks for a retraining run when drift or degradation is found.
+`production_inputs`, `drift_report` and `live_performance` have one partition per UTC day
+(`MONITORING_DAYS`), today's included: a day's partition measures the window that ends with the
+day (the last 24 hours of traffic by default), or now while the day is running. The monitoring
+sensor materializes today's as the service logs new traffic; a backfill measures past days, each
+in its own partition, from the logs kept. The drift sensor reads their metadata and asks for a
+retraining run when drift or degradation is found in today's or yesterday's.
 """
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 import pandas as pd
@@ -25,6 +29,7 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     Config,
+    DailyPartitionsDefinition,
     DataVersion,
     Failure,
     MetadataValue,
@@ -55,6 +60,8 @@ from churn_assets.resources import (
 )
 
 GROUP = "monitoring"
+# One partition per UTC day, today's included (it is measured again as the day's traffic comes).
+MONITORING_DAYS = DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC", end_offset=1)
 DRIFT_REPORT = "drift_report"
 LIVE_PERFORMANCE = "live_performance"
 F1_CHECK = "live_f1_degradation"
@@ -74,6 +81,15 @@ class ReferenceData:
     model_version: str
     data_version: str
     schema: ModelSchema
+
+
+def window_end(context: AssetExecutionContext) -> datetime:
+    """Where the measured window ends: now for today's partition, the day's end for a past one."""
+    now = datetime.now(UTC)
+    if not context.has_partition_key:
+        return now
+    day = date.fromisoformat(context.partition_key)
+    return min(now, datetime.combine(day + timedelta(days=1), time.min, UTC))
 
 
 def _production_version(mlflow_tracking: MlflowResource) -> tuple[str, dict[str, str]]:
@@ -158,20 +174,21 @@ class WindowConfig(Config):
     )
 
 
-@asset(group_name=GROUP, kinds={"pandas", "parquet"})
+@asset(group_name=GROUP, kinds={"pandas", "parquet"}, partitions_def=MONITORING_DAYS)
 def production_inputs(
     context: AssetExecutionContext, config: WindowConfig, home: PlatformHome
 ) -> Output[pd.DataFrame]:
     """The customers production scored recently: online requests, or the nightly population."""
+    end = window_end(context)
     if config.population == "batch":
-        return _batch_inputs(home, config.max_records)
+        return _batch_inputs(home, config.max_records, end.date())
     folder = home.serving_log(config.alias, PREDICTIONS)
-    now = datetime.now(UTC)
-    logged = recent_predictions(folder, now, config.hours, config.max_records)
+    logged = recent_predictions(folder, end, config.hours, config.max_records)
     if logged.empty:
         raise Failure(
-            description=f"The {config.alias} service logged no prediction in the last "
-            f"{config.hours:g} h (log: {folder}). Send traffic first, e.g. `churn-traffic`.",
+            description=f"The {config.alias} service logged no prediction in the {config.hours:g} "
+            f"h before {end:%Y-%m-%d %H:%M} UTC (log: {folder}). Send traffic first, e.g. "
+            "`churn-traffic`.",
             allow_retries=False,
         )
     # Every logged input, whatever model version logged it: drift picks the production model's.
@@ -180,12 +197,13 @@ def production_inputs(
         + [column for column in logged.columns if column not in META_COLUMNS]
     ]
     versions = logged["model_version"].value_counts()
-    context.log.info("%s predictions from %s to %s", len(inputs), inputs.iloc[0, 0], now)
+    context.log.info("%s predictions from %s to %s", len(inputs), inputs.iloc[0, 0], end)
     return Output(
         inputs,
         metadata={
             "dagster/row_count": len(inputs),
-            "window": f"last {config.hours:g} h, at most {config.max_records:,} records",
+            "window": f"{config.hours:g} h up to {end:%Y-%m-%d %H:%M} UTC, at most "
+            f"{config.max_records:,} records",
             "first_prediction": str(inputs["predicted_at"].iloc[0]),
             "last_prediction": str(inputs["predicted_at"].iloc[-1]),
             "served_versions": ", ".join(f"v{v}: {n}" for v, n in versions.items()),
@@ -194,14 +212,14 @@ def production_inputs(
     )
 
 
-def _batch_inputs(home: PlatformHome, max_records: int) -> Output[pd.DataFrame]:
-    """The inputs sampled from the latest nightly scores (`customer_scores`)."""
+def _batch_inputs(home: PlatformHome, max_records: int, day: date) -> Output[pd.DataFrame]:
+    """The inputs sampled from the latest nightly scores up to `day` (`customer_scores`)."""
     store = ScoreStore(home.scores_dir)
-    partition = store.latest()
+    partition = store.latest(until=f"{day}")
     if partition is None:
         raise Failure(
-            description=f"No nightly scores under {store.root} yet: materialize customer_scores "
-            "first, or monitor the online population.",
+            description=f"No nightly scores of {day} or before under {store.root}: materialize "
+            "customer_scores first, or monitor the online population.",
             allow_retries=False,
         )
     manifest = store.manifest(partition)
@@ -272,6 +290,7 @@ def drift_report_asset(monitored: Sequence[str]) -> AssetsDefinition:
     @asset(
         name=DRIFT_REPORT,
         group_name=GROUP,
+        partitions_def=MONITORING_DAYS,
         kinds={"evidently", "mlflow"},
         check_specs=[
             AssetCheckSpec(
@@ -515,6 +534,7 @@ class LivePerformance:
 
 @asset(
     group_name=GROUP,
+    partitions_def=MONITORING_DAYS,
     kinds={"pandas"},
     deps=["production_model"],
     check_specs=[
@@ -539,9 +559,11 @@ def live_performance(
     # Only this version's predictions count, and it made none before it was registered: the days
     # read grow with its time in production, not with the logs' whole history.
     registered = mlflow_tracking.client().get_model_version(mlflow_tracking.model_name, version)
+    # ...and a past day's partition counts what had been reported by the end of that day.
     since = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).date()
-    predictions = read_log(home.serving_log(PRODUCTION, PREDICTIONS), since=since)
-    feedback = read_log(home.serving_log(PRODUCTION, FEEDBACK), since=since)
+    until = window_end(context).date()
+    predictions = read_log(home.serving_log(PRODUCTION, PREDICTIONS), since=since, until=until)
+    feedback = read_log(home.serving_log(PRODUCTION, FEEDBACK), since=since, until=until)
     joined = join_feedback(predictions, feedback)
     labelled = joined.rows
     if not labelled.empty:
