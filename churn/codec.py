@@ -13,8 +13,6 @@ same step only) is left out and read back as its default.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import types
 import typing
 from datetime import date, datetime
@@ -27,6 +25,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from churn.files import write_atomically
+from churn.snapshots import content_hash
 
 TABLE = "$table"
 STORED = "stored"
@@ -38,19 +37,9 @@ class TableStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    @staticmethod
-    def key(frame: pd.DataFrame) -> str:
-        """The content hash of a table (24 hex characters)."""
-        digest = hashlib.sha256()
-        digest.update(json.dumps([[str(n), str(t)] for n, t in frame.dtypes.items()]).encode())
-        digest.update(json.dumps([str(name) for name in frame.index.names]).encode())
-        hashed = pd.util.hash_pandas_object(frame, index=True, categorize=True)
-        digest.update(hashed.to_numpy().tobytes())
-        return digest.hexdigest()[:24]
-
     def put(self, frame: pd.DataFrame) -> str:
         """Store `frame` unless a table of the same content is stored; return its key."""
-        key = self.key(frame)
+        key = content_hash(frame, index=True)
         path = self.path(key)
         if not path.exists():
             self.root.mkdir(parents=True, exist_ok=True)

@@ -311,15 +311,26 @@ class ParquetLog:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         name = f"part-{stamp}-{os.getpid()}-{next(self._sequence):06d}.parquet"
-        hidden = folder / f".{name}"
-        try:
-            pq.write_table(table, hidden)
-            with open(hidden, "rb") as written:
-                os.fsync(written.fileno())
-            os.replace(hidden, folder / name)
-        except BaseException:
-            hidden.unlink(missing_ok=True)  # no half file left on a full disk
-            raise
+        _write_part(table, folder / name)
+
+
+def _write_part(table: pa.Table, target: Path, mtime_ns: int | None = None) -> None:
+    """Write a part under a dot-name, sync it to disk and rename it into place.
+
+    A reader never sees half a file, and a failed write (a full disk) leaves none behind.
+    `mtime_ns` sets the part's modification time before it appears.
+    """
+    hidden = target.with_name(f".{target.name}")
+    try:
+        pq.write_table(table, hidden)
+        with open(hidden, "rb") as written:
+            os.fsync(written.fileno())
+        if mtime_ns is not None:
+            os.utime(hidden, ns=(mtime_ns, mtime_ns))
+        os.replace(hidden, target)
+    except BaseException:
+        hidden.unlink(missing_ok=True)
+        raise
 
 
 def day_folders(folder: Path, since: date | None = None, until: date | None = None) -> list[Path]:
@@ -353,18 +364,23 @@ def _merged_into(part: Path) -> list[str]:
     return names
 
 
+def _day_parts(day: Path) -> tuple[list[Path], set[str]]:
+    """A day's parts a reader reads, and the names compacted parts say they merged."""
+    parts = sorted(day.glob("part-*.parquet"))
+    merged: set[str] = set()
+    for part in parts:
+        if _is_compacted(part):
+            merged.update(_merged_into(part))
+    return [part for part in parts if part.name not in merged], merged
+
+
 def live_parts(day: Path) -> list[Path]:
     """The parts of a day a reader reads: each record once, before, during or after compaction.
 
     A compacted part names the parts it merged (in its Parquet metadata); those still on disk
     (compaction deletes them after the compacted part is in place) are left out.
     """
-    parts = sorted(day.glob("part-*.parquet"))
-    merged: set[str] = set()
-    for part in parts:
-        if _is_compacted(part):
-            merged.update(_merged_into(part))
-    return [part for part in parts if part.name not in merged]
+    return _day_parts(day)[0]
 
 
 def last_written(folder: Path, days: int = 2) -> int:
@@ -405,17 +421,17 @@ def read_log(folder: Path, since: date | None = None, until: date | None = None)
     An absent or empty log is an empty frame. A compaction running meanwhile is harmless: a
     part it deleted between listing and reading makes the read start again.
     """
-    for attempt in range(5):
+
+    def read() -> pd.DataFrame:
         files = [part for day in day_folders(folder, since, until) for part in live_parts(day)]
-        if not files:
-            return pd.DataFrame()
+        return _read_parts(files).to_pandas() if files else pd.DataFrame()
+
+    for _ in range(4):
         try:
-            frame: pd.DataFrame = _read_parts(files).to_pandas()
-            return frame
+            return read()
         except FileNotFoundError:
-            if attempt == 4:
-                raise
-    raise AssertionError("unreachable")
+            continue
+    return read()
 
 
 @dataclass(frozen=True)
@@ -443,39 +459,25 @@ def compact_day(day: Path) -> Compaction:
 
     with open(day / ".compaction.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        parts = live_parts(day)
-        leftovers = [p for p in day.glob("part-*.parquet") if p not in parts]
+        parts, merged = _day_parts(day)
         before = sum(p.stat().st_size for p in parts)
         if len(parts) <= 1:
-            for leftover in leftovers:
-                leftover.unlink(missing_ok=True)
+            for leftover in merged:
+                (day / leftover).unlink(missing_ok=True)
             records = pq.read_metadata(parts[0]).num_rows if parts else 0
             return Compaction(day.name, len(parts), len(parts), records, before, before)
         table = _read_parts(parts)
-        merged = {part.name for part in parts}
-        for part in parts:
-            if _is_compacted(part):
-                merged.update(_merged_into(part))
+        merged |= {part.name for part in parts}
         table = table.replace_schema_metadata({MERGED_PARTS: json.dumps(sorted(merged)).encode()})
-        newest = max(part.stat().st_mtime_ns for part in parts)
         stamp = parts[-1].name.removeprefix("part-").split("-")[0]
         target = day / f"part-{stamp}-{COMPACTED}-{uuid.uuid4().hex[:8]}.parquet"
-        hidden = day / f".{target.name}"
-        try:
-            pq.write_table(table, hidden)
-            with open(hidden, "rb") as written:
-                os.fsync(written.fileno())
-            os.utime(hidden, ns=(newest, newest))  # new data for sensors: none
-            os.replace(hidden, target)
-        except BaseException:
-            hidden.unlink(missing_ok=True)
-            raise
+        # The parts' newest time: for the sensors, compaction is not new data.
+        _write_part(table, target, mtime_ns=max(part.stat().st_mtime_ns for part in parts))
         directory = os.open(day, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
-        for part in day.glob("part-*.parquet"):
-            if part.name in merged:
-                part.unlink(missing_ok=True)
+        for name in merged:
+            (day / name).unlink(missing_ok=True)
         return Compaction(day.name, len(parts), 1, table.num_rows, before, target.stat().st_size)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -405,17 +406,8 @@ class Settings:
 
     @classmethod
     def sections(cls) -> dict[str, type[Section]]:
-        """Section name -> its model."""
-        return {
-            "platform": PlatformSettings,
-            "tracking": TrackingSettings,
-            "dataset": DatasetSettings,
-            "gates": GateSettings,
-            "scoring": ScoringSettings,
-            "monitoring": MonitoringSettings,
-            "pipeline": PipelineSettings,
-            "serving": ServingSettings,
-        }
+        """Section name -> its model, in the order of the fields above."""
+        return typing.get_type_hints(cls)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -455,6 +447,11 @@ def settings() -> Settings:
 
     """
     return Settings.from_environ(os.environ)
+
+
+def settings_from(environ: Mapping[str, str] | None = None) -> Settings:
+    """The process's settings, or those `environ` gives (tests, tools) when it is not None."""
+    return settings() if environ is None else Settings.from_environ(environ)
 
 
 def reload_settings() -> Settings:

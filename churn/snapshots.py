@@ -24,19 +24,24 @@ VERSION_LENGTH = 16
 QUARANTINE_SUFFIX = ".quarantine.parquet"
 
 
-def content_hash(frame: pd.DataFrame, quarantine: pd.DataFrame | None = None) -> str:
+def content_hash(
+    frame: pd.DataFrame, quarantine: pd.DataFrame | None = None, index: bool = False
+) -> str:
     """A stable hash of a table's columns, types and values (16 hex characters).
 
     The rows set aside from it count too: two inputs that differ only in their unusable rows are
-    two versions. A table with nothing set aside hashes as it always did.
+    two versions. A table with nothing set aside hashes as it always did. With `index`, the row
+    labels count too (a split of a table keeps its rows' labels).
     """
     digest = hashlib.sha256()
     for part in (frame, quarantine):
         if part is None or (part is quarantine and part.empty):
             continue
         schema = [[str(name), str(dtype)] for name, dtype in part.dtypes.items()]
+        if index:
+            schema.append([str(name) for name in part.index.names])
         digest.update(json.dumps(schema).encode())
-        row_hashes = pd.util.hash_pandas_object(part, index=False, categorize=True)
+        row_hashes = pd.util.hash_pandas_object(part, index=index, categorize=True)
         digest.update(row_hashes.to_numpy().tobytes())
     return digest.hexdigest()[:VERSION_LENGTH]
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from churn.settings import Settings, settings
+from churn.settings import settings_from
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class AlertSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AlertSettings:
         """`CHURN_ALERTMANAGER_URL`, `DAGSTER_UI_URL` and `CHURN_PIPELINE_ALERT_HOURS`."""
-        pipeline = (settings() if environ is None else Settings.from_environ(environ)).pipeline
+        pipeline = settings_from(environ).pipeline
         return cls(
             alertmanager_url=pipeline.alertmanager_url,
             dagster_ui_url=pipeline.dagster_ui_url,

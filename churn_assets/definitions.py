@@ -132,8 +132,6 @@ defs = Definitions(
         "mlflow_tracking": MlflowResource.from_env(home),
         "gates": QualityGates.from_env(),
         "scoring": ScoringResource.from_env(),
-        "io_manager": ValueStore(
-            values_dir=str(home.layout.values_dir), tables_dir=str(home.layout.tables_dir)
-        ),
+        "io_manager": ValueStore.under(home.layout),
     },
 )

@@ -21,7 +21,7 @@ from churn.normalise import (
     CleaningRules,
     snake_case,
 )
-from churn.settings import GIB, SYNTHETIC, Settings, settings
+from churn.settings import GIB, SYNTHETIC, settings_from
 from churn.snapshots import SnapshotStore
 from churn.tracking import Tracking
 
@@ -95,7 +95,7 @@ class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DatasetResource:
         """The resource as the environment configures it (`churn.settings.DatasetSettings`)."""
-        return cls(**_section(environ).dataset.model_dump())
+        return cls(**settings_from(environ).dataset.model_dump())
 
     @property
     def rules(self) -> CleaningRules:
@@ -207,7 +207,7 @@ class ScoringResource(ConfigurableResource):  # type: ignore[type-arg]
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ScoringResource:
         """The resource as the environment configures it (`churn.settings.ScoringSettings`)."""
-        return cls(**_section(environ).scoring.model_dump())
+        return cls(**settings_from(environ).scoring.model_dump())
 
 
 class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -282,7 +282,7 @@ class QualityGates(ConfigurableResource):  # type: ignore[type-arg]
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QualityGates:
         """`CHURN_GATES` picks a profile (brief, telco); `CHURN_GATE_*` override single gates."""
-        gates = _section(environ).gates
+        gates = settings_from(environ).gates
         return cls(profile=gates.label, **gates.thresholds())
 
 
@@ -298,11 +298,6 @@ _UNREACHABLE = (
     "Name or service not known",
     "too many 5",  # urllib3: "too many 500 error responses"
 )
-
-
-def _section(environ: Mapping[str, str] | None) -> Settings:
-    """The process's settings, or those `environ` gives (tests, tools)."""
-    return settings() if environ is None else Settings.from_environ(environ)
 
 
 def store_unreachable(error: BaseException) -> str | None:

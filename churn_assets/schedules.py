@@ -14,7 +14,7 @@ from typing import Any
 
 from dagster import DefaultScheduleStatus, RetryPolicy, ScheduleDefinition
 
-from churn.settings import Settings, settings
+from churn.settings import settings_from
 
 
 def step_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
@@ -22,7 +22,7 @@ def step_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
 
     `CHURN_STEP_RETRIES` (3) times, `CHURN_STEP_RETRY_DELAY_SECONDS` (300) apart.
     """
-    pipeline = (settings() if environ is None else Settings.from_environ(environ)).pipeline
+    pipeline = settings_from(environ).pipeline
     return RetryPolicy(max_retries=pipeline.step_retries, delay=pipeline.step_retry_delay_seconds)
 
 

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from churn.codec import TableStore, decode, encode
 from churn.files import write_atomically
+from churn.home import Home
 
 
 class ValueStore(ConfigurableIOManager):
@@ -21,6 +22,11 @@ class ValueStore(ConfigurableIOManager):
 
     values_dir: str = Field(description="Folder of the JSON values, one file per asset.")
     tables_dir: str = Field(description="Folder of the tables (content-addressed Parquet).")
+
+    @classmethod
+    def under(cls, home: Home) -> "ValueStore":
+        """The store of a platform home (`Home.values_dir`, `Home.tables_dir`)."""
+        return cls(values_dir=str(home.values_dir), tables_dir=str(home.tables_dir))
 
     def _path(self, context: InputContext | OutputContext) -> Path:
         return Path(self.values_dir).joinpath(*context.get_asset_identifier()).with_suffix(".json")

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 
     from churn.registry import ModelRegistry
     from churn_assets.resources import DatasetResource, QualityGates
-    from churn_assets.storage import ValueStore
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TELCO_CSV = REPOSITORY.parent / "shared" / "data" / "telco_customer_churn.csv"
@@ -233,15 +232,6 @@ def json_record(row: pd.Series, schema: ModelSchema) -> dict[str, Any]:
     return record
 
 
-def value_store(home: PlatformHome) -> ValueStore:
-    """The IO manager the code location uses, on `home`."""
-    from churn_assets.storage import ValueStore
-
-    return ValueStore(
-        values_dir=str(home.layout.values_dir), tables_dir=str(home.layout.tables_dir)
-    )
-
-
 def run_pipeline(
     home: PlatformHome,
     dataset: DatasetResource,
@@ -255,6 +245,7 @@ def run_pipeline(
 
     from churn_assets.definitions import ASSETS
     from churn_assets.resources import MlflowResource, QualityGates
+    from churn_assets.storage import ValueStore
 
     return materialize(
         ASSETS,
@@ -263,7 +254,7 @@ def run_pipeline(
             "home": home,
             "mlflow_tracking": MlflowResource.from_env(home),
             "gates": gates or QualityGates(),
-            "io_manager": value_store(home),
+            "io_manager": ValueStore.under(home.layout),
         },
         run_config={
             "ops": {

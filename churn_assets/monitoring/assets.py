@@ -92,7 +92,15 @@ def window_end(context: AssetExecutionContext) -> datetime:
     return min(now, datetime.combine(day + timedelta(days=1), time.min, UTC))
 
 
-def _production_version(mlflow_tracking: MlflowResource) -> tuple[str, dict[str, str]]:
+@dataclass(frozen=True)
+class _Production:
+    version: str
+    tags: dict[str, str]
+    registered_on: date
+
+
+def _production_version(mlflow_tracking: MlflowResource) -> _Production:
+    """The production version, its registry tags and the day it was registered."""
     client = mlflow_tracking.client()
     registry = ModelRegistry(client, mlflow_tracking.model_name)
     version = registry.alias_version(PRODUCTION)
@@ -102,8 +110,9 @@ def _production_version(mlflow_tracking: MlflowResource) -> tuple[str, dict[str,
             "yet: run the pipeline (churn_pipeline) first.",
             allow_retries=False,
         )
-    tags = dict(client.get_model_version(mlflow_tracking.model_name, version).tags)
-    return version, tags
+    registered = client.get_model_version(mlflow_tracking.model_name, version)
+    created = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC)
+    return _Production(version, dict(registered.tags), created.date())
 
 
 def _production_schema(mlflow_tracking: MlflowResource, version: str) -> ModelSchema:
@@ -123,7 +132,8 @@ def reference_customers(
     context: AssetExecutionContext, mlflow_tracking: MlflowResource, home: PlatformHome
 ) -> Output[ReferenceData]:
     """What the production model learned from: the data version its registry entry names."""
-    version, tags = _production_version(mlflow_tracking)
+    production = _production_version(mlflow_tracking)
+    version, tags = production.version, production.tags
     data_version = tags.get("data_version", "")
     try:
         frame = home.snapshots().load(data_version)
@@ -555,13 +565,12 @@ def live_performance(
     """F1, recall and precision of the production version on the outcomes reported to it."""
     from sklearn.metrics import f1_score, precision_score, recall_score
 
-    version, tags = _production_version(mlflow_tracking)
+    production = _production_version(mlflow_tracking)
+    version, tags = production.version, production.tags
     # Only this version's predictions count, and it made none before it was registered: the days
     # read grow with its time in production, not with the logs' whole history.
-    registered = mlflow_tracking.client().get_model_version(mlflow_tracking.model_name, version)
     # ...and a past day's partition counts what had been reported by the end of that day.
-    since = datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC).date()
-    until = window_end(context).date()
+    since, until = production.registered_on, window_end(context).date()
     predictions = read_log(home.serving_log(PRODUCTION, PREDICTIONS), since=since, until=until)
     feedback = read_log(home.serving_log(PRODUCTION, FEEDBACK), since=since, until=until)
     joined = join_feedback(predictions, feedback)
