@@ -303,6 +303,7 @@ def mlflow_server(store: str, port: int, artifacts: Path | None = None) -> subpr
     process = subprocess.Popen(
         [str(BENTOML.parent / "mlflow"), "server", "--backend-store-uri", store,
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *served],
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60

@@ -101,7 +101,11 @@ def mlflow_server(
             ],
             stdout=output,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"},
+            env={
+                **os.environ,
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # as `make` and the image do
+            },
         )
     url = f"http://127.0.0.1:{port}"
     try:
