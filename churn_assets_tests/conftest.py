@@ -8,7 +8,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +60,27 @@ def today() -> str:
     from datetime import UTC, datetime
 
     return datetime.now(UTC).strftime("%Y-%m-%d")
+
+
+def eventually(
+    condition: Callable[[], Any],
+    timeout: float = 30.0,
+    explain: Callable[[], str] = lambda: "",
+    interval: float = 0.2,
+) -> Any:
+    """Poll `condition` until it returns something truthy, and return that.
+
+    Fails after `timeout` seconds, with `explain()` (what was seen instead). Tests wait for the
+    condition they need, never a fixed time: a log written every second, an alert, a swap.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:g} s. {explain()}"[-3000:])
+        time.sleep(interval)
 
 
 def free_port() -> int:
@@ -342,13 +363,14 @@ LONGEST_FIRST = (
     "test_containers.py",
     "test_serving.py",
     "test_any_table.py",
-    "test_production_profile.py",
     "test_training_registry.py",
-    "test_monitoring.py",
+    "test_production_profile.py",
+    "test_observability.py",
     "test_alerting.py",
     "test_batch_scoring.py",
     "test_pipeline_faults.py",
-    "test_observability.py",
+    "test_monitoring.py",
+    "test_validation.py",
 )
 
 

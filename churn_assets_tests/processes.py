@@ -86,6 +86,15 @@ class Server:
     def log(self, name: str) -> pd.DataFrame:
         return read_log(self.home.serving_log("production", name))
 
+    def logs_written(self) -> bool:
+        """Whether every record the service has logged so far is on disk (no backlog left)."""
+        backlogs = [
+            float(line.rsplit(" ", 1)[1])
+            for line in str(self.request("/metrics").body).splitlines()
+            if line.startswith("churn_log_backlog_records{")
+        ]
+        return bool(backlogs) and not any(backlogs)
+
 
 def _json(body: bytes) -> Any:
     try:

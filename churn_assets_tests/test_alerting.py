@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,7 +44,13 @@ from churn_assets.alerting import (
     post_or_log,
 )
 from churn_assets.resources import PlatformHome
-from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port, set_environment
+from churn_assets_tests.conftest import (
+    QUICK_TRAINING,
+    REPOSITORY,
+    eventually,
+    free_port,
+    set_environment,
+)
 from churn_assets_tests.processes import answers, prometheus, query, serve, wait_for
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
@@ -197,20 +203,6 @@ def alertmanager(config: Path, folder: Path) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
-
-
-def eventually(
-    condition: Callable[[], Any], timeout: float, explain: Callable[[], str] = lambda: ""
-) -> Any:
-    """Poll `condition` until it returns something truthy; fail with `explain()` after timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:g} s. {explain()}"[-3000:])
-        time.sleep(0.25)
 
 
 def notify_timings(config: Path) -> None:

@@ -35,6 +35,7 @@ from churn_assets.resources import (
 from churn_assets.scoring.assets import customer_scores
 from churn_assets_tests.conftest import (
     ORANGE_CSV,
+    eventually,
     json_record,
     metadata,
     registry_of,
@@ -160,7 +161,7 @@ def test_the_closed_loop_runs_on_a_table_of_another_shape(table: Table, tmp_path
             label_delay=0.1,
         )
         assert summary.failed == 0 and summary.records >= 500, summary.errors
-        time.sleep(2)  # the service writes its logs every second in these tests
+        eventually(service.logs_written)
         monitored = materialize(
             monitoring_assets(schema.names),
             partition_key=today(),
@@ -198,7 +199,9 @@ def test_the_closed_loop_runs_on_a_table_of_another_shape(table: Table, tmp_path
         stop = threading.Event()
 
         def client() -> None:
-            while not stop.is_set():
+            # Up to 100 requests/s, across the swap: not a busy loop taking the cores from the
+            # retrain it waits for.
+            while not stop.wait(0.01):
                 answer = service.predict(example)
                 answers.append(
                     (answer.status, answer.body[0]["model_version"] if answer.status == 200 else "")

@@ -22,7 +22,7 @@ from churn.published import publish
 from churn.schema import ModelSchema
 from churn_assets.definitions import MONITORING_ASSETS
 from churn_assets.resources import MlflowResource, PlatformHome
-from churn_assets_tests.conftest import REPOSITORY, customer, today, trained_home
+from churn_assets_tests.conftest import REPOSITORY, customer, eventually, today, trained_home
 from churn_assets_tests.processes import PROMETHEUS_DIR, prometheus, query, serve, wait_for
 from serving.traffic import perturb, population, send_traffic, served_model
 
@@ -145,7 +145,7 @@ def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_pane
                 for p in answer.body
             ]
             assert production.request("/feedback", {"outcomes": outcomes}).status == 200
-        time.sleep(2)  # the service writes its logs every second here
+        eventually(production.logs_written)
 
         # The monitoring assets publish drift and live F1; the production service exposes them.
         monitored = materialize(

@@ -31,6 +31,7 @@ from churn_assets_tests.conftest import (
     EXAMPLE_CUSTOMER,
     REPOSITORY,
     customer,
+    eventually,
     set_environment,
     trained_home,
 )
@@ -513,7 +514,7 @@ def test_churn_traffic_replays_the_models_data_drifted_with_delayed_labels(
     assert summary.failed == 0 and summary.requests >= 30
     assert summary.records == 2 * summary.requests == summary.labels_sent
     assert set(summary.versions) == {"1"}
-    time.sleep(2.5)  # the service writes its logs every second in these tests
+    eventually(production.logs_written)
     predictions = production.log("predictions")
     sent = predictions[predictions["customer_id"].isin(summary.customer_ids)]
     assert len(sent) == summary.records
@@ -579,22 +580,17 @@ def test_unknown_paths_and_bad_requests_cannot_grow_metrics_or_logs(production: 
     for i in range(100):
         refused = production.predict(customer(tenure=f"ten-{i}"))
         assert refused.status == 400
-    time.sleep(1)
+
+    def warned() -> list[str]:
+        lines = production.log_file.read_text().splitlines()[logged:]
+        return [line for line in lines if "client error on /predict" in line]
+
+    warnings = eventually(lambda: len(warned()) >= 100 and warned())
     lines = production.log_file.read_text().splitlines()[logged:]
-    warnings = [line for line in lines if "client error on /predict" in line]
     assert len(warnings) == 100, lines[-20:]
     assert all("records.0.tenure" in line and "127.0.0.1:" in line for line in warnings)
     assert not [line for line in lines if "Traceback" in line]
     assert len(lines) <= 100 + 110  # one warning and at most one access-log line per request
-
-
-def wait_until(condition: Any, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_a_registry_file_restored_from_backup_is_picked_up(registry: Registry) -> None:
@@ -607,10 +603,11 @@ def test_a_registry_file_restored_from_backup_is_picked_up(registry: Registry) -
     with serve(registry.home) as server:
         assert server.request("/model").body["model_version"] == "1"
         models.promote("2", actor="tests", reason="before the restore")
-        assert wait_until(lambda: server.request("/model").body["model_version"] == "2")
+        eventually(lambda: server.request("/model").body["model_version"] == "2")
         os.replace(backup, database)  # a restore: the old file comes back by rename
-        assert wait_until(lambda: server.request("/model").body["model_version"] == "1"), (
-            "the service kept reading the replaced file"
+        eventually(
+            lambda: server.request("/model").body["model_version"] == "1",
+            explain=lambda: "the service kept reading the replaced file",
         )
         assert server.predict(customer()).status == 200
     # This process's own connections still read the replaced file, as the service's did.
@@ -633,7 +630,7 @@ def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) 
             card = server.request("/model").body
             assert card["registry_unreachable_since"] is None and card["registry_checked_at"]
             stop(tracking)  # the server and its workers: the registry is down
-            assert wait_until(
+            eventually(
                 lambda: server.request("/model").body["registry_unreachable_since"] is not None
             )
             # The model keeps serving, and the outage shows in the metrics.
@@ -642,7 +639,7 @@ def test_a_registry_outage_is_visible_and_its_end_is_logged(registry: Registry) 
             assert "churn_registry_unreachable_since_timestamp_seconds" in metrics
             assert 'churn_registry_check_failures_total{alias="production"}' in metrics
             tracking = mlflow_server(store, port)
-            assert wait_until(
+            eventually(
                 lambda: server.request("/model").body["registry_unreachable_since"] is None, 60
             )
     finally:
@@ -676,7 +673,7 @@ def test_a_full_disk_spills_the_log_and_loses_nothing(registry: Registry, tmp_pa
                 assert answer.status == 200
                 answered += 1
             # Beyond the bound the backlog went to the spill folder, none was dropped.
-            assert wait_until(lambda: list(spill.rglob("part-*.parquet")))
+            eventually(lambda: list(spill.rglob("part-*.parquet")))
             metrics = server.request("/metrics").body
             assert (
                 'churn_log_dropped_records_total{alias="production",log="predictions"}'
@@ -685,8 +682,8 @@ def test_a_full_disk_spills_the_log_and_loses_nothing(registry: Registry, tmp_pa
             )
             # The disk is freed: the spilled files move back, every prediction is logged once.
             filler.unlink()
-            assert wait_until(lambda: not list(spill.rglob("part-*.parquet")))
-            assert wait_until(lambda: len(read_log(predictions)) == answered)
+            eventually(lambda: not list(spill.rglob("part-*.parquet")))
+            eventually(lambda: len(read_log(predictions)) == answered)
             # Outcomes first: with the prediction log's disk full again at shutdown, the
             # outcomes are written, and the predictions left over are spilled.
             feedback = server.request(
@@ -723,7 +720,7 @@ def test_without_a_spill_folder_a_full_disk_drops_the_oldest_and_counts_them(
                         return float(line.rsplit(" ", 1)[1])
                 return 0.0
 
-            assert wait_until(lambda: dropped() >= 600)
+            eventually(lambda: dropped() >= 600)
             backlog = [
                 line
                 for line in str(server.request("/metrics").body).splitlines()
