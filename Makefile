@@ -133,10 +133,14 @@ bento: install
 ## Run the tests.
 ## Two pytest workers (one per core); a test module stays on one worker, so its fixtures are
 ## built once; modules start longest first (conftest.py). TEST_WORKERS=0 runs them in one process.
+## PYTEST_ARGS goes to pytest as is: PYTEST_ARGS='-m "not containers"' leaves the container
+## stack test out, PYTEST_ARGS=churn_assets_tests/test_serving.py runs one module.
 TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
-		--cov=churn --cov=churn_assets --cov=serving --cov-report=term:skip-covered --cov-report=xml
+		--cov=churn --cov=churn_assets --cov=serving --cov-report=term:skip-covered --cov-report=xml \
+		$(PYTEST_ARGS)
 
 ## The quick loop: lint, then the tests that start no server and run no whole pipeline (those
 ## marked `servers` are left out; `make test` runs everything).

@@ -280,7 +280,7 @@ def run_pipeline(
         run_config={
             "ops": {
                 "candidate_models": {"config": {**QUICK_TRAINING, **(training or {})}},
-                "model_evaluation": {"config": {"latency_samples": 100}},
+                "model_evaluation": {"config": {"latency_samples": 50}},
                 **({"production_model": {"config": promotion}} if promotion else {}),
             }
         },

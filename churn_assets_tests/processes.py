@@ -355,7 +355,8 @@ def fill(folder: Path) -> Path:
 
     filler = folder / f".filler-{uuid.uuid4().hex[:8]}"
     try:
-        output = open(filler, "wb")  # noqa: SIM115 - closed below
+        # Unbuffered: a buffered file would try the bytes it holds again when closed, and fail.
+        output = open(filler, "wb", buffering=0)  # noqa: SIM115 - closed below
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
@@ -364,9 +365,9 @@ def fill(folder: Path) -> Path:
         try:
             while True:
                 output.write(b"\0" * 65_536)
-                output.flush()
-        except OSError:
-            pass
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
     return filler
 
 

@@ -154,7 +154,7 @@ def test_the_closed_loop_runs_on_a_table_of_another_shape(table: Table, tmp_path
         summary = send_traffic(
             service.url,
             rate=200,
-            duration=4,
+            duration=2,
             customers=population(drifted, schema, seed=3),
             batch=5,
             label_share=1.0,
