@@ -339,18 +339,18 @@ def test_promotion_swaps_the_served_model_without_a_failed_request(registry: Reg
         for thread in threads:
             thread.start()
         try:
-            time.sleep(2)
+            eventually(lambda: len(answers) >= 50)  # both clients are sending
             promoted_at = time.monotonic()
             staging.promote("2", actor="tests", reason="hot swap test")
             deadline = promoted_at + 30
             while time.monotonic() < deadline and not any(v == "2" for _, _, v in answers):
                 time.sleep(0.2)
-            time.sleep(2)
+            time.sleep(1)  # version 2 answers for a while
             staging.rollback(actor="tests", reason="back to version 1")
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and answers[-1][2] != "1":
                 time.sleep(0.2)
-            time.sleep(1)
+            time.sleep(0.5)
         finally:
             stop.set()
             for thread in threads:
