@@ -289,12 +289,27 @@ def test_bad_cli_arguments_change_nothing(
     assert (two_versions.alias_version("production"), len(two_versions.audit())) == before
 
 
+@pytest.fixture(scope="module")
+def one_version_home(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
+    """A registry with one version, the first in production, for the tests that only read it."""
+    home = PlatformHome(path=str(tmp_path_factory.mktemp("one-version") / "churn-home"))
+    with pytest.MonkeyPatch.context() as environment:
+        environment.delenv("MLFLOW_TRACKING_URI", raising=False)
+        assert run_pipeline(home, DatasetResource(synthetic_rows=1_500)).success
+    return home
+
+
 def test_a_rollback_with_no_earlier_production_version_is_refused(
-    isolated_home: PlatformHome, capsys: pytest.CaptureFixture[str]
+    one_version_home: PlatformHome,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    assert run_pipeline(isolated_home, DatasetResource(synthetic_rows=1_500)).success
+    set_environment(monkeypatch, CHURN_HOME=one_version_home.path)
+    registry = registry_of(one_version_home)
+    before = (registry.alias_version("production"), len(registry.audit()))
     assert registry_cli(["rollback", "--reason", "x"]) == 2
     assert "nothing to roll back to" in capsys.readouterr().err
+    assert (registry.alias_version("production"), len(registry.audit())) == before == ("1", 2)
 
 
 def test_mlflow_tracking_server_from_the_environment(
@@ -317,15 +332,15 @@ def test_gate_profiles_from_the_environment() -> None:
         QualityGates.from_env({"CHURN_GATES": "nope"})
 
 
-def test_the_model_card_is_logged_with_the_run(isolated_home: PlatformHome) -> None:
-    result = run_pipeline(isolated_home, DatasetResource(synthetic_rows=1_500))
-    assert result.success
-    registry = registry_of(isolated_home)
+def test_the_model_card_is_logged_with_the_run(
+    one_version_home: PlatformHome, tmp_path: Path
+) -> None:
+    registry = registry_of(one_version_home)
     version = registry.client.get_model_version("churn-predictor", "1")
     path = mlflow.artifacts.download_artifacts(
         run_id=version.run_id,
         artifact_path="model_card_v1.md",
-        dst_path=str(isolated_home.root / "card"),
+        dst_path=str(tmp_path / "card"),
     )
     card = Path(path).read_text()
     assert card == version.description
