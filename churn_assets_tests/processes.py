@@ -331,6 +331,32 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(30)
 
 
+def stop_group(group: int, timeout: float = 30) -> None:
+    """SIGTERM what is left of a process group (its leader may have exited), SIGKILL it after
+    `timeout` seconds."""
+
+    def alive() -> bool:
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[2]) == group and fields[0] != "Z":
+                return True
+        return False
+
+    deadline = time.monotonic() + timeout
+    try:
+        os.killpg(group, signal.SIGTERM)
+        while alive():
+            if time.monotonic() > deadline:
+                os.killpg(group, signal.SIGKILL)
+                return
+            time.sleep(0.2)
+    except ProcessLookupError:
+        pass  # nothing (more) of it is running
+
+
 @contextmanager
 def small_disk(folder: Path, size: str = "2m") -> Iterator[Path]:
     """A real tmpfs of `size` mounted on `folder` (root only: skips elsewhere)."""

@@ -24,6 +24,7 @@ from dagster import (
 from churn_assets.definitions import defs
 from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import REPOSITORY, free_port, today
+from churn_assets_tests.processes import stop_group
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -300,7 +301,7 @@ def test_dagster_dev_starts_from_the_repository_root_with_only_the_venv(tmp_path
         # A process of its group can outlive `dagster dev` (on a busy machine, a code server
         # still starting when it was stopped) and recreate the temporary home it had removed:
         # stop the group, and take away the homes this test made (`.gitignore` lists them too).
-        _stop_group(process.pid)
+        stop_group(process.pid)
         for home in set(REPOSITORY.glob(".tmp_dagster_home_*")) - homes_before:
             shutil.rmtree(home, ignore_errors=True)
     output_text = log.read_text()
@@ -310,30 +311,3 @@ def test_dagster_dev_starts_from_the_repository_root_with_only_the_venv(tmp_path
         -3000:
     ]
     assert "which is not set" not in output_text
-
-
-def _stop_group(group: int, timeout: float = 30) -> None:
-    """SIGTERM whatever is left of a process group, then SIGKILL it after `timeout` seconds."""
-    import signal
-    import time
-
-    def alive() -> bool:
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue  # gone meanwhile
-            if int(fields[2]) == group and fields[0] != "Z":
-                return True
-        return False
-
-    deadline = time.monotonic() + timeout
-    try:
-        os.killpg(group, signal.SIGTERM)
-        while alive():
-            if time.monotonic() > deadline:
-                os.killpg(group, signal.SIGKILL)
-                return
-            time.sleep(0.2)
-    except ProcessLookupError:
-        pass  # nothing (more) of it is running

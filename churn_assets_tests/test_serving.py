@@ -581,12 +581,12 @@ def test_unknown_paths_and_bad_requests_cannot_grow_metrics_or_logs(production: 
         refused = production.predict(customer(tenure=f"ten-{i}"))
         assert refused.status == 400
 
-    def warned() -> list[str]:
-        lines = production.log_file.read_text().splitlines()[logged:]
-        return [line for line in lines if "client error on /predict" in line]
+    def logged_since() -> list[str]:
+        return production.log_file.read_text().splitlines()[logged:]
 
-    warnings = eventually(lambda: len(warned()) >= 100 and warned())
-    lines = production.log_file.read_text().splitlines()[logged:]
+    eventually(lambda: sum("client error on /predict" in line for line in logged_since()) >= 100)
+    lines = logged_since()
+    warnings = [line for line in lines if "client error on /predict" in line]
     assert len(warnings) == 100, lines[-20:]
     assert all("records.0.tenure" in line and "127.0.0.1:" in line for line in warnings)
     assert not [line for line in lines if "Traceback" in line]
