@@ -22,7 +22,7 @@ import yaml
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
-from churn_assets_tests.processes import POSTGRES, postgres_admin
+from churn_assets_tests.processes import POSTGRES, postgres_admin, stop_group
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -165,7 +165,12 @@ def instance(environment: dict[str, str]) -> Iterator[DagsterInstance]:
 
 @pytest.fixture(scope="module")
 def daemon(environment: dict[str, str], instance: DagsterInstance) -> Iterator[None]:
-    """A real `dagster-daemon` (run queue, run monitoring, run retries) on the instance."""
+    """A real `dagster-daemon` (run queue, run monitoring, run retries) on the instance.
+
+    Started in its own session: the code servers it starts (and their run workers) are in its
+    process group, and what of them outlives the daemon is stopped with it. A code server whose
+    run worker was killed outlived its daemon for the rest of the suite, and ignored SIGTERM.
+    """
     log = Path(environment["DAGSTER_HOME"]) / "daemon.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
@@ -174,6 +179,7 @@ def daemon(environment: dict[str, str], instance: DagsterInstance) -> Iterator[N
             env=environment,
             stdout=output,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 120
@@ -184,6 +190,7 @@ def daemon(environment: dict[str, str], instance: DagsterInstance) -> Iterator[N
         yield
     finally:
         _stop(process)
+        stop_group(process.pid, timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +199,7 @@ def run_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = {
         "ops": {
             "candidate_models": {"config": QUICK_TRAINING},
-            "model_evaluation": {"config": {"latency_samples": 100}},
+            "model_evaluation": {"config": {"latency_samples": 50}},
         }
     }
     path.write_text(yaml.safe_dump(config))
