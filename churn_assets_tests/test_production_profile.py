@@ -168,8 +168,8 @@ def daemon(environment: dict[str, str], instance: DagsterInstance) -> Iterator[N
     """A real `dagster-daemon` (run queue, run monitoring, run retries) on the instance.
 
     Started in its own session: the code servers it starts (and their run workers) are in its
-    process group, and what of them outlives the daemon is stopped with it. A code server whose
-    run worker was killed outlived its daemon for the rest of the suite, and ignored SIGTERM.
+    process group, and what of them outlives the daemon is stopped with it. A code server of
+    this module's workspace once outlived the module for the rest of the suite, ignoring SIGTERM.
     """
     log = Path(environment["DAGSTER_HOME"]) / "daemon.log"
     with open(log, "wb") as output:
@@ -207,7 +207,11 @@ def run_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def launch(environment: dict[str, str], config: Path) -> subprocess.Popen[bytes]:
-    """`dagster job launch` of the pipeline, as a process; the run id is in its `args`."""
+    """`dagster job launch` of the pipeline, as a process; the run id is in its `args`.
+
+    In its own session, like the daemon: `run_id_of` stops what of it outlives it (the code
+    server it starts to load the workspace).
+    """
     run_id = str(uuid.uuid4())
     return subprocess.Popen(
         [
@@ -227,11 +231,13 @@ def launch(environment: dict[str, str], config: Path) -> subprocess.Popen[bytes]
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
 def run_id_of(process: subprocess.Popen[bytes]) -> str:
     output, _ = process.communicate(timeout=120)
+    stop_group(process.pid, timeout=10)
     assert process.returncode == 0, output.decode()[-3000:]
     arguments = list(process.args)  # type: ignore[arg-type]
     return str(arguments[arguments.index("--run-id") + 1])
