@@ -86,13 +86,18 @@ class Server:
     def log(self, name: str) -> pd.DataFrame:
         return read_log(self.home.serving_log("production", name))
 
-    def logs_written(self) -> bool:
-        """Whether every record the service has logged so far is on disk (no backlog left)."""
-        backlogs = [
+    def metric(self, name: str, **labels: str) -> list[float]:
+        """The values `/metrics` shows now for `name`'s samples that carry `labels`."""
+        wanted = [f'{label}="{value}"' for label, value in labels.items()]
+        return [
             float(line.rsplit(" ", 1)[1])
             for line in str(self.request("/metrics").body).splitlines()
-            if line.startswith("churn_log_backlog_records{")
+            if line.startswith(name + "{") and all(label in line for label in wanted)
         ]
+
+    def logs_written(self) -> bool:
+        """Whether every record the service has logged so far is on disk (no backlog left)."""
+        backlogs = self.metric("churn_log_backlog_records")
         return bool(backlogs) and not any(backlogs)
 
 

@@ -302,9 +302,15 @@ def test_dagster_dev_starts_from_the_repository_root_with_only_the_venv(tmp_path
         # still starting when it was stopped) and recreate the temporary home it had removed:
         # stop the group, and take away the homes this test made (`.gitignore` lists them too).
         stop_group(process.pid)
+        # Whatever it leaves in the checkout, git ignores: a user's `git status` stays clean.
+        unignored = []
         for home in set(REPOSITORY.glob(".tmp_dagster_home_*")) - homes_before:
+            checked = subprocess.run(["git", "check-ignore", "-q", str(home)], cwd=REPOSITORY)
+            if checked.returncode != 0:
+                unignored.append(home.name)
             shutil.rmtree(home, ignore_errors=True)
     output_text = log.read_text()
+    assert not unignored, f"dagster dev left homes git does not ignore: {unignored}"
     assert entries, output_text[-3000:]
     assert entries[0]["name"] == "churn_assets"
     assert entries[0]["locationOrLoadError"]["__typename"] == "RepositoryLocation", output_text[

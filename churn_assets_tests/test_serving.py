@@ -714,17 +714,11 @@ def test_without_a_spill_folder_a_full_disk_drops_the_oldest_and_counts_them(
                 records = [customer(customer_id=f"drop-{start + n}") for n in range(MAX_RECORDS)]
                 assert server.predict(*records).status == 200
 
-            def dropped() -> float:
-                for line in str(server.request("/metrics").body).splitlines():
-                    if line.startswith("churn_log_dropped_records_total") and "predictions" in line:
-                        return float(line.rsplit(" ", 1)[1])
-                return 0.0
-
-            eventually(lambda: dropped() >= 600)
-            backlog = [
-                line
-                for line in str(server.request("/metrics").body).splitlines()
-                if line.startswith("churn_log_backlog_records") and "predictions" in line
-            ]
-            assert backlog and float(backlog[0].rsplit(" ", 1)[1]) <= 200 + MAX_RECORDS
+            eventually(
+                lambda: (
+                    sum(server.metric("churn_log_dropped_records_total", log="predictions")) >= 600
+                )
+            )
+            backlog = server.metric("churn_log_backlog_records", log="predictions")
+            assert backlog and backlog[0] <= 200 + MAX_RECORDS
     assert "dropped its" in server.log_file.read_text()

@@ -17,7 +17,13 @@ from churn.registry import ModelRegistry, RegistryError
 from churn_assets.registry.cli import main as registry_cli
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.training.churn_model import LABEL, PROBABILITY
-from churn_assets_tests.conftest import metadata, registry_of, run_pipeline, set_environment
+from churn_assets_tests.conftest import (
+    metadata,
+    registry_of,
+    run_pipeline,
+    set_environment,
+    trained_home,
+)
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -292,11 +298,7 @@ def test_bad_cli_arguments_change_nothing(
 @pytest.fixture(scope="module")
 def one_version_home(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
     """A registry with one version, the first in production, for the tests that only read it."""
-    home = PlatformHome(path=str(tmp_path_factory.mktemp("one-version") / "churn-home"))
-    with pytest.MonkeyPatch.context() as environment:
-        environment.delenv("MLFLOW_TRACKING_URI", raising=False)
-        assert run_pipeline(home, DatasetResource(synthetic_rows=1_500)).success
-    return home
+    return trained_home(tmp_path_factory.mktemp("one-version"))
 
 
 def test_a_rollback_with_no_earlier_production_version_is_refused(
