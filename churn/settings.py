@@ -141,10 +141,14 @@ class DatasetSettings(Section):
         "CHURN_SOURCE",
         SYNTHETIC,
         "`synthetic` (built-in generator), a local path, a file:// or http(s):// URL to a CSV "
-        "(any delimiter, optionally gzip-compressed) or Parquet file.",
+        "(any delimiter, optionally gzip-compressed), Parquet or Excel (.xlsx) file.",
     )
     target: str = setting(
         "CHURN_TARGET", "Churn", "Target column, in its raw or snake_case spelling."
+    )
+    sheet: str | None = setting(
+        "CHURN_SHEET",
+        description="For an Excel workbook, the sheet holding the data; by default the largest.",
     )
     id_column: str | None = setting(
         "CHURN_ID_COLUMN",

@@ -1,8 +1,12 @@
 """Reading a churn table from a local path, a `file://` URL or an `http(s)://` URL.
 
-Formats are recognised by their content, not their name: Parquet (`PAR1` magic), gzip-compressed
-CSV, or plain CSV with its delimiter sniffed. Anything else (an HTML page, a binary file, an empty
-file, a header with no rows) is refused with a message that says what was found instead.
+Formats are recognised by their content, not their name: Parquet (`PAR1` magic), an Excel
+workbook (`.xlsx`, a zip archive holding `xl/workbook.xml`), gzip-compressed CSV, or plain CSV
+with its delimiter sniffed. Anything else (an HTML page, a binary file, another zip archive, an
+empty file, a header with no rows) is refused with a message that says what was found instead.
+
+A workbook's data is on one sheet: the one named by `sheet` (`CHURN_SHEET`), else the largest
+(rows times columns), so that a data dictionary or a notes sheet beside the data is passed over.
 """
 
 from __future__ import annotations
@@ -69,6 +73,12 @@ def open_chunks(
 
 
 def _iter_chunks(path: Path, source: str, head: bytes, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    if head.startswith(b"PK\x03\x04") and is_workbook(path):
+        # A sheet holds at most 1,048,576 rows: read whole, handed on a chunk at a time.
+        frame = read_workbook(path, source, None)
+        for start in range(0, len(frame), chunk_rows):
+            yield frame.iloc[start : start + chunk_rows]
+        return
     if head.startswith(b"PAR1"):
         import pyarrow.parquet as pq
 
@@ -93,7 +103,13 @@ def _iter_chunks(path: Path, source: str, head: bytes, chunk_rows: int) -> Itera
         raise DatasetError(f"{source} is not a well-formed CSV file: {error}") from error
 
 
-def read_table(source: str, max_bytes: int, timeout_seconds: float, scratch: Path) -> pd.DataFrame:
+def read_table(
+    source: str,
+    max_bytes: int,
+    timeout_seconds: float,
+    scratch: Path,
+    sheet: str | None = None,
+) -> pd.DataFrame:
     """Read the table at `source` (a path, `file://` or `http(s)://` URL).
 
     Args:
@@ -101,13 +117,14 @@ def read_table(source: str, max_bytes: int, timeout_seconds: float, scratch: Pat
         max_bytes: largest file accepted, compressed size for gzip.
         timeout_seconds: connect and read timeout for HTTP.
         scratch: a folder for the temporary download.
+        sheet: for an Excel workbook, the sheet holding the data (default: the largest).
 
     Raises:
         DatasetError: the source cannot be reached or read, or holds no table.
 
     """
     with _local_copy(source, max_bytes, timeout_seconds, scratch) as path:
-        return _parse(path, source)
+        return _parse(path, source, sheet)
 
 
 @contextmanager
@@ -191,13 +208,15 @@ def _network_problem(url: str, reason: object, timeout_seconds: float) -> str:
     return f"cannot reach {host}: {reason} ({url})"
 
 
-def _parse(path: Path, source: str) -> pd.DataFrame:
+def _parse(path: Path, source: str, sheet: str | None = None) -> pd.DataFrame:
     with path.open("rb") as stream:
         head = stream.read(_SNIFF_BYTES)
     if not head.strip():
         raise DatasetError(f"{source} is empty")
     if head.startswith(b"PAR1"):
         return _read_parquet(path, source)
+    if is_workbook(path):
+        return read_workbook(path, source, sheet)
     if head.startswith(b"\x1f\x8b"):
         try:
             with gzip.open(path, "rb") as stream:
@@ -208,6 +227,57 @@ def _parse(path: Path, source: str) -> pd.DataFrame:
             raise DatasetError(f"{source} is an empty gzip file")
         return _read_csv(path, source, text_head, compression="gzip")
     return _read_csv(path, source, head, compression=None)
+
+
+def is_workbook(path: Path) -> bool:
+    """Whether `path` is an Excel workbook (Office Open XML): a zip holding xl/workbook.xml."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "xl/workbook.xml" in archive.namelist()
+    except zipfile.BadZipFile:
+        return False
+
+
+def read_workbook(path: Path, source: str, sheet: str | None) -> pd.DataFrame:
+    """The data sheet of an Excel workbook: `sheet`, else the largest one.
+
+    Raises:
+        DatasetError: the workbook cannot be read, has no such sheet, or its sheet no rows.
+
+    """
+    import openpyxl
+
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # openpyxl raises several unrelated types for a corrupt file
+        raise DatasetError(f"{source} is not a readable Excel workbook: {error}") from error
+    try:
+        sizes = {ws.title: (ws.max_row or 0) * (ws.max_column or 0) for ws in workbook.worksheets}
+    finally:
+        workbook.close()
+    if not sizes:
+        raise DatasetError(f"{source} is an Excel workbook without sheets")
+    if sheet is None:
+        sheet = max(sizes, key=lambda title: sizes[title])
+    elif sheet not in sizes:
+        raise DatasetError(
+            f"{source} has no sheet {sheet!r} (CHURN_SHEET); its sheets: "
+            + ", ".join(repr(title) for title in sizes)
+        )
+    try:
+        frame: pd.DataFrame = pd.read_excel(path, sheet_name=sheet, engine="openpyxl")
+    except Exception as error:  # as above
+        raise DatasetError(f"sheet {sheet!r} of {source} cannot be read: {error}") from error
+    frame = frame.dropna(how="all").dropna(axis="columns", how="all")
+    if frame.empty:
+        raise DatasetError(f"sheet {sheet!r} of {source} has no rows")
+    _refuse_duplicates([str(name) for name in frame.columns], source)
+    frame.columns = [str(name) for name in frame.columns]
+    return frame
 
 
 def _read_parquet(path: Path, source: str) -> pd.DataFrame:
@@ -280,7 +350,7 @@ def _refuse_non_text(head: bytes, source: str) -> None:
             f"{source} returned an HTML page, not a CSV file (is it a direct link to the raw file?)"
         )
     if head.startswith(b"PK\x03\x04"):
-        raise DatasetError(f"{source} is a zip archive (or an Excel file); extract the CSV first")
+        raise DatasetError(f"{source} is a zip archive, not a CSV, Parquet or Excel file")
     if b"\x00" in head:
         raise DatasetError(f"{source} is a binary file, not a CSV or Parquet file")
 

@@ -44,10 +44,14 @@ class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
     source: str = Field(
         default=SYNTHETIC,
         description="`synthetic` (built-in generator), a local path, a file:// or http(s):// URL "
-        "to a CSV (any delimiter, optionally gzip-compressed) or Parquet file.",
+        "to a CSV (any delimiter, optionally gzip-compressed), Parquet or Excel (.xlsx) file.",
     )
     target: str = Field(
         default="Churn", description="Target column, in its raw or snake_case spelling."
+    )
+    sheet: str | None = Field(
+        default=None,
+        description="For an Excel workbook, the sheet holding the data; by default the largest.",
     )
     id_column: str | None = Field(
         default=None,

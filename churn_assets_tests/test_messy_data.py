@@ -301,3 +301,27 @@ def test_a_bad_share_setting_is_refused() -> None:
         ingest_customers(
             DatasetResource(exclude_columns=["nope"]), PlatformHome(path="/nonexistent")
         )
+
+
+def test_new_rows_need_not_carry_the_excluded_columns(
+    tmp_path: Path, isolated_home: PlatformHome
+) -> None:
+    # Outcomes carry only the model's inputs, and exports often drop what nobody uses: the suite
+    # derived from the first version requires neither RowNumber nor Surname (both excluded).
+    dataset = bank_csv(tmp_path, bank_customers(1_000))
+    assert ingest(isolated_home, dataset).success
+    isolated_home.landing_dir.mkdir(parents=True)
+    batch = bank_customers(300, seed=11).assign(CustomerId=lambda f: f["CustomerId"] + 10_000_000)
+    batch.drop(columns=["RowNumber", "Surname"]).to_csv(
+        isolated_home.landing_dir / "without_names.csv", index=False
+    )
+    later = ingest(isolated_home, dataset)
+    assert later.success, [e.message for e in later.all_events if e.is_failure]
+    table = later.output_for_node("validated_customers")
+    assert len(table.frame) == 1_300
+    assert table.frame["surname"].isna().sum() == 300
+    # A model input is still required of every new row.
+    batch.drop(columns=["Age"]).to_csv(isolated_home.landing_dir / "without_age.csv", index=False)
+    assert ingest(isolated_home, dataset).success
+    [reason] = (isolated_home.landing_dir / "rejected").glob("*without_age.csv.reason.txt")
+    assert "missing column(s): age" in reason.read_text()

@@ -199,3 +199,30 @@ def test_configured_key_column_must_exist(
     customers.to_csv(path, index=False)
     with pytest.raises(DatasetError, match="customer key column 'account' not found"):
         ingest(isolated_home, str(path), id_column="account")
+
+
+def test_an_excel_workbook_is_read_from_its_data_sheet(
+    tmp_path: Path, isolated_home: PlatformHome, customers: pd.DataFrame
+) -> None:
+    path = tmp_path / "customers.xlsx"
+    with pd.ExcelWriter(path) as workbook:
+        # A data dictionary first, as exports have: the larger sheet holds the data.
+        pd.DataFrame({"Variable": ["tenure"], "Meaning": ["months"]}).to_excel(
+            workbook, sheet_name="Data Dict", index=False
+        )
+        customers.to_excel(workbook, sheet_name="Customers", index=False)
+        customers.head(150).to_excel(workbook, sheet_name="Sample", index=False)
+    assert_same_customers(ingest(isolated_home, str(path)), customers)
+    assert len(ingest(isolated_home, str(path), sheet="Sample")) == 150
+    with pytest.raises(DatasetError, match=r"no sheet 'Nope'.*'Data Dict', 'Customers', 'Sample'"):
+        ingest(isolated_home, str(path), sheet="Nope")
+
+
+def test_a_gzip_csv_with_a_float_spelled_target(
+    tmp_path: Path, isolated_home: PlatformHome
+) -> None:
+    frame = bank_customers(500).assign(Exited=lambda f: f["Exited"].astype(float))
+    path = tmp_path / "bank.csv.gz"
+    frame.to_csv(path, index=False, compression="gzip")
+    ingested = ingest(isolated_home, str(path), target="Exited")
+    assert ingested["exited"].tolist() == frame["Exited"].astype(int).tolist()

@@ -69,7 +69,9 @@ def ingest_customers(
         )
     else:
         source = dataset.source.strip()
-        raw = read_table(source, dataset.max_bytes, dataset.timeout_seconds, home.scratch_dir)
+        raw = read_table(
+            source, dataset.max_bytes, dataset.timeout_seconds, home.scratch_dir, dataset.sheet
+        )
     target = snake_case(dataset.target)
     excluded = [snake_case(name) for name in dataset.exclude_columns]
     try:

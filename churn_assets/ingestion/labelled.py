@@ -147,16 +147,22 @@ def conform_rows(
     unrecognised target, a missing key or a key repeated with different values are set aside in
     `report.quarantine`. Each row gets an `observed_at` (its own column, else `modified`).
 
+    Excluded columns may be absent (they are then missing in every row): nothing reads them.
+
     Raises:
         DatasetError: the columns are not the source's, a numeric column holds text, or the dates
             of `observed_at` are not dates.
 
     """
     expected = list(source.frame.columns)
-    missing = [column for column in expected if column not in frame.columns]
+    # Excluded columns are read by nothing: new rows may leave them out.
+    optional = set(source.excluded)
+    missing = [c for c in expected if c not in frame.columns and c not in optional]
     extra = [column for column in frame.columns if column not in expected and column != OBSERVED_AT]
     if missing:
         raise DatasetError(f"missing column(s): {', '.join(missing)}")
+    absent = [c for c in expected if c in optional and c not in frame.columns]
+    frame = frame.assign(**{c: pd.Series(pd.NA, index=frame.index, dtype=object) for c in absent})
     if extra:
         raise DatasetError(f"column(s) the source does not have: {', '.join(extra)}")
     observed = _observed_at(frame, modified)
@@ -167,6 +173,14 @@ def conform_rows(
             conformed[column] = values
             continue
         wanted = source.frame[column].dtype
+        if column in optional and values.isna().all():
+            numeric = pd.api.types.is_numeric_dtype(wanted)
+            conformed[column] = pd.Series(
+                np.nan if numeric else pd.NA,
+                index=values.index,
+                dtype="float64" if numeric else wanted,
+            )
+            continue
         conformed[column] = _conform_column(column, values, wanted, report)
     rows = pd.DataFrame(conformed, index=frame.index)
     rows[OBSERVED_AT] = observed

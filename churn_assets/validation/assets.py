@@ -43,9 +43,9 @@ def validated_customers(
     table = labelled_customers
     suites = SuiteStore(home.suites_dir)
     suite, origin = suites.resolve(
-        table.dataset, table.frame, table.target, table.id_column, table.quality
+        table.dataset, table.frame, table.target, table.id_column, table.quality, table.excluded
     )
-    outcomes = run_suite(table.frame, suite, table.quality)
+    outcomes = run_suite(table.frame, suite, table.quality, table.excluded)
     for outcome in outcomes:
         yield _check_result(outcome, origin)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,15 @@ def derive_suite(
     target: str,
     id_column: str | None,
     quality: DataQuality | None = None,
+    excluded: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """A baseline suite describing `frame`, for a data set with no curated suite."""
+    """A baseline suite describing `frame`, for a data set with no curated suite.
+
+    It requires what the platform uses: the target, the key and the model's inputs. Excluded
+    columns (`CHURN_EXCLUDE_COLUMNS`) get no expectation at all: rows that arrive later
+    (outcomes, landing files) need not carry them, since nothing reads them.
+    """
+    frame = frame.drop(columns=[c for c in excluded if c in frame.columns])
     expectations = [
         expectation(
             "expect_table_row_count_to_be_between",
@@ -240,6 +248,7 @@ class SuiteStore:
         target: str,
         id_column: str | None,
         quality: DataQuality | None = None,
+        excluded: Sequence[str] = (),
     ) -> tuple[dict[str, Any], str]:
         """The suite for data set `name`, and where it comes from (for the metadata)."""
         path = self._path(name)
@@ -251,7 +260,7 @@ class SuiteStore:
         if looks_like_telco(list(frame.columns)):
             return load_telco_suite(), "curated Telco suite (first version of this data set)"
         return (
-            derive_suite(frame, name, target, id_column, quality),
+            derive_suite(frame, name, target, id_column, quality, excluded),
             "baseline derived from this version",
         )
 
@@ -287,11 +296,16 @@ def load_telco_suite() -> dict[str, Any]:
 
 
 def run_suite(
-    frame: pd.DataFrame, suite: dict[str, Any], quality: DataQuality | None = None
+    frame: pd.DataFrame,
+    suite: dict[str, Any],
+    quality: DataQuality | None = None,
+    excluded: Sequence[str] = (),
 ) -> list[CheckOutcome]:
     """Validate `frame` with Great Expectations; one outcome per Dagster check, in CHECKS order.
 
     Expectations whose `meta.batch` is `quality` check the one-row table of `quality`'s shares.
+    Expectations on `excluded` columns (nothing reads them) are left out: a suite kept from
+    before a column was excluded does not hold later rows to it.
     """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
@@ -316,6 +330,8 @@ def run_suite(
                 f"expectation {item['type']} on {column!r} names unknown check {check!r} "
                 f"in meta.check; known checks: {', '.join(CHECKS)}"
             )
+        if _about(column, excluded):
+            continue
         if item.get("meta", {}).get("batch") == QUALITY_BATCH:
             on_quality.append(item)
             continue
@@ -352,6 +368,15 @@ def run_suite(
             check = expectation_result.expectation_config.meta["check"]
             outcomes[check].expectations.append(_outcome(expectation_result, data))
     return list(outcomes.values())
+
+
+def _about(column: str | None, excluded: Sequence[str]) -> bool:
+    """Whether an expectation on `column` is about one of the `excluded` columns."""
+    if column is None:
+        return False
+    for prefix in ("coerced_share__", "quarantined_share__"):
+        column = column.removeprefix(prefix)
+    return column in excluded
 
 
 def _outcome(expectation_result: Any, frame: pd.DataFrame) -> ExpectationOutcome:
