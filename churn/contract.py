@@ -29,6 +29,7 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StrictStr,
+    ValidationError,
     create_model,
     model_validator,
 )
@@ -118,12 +119,55 @@ class RecordContract:
         }
         self.request_type.model_rebuild(force=True)
 
-    def key_of(self, record: Any) -> str | None:
-        """The customer key a record carries, as text, or None."""
+    def key_of(self, record: Any) -> str | int | None:
+        """The customer key a record carries, as it was sent (text or integer), or None."""
         if not self.schema.key:
             return None
-        value = getattr(record, self.schema.key)
-        return None if value is None else str(value)
+        value: str | int | None = getattr(record, self.schema.key)
+        return value
+
+    def explained(self, error: ValidationError) -> ValidationError:
+        """`error`, where a field was sent by the table's own spelling, naming the expected one.
+
+        A client that posts the export's column names (`CreditScore`) gets, on that field, the
+        name the contract takes (`credit_score`), and on the missing field the name it was sent
+        as. Only a refused request pays for this.
+        """
+        from pydantic_core import InitErrorDetails, PydanticCustomError
+
+        from churn.normalise import snake_case
+
+        expected = set(self.schema.names) | ({self.schema.key} if self.schema.key else set())
+        sent_as: dict[tuple[Any, ...], str] = {}
+        for problem in error.errors():
+            where, sent = problem["loc"][:-1], problem["loc"][-1]
+            meant = snake_case(sent) if isinstance(sent, str) else None
+            if problem["type"] == "extra_forbidden" and meant in expected and meant != sent:
+                sent_as[(*where, meant)] = str(sent)
+        if not sent_as:
+            return error
+        details: list[InitErrorDetails] = []
+        for problem in error.errors():
+            loc = tuple(problem["loc"])
+            kind: Any = problem["type"]
+            name = loc[-1] if loc else None
+            if (
+                kind == "extra_forbidden"
+                and isinstance(name, str)
+                and ((*loc[:-1], snake_case(name)) in sent_as)
+            ):
+                kind = PydanticCustomError(
+                    "extra_forbidden",
+                    "Extra inputs are not permitted: this field is {expected} (the contract "
+                    "takes the table's column names in snake_case)",
+                    {"expected": repr(snake_case(name))},
+                )
+            elif kind == "missing" and loc in sent_as:
+                kind = PydanticCustomError(
+                    "missing", "Field required (sent as {sent})", {"sent": repr(sent_as[loc])}
+                )
+            details.append({"type": kind, "loc": loc, "input": problem.get("input")})
+        return ValidationError.from_exception_data(error.title, details)
 
     def json_schemas(self) -> dict[str, Any]:
         """The OpenAPI components of the record and the request (references to `#/components`)."""

@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    ValidationError,
     WithJsonSchema,
     model_validator,
 )
@@ -59,7 +60,10 @@ class PredictRequest(IODescriptor):  # type: ignore[misc]
         if model is None:  # the request guard answers 503 before this
             raise bentoml.exceptions.ServiceUnavailable("no model loaded")
         explain = explain_parameter(request.query_params.get(EXPLAIN))
-        validated = model.contract.request_type.model_validate_json(await request.body())
+        try:
+            validated = model.contract.request_type.model_validate_json(await request.body())
+        except ValidationError as error:
+            raise model.contract.explained(error) from None
         if explain:
             for record in validated.records:
                 record._explain = True
@@ -104,7 +108,9 @@ class Reason(BaseModel):
 class Prediction(BaseModel):
     """The churn prediction for one record, and the model version that made it."""
 
-    customer_id: str | None = Field(description="The record's customer key, when it had one.")
+    customer_id: str | int | None = Field(
+        description="The record's customer key, when it had one, as it was sent (text or integer)."
+    )
     churn_probability: float = Field(description="Probability that the customer churns.")
     churn_label: int = Field(
         description="1 when the probability is at or above the model's decision threshold."
@@ -135,6 +141,13 @@ def _yes_no(value: Any) -> Any:
     return YES_NO.get(value, value) if isinstance(value, str) else value
 
 
+def _key_text(value: Any) -> Any:
+    """An integer customer key (as `/predict` echoes one) as the text the logs keep."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 class Outcome(BaseModel):
     """What became of a customer: churned or stayed, and when that was known."""
 
@@ -150,17 +163,36 @@ class Outcome(BaseModel):
             # The rule of `_in_the_past` that JSON Schema can state: name the customer or the
             # prediction.
             "anyOf": [
-                {"required": [name], "properties": {name: {"type": "string"}}}
-                for name in ("customer_id", "prediction_id")
+                {
+                    "required": ["customer_id"],
+                    "properties": {"customer_id": {"type": ["string", "integer"]}},
+                },
+                {
+                    "required": ["prediction_id"],
+                    "properties": {"prediction_id": {"type": "string"}},
+                },
             ],
         },
     )
 
-    customer_id: str | None = Field(
+    customer_id: Annotated[
+        str | None,
+        BeforeValidator(_key_text),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "string", "minLength": 1, "maxLength": 64},
+                    {"type": "integer"},
+                    {"type": "null"},
+                ]
+            }
+        ),
+    ] = Field(
         default=None,
         min_length=1,
         max_length=64,
-        description="Customer key; without one (a table with no key), name the prediction.",
+        description="Customer key, text or integer as `/predict` echoed it; without one (a "
+        "table with no key), name the prediction.",
     )
     churned: Annotated[
         StrictBool,

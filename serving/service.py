@@ -239,7 +239,7 @@ class ChurnService:
                 "model_name": [model.name] * len(records),
                 "model_version": [model.version] * len(records),
                 "model_alias": [model.alias] * len(records),
-                "customer_id": customer_ids,
+                "customer_id": [None if key is None else str(key) for key in customer_ids],
                 "churn_probability": probability_list,
                 "churn_label": label_list,
                 "unknown_categories": [

@@ -15,7 +15,9 @@ schema). They can be drifted: `--scale column=factor` multiplies a numeric colum
 label in the data) is sent to `/feedback` `--label-delay` seconds after their prediction, as a
 retention team would report it; by customer key when the table has one, else by prediction id.
 Each answer names the model version, so a promotion shows in the summary. Failed requests are
-counted and reported, never retried.
+counted and reported, never retried; when the service refuses 10 requests in a row (the records
+do not fit its contract), the traffic stops with the reason and exit status 2. Integer columns
+are sent as integers and boolean ones as booleans, drifted or not, as the contract takes them.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ from churn.schema import ColumnKind, ModelSchema
 from churn.settings import settings
 
 POOL = 20_000
+# The service refusing this many requests in a row (4xx: the records break its contract) stops
+# the traffic: sending thousands more would only repeat the same refusal.
+MAX_REFUSED_IN_A_ROW = 10
 
 
 @dataclass
@@ -61,6 +66,8 @@ class TrafficSummary:
     versions: Counter[str] = field(default_factory=Counter)
     customer_ids: list[str] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
+    refused_in_a_row: int = 0
+    stopped: str = ""
 
 
 def population(
@@ -72,7 +79,7 @@ def population(
         raise ValueError(f"the data lacks column(s) the served model needs: {', '.join(missing)}")
     sample = frame.sample(n=min(rows, len(frame)), random_state=seed)
     columns = ([schema.key] if schema.key and schema.key in frame.columns else []) + schema.names
-    records = [json_record(row) for row in sample[columns].to_dict("records")]
+    records = [json_record(row) for row in as_contract_types(sample[columns], schema)]
     outcomes = sample[schema.target].astype(bool).tolist()
     return Population(records, outcomes, schema.key)
 
@@ -99,7 +106,9 @@ def perturb(
         scaled = frame[column].astype("float64") * factor
         if spec.maximum is not None:  # stay plausible: the contract refuses what is not
             scaled = scaled.clip(upper=spec.maximum)
-        frame[column] = scaled.round() if spec.kind == ColumnKind.INTEGER else scaled
+        frame[column] = (
+            scaled.round().astype("Int64") if spec.kind == ColumnKind.INTEGER else scaled
+        )
     for column, (value, share) in (set_values or {}).items():
         spec = schema.column(_known(schema, column))
         chosen = rng.random(len(frame)) < share
@@ -112,6 +121,30 @@ def perturb(
             typed = value.strip().lower() in {"true", "1", "yes"}
         frame[column] = frame[column].astype(object).where(~chosen, typed)
     return frame
+
+
+def as_contract_types(frame: pd.DataFrame, schema: ModelSchema) -> list[dict[str, Any]]:
+    """Rows as the contract types them: integer columns as integers, booleans as booleans.
+
+    A stored table keeps an integer column with missing values as floats (`55.0`), which an
+    integer field refuses; a drifted integer column is rounded, never sent as a fraction.
+    """
+    typed: dict[str, pd.Series] = {}
+    for spec in schema.columns:
+        values = frame[spec.name]
+        if spec.kind == ColumnKind.INTEGER and not pd.api.types.is_integer_dtype(values):
+            numbers = pd.to_numeric(values, errors="coerce")
+            typed[spec.name] = numbers.round().astype("Int64")
+        elif spec.kind == ColumnKind.BOOLEAN and not pd.api.types.is_bool_dtype(values):
+            typed[spec.name] = values.map(_boolean, na_action="ignore").astype("boolean")
+    rows = frame.assign(**typed).astype(object).to_dict("records")
+    return [{str(name): value for name, value in row.items()} for row in rows]
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "1", "yes", "y", "t"}
+    return bool(value)
 
 
 def _known(schema: ModelSchema, column: str) -> str:
@@ -160,7 +193,14 @@ def reference_frame(
     from churn.home import Home
     from churn.snapshots import SnapshotStore
 
-    return SnapshotStore(Home.from_env().snapshots_dir).load(card["data_version"])
+    store = SnapshotStore(Home.from_env().snapshots_dir)
+    if not store.has(card["data_version"]):
+        raise ValueError(
+            f"the served model's data version {card['data_version']} is not under "
+            f"{Home.from_env().root}: set CHURN_HOME to the platform home the service runs "
+            "from, or replay a file of customers with --from FILE"
+        )
+    return store.load(card["data_version"])
 
 
 def send_traffic(
@@ -193,6 +233,13 @@ def send_traffic(
                 f"{url}/predict", {"records": [records[i] for i in chosen]}, headers, summary
             )
             summary.requests += 1
+            if summary.refused_in_a_row >= MAX_REFUSED_IN_A_ROW:
+                [(problem, _)] = summary.errors.most_common(1)
+                summary.stopped = (
+                    f"stopped: the service refused {summary.refused_in_a_row} requests in a row, "
+                    f"so these records do not fit its contract ({problem})"
+                )
+                break
             if answer is not None:
                 summary.records += len(chosen)
                 summary.versions.update(prediction["model_version"] for prediction in answer)
@@ -244,10 +291,15 @@ def _post(url: str, body: Any, headers: dict[str, str], summary: TrafficSummary)
     request = urllib.request.Request(url, json.dumps(body).encode(), headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+            answer = json.loads(response.read())
+            summary.refused_in_a_row = 0
+            return answer
     except urllib.error.HTTPError as error:
         summary.failed += 1
         summary.errors[f"{error.code} {error.read().decode(errors='replace')[:200]}"] += 1
+        # A refusal of the records themselves; 429 and 503 pass (load, or no model yet).
+        if 400 <= error.code < 500 and error.code != 429:
+            summary.refused_in_a_row += 1
     except (urllib.error.URLError, OSError) as error:
         summary.failed += 1
         summary.errors[f"{url}: {error}"] += 1
@@ -319,10 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame = reference_frame(card, arguments.source, arguments.target)
         frame = perturb(frame, schema, scale, set_values, arguments.seed)
         customers = population(frame, schema, seed=arguments.seed)
-    except (ValueError, KeyError, OSError) as error:
-        parser.error(str(error))
     except urllib.error.URLError as error:
-        parser.error(f"cannot read {url}/model: {error}")
+        print(f"churn-traffic: cannot read {url}/model: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, OSError) as error:
+        print(f"churn-traffic: {error}", file=sys.stderr)
+        return 2
     print(
         f"{len(customers.records)} customers of data version {card['data_version']}"
         + (f" from {arguments.source}" if arguments.source else "")
@@ -344,6 +398,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(_describe(summary))
     for problem, count in summary.errors.most_common(5):
         print(f"  {count} x {problem}", file=sys.stderr)
+    if summary.stopped:
+        print(summary.stopped, file=sys.stderr)
+        return 2
     return 1 if summary.failed else 0
 
 
