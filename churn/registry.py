@@ -26,6 +26,8 @@ STAGING = "staging"
 ARCHIVED = "archived"
 LIFECYCLE = "lifecycle"
 AUDIT_PREFIX = "audit/"
+# Each version's quality gates, as registered: a JSON list of `GateOutcome`s.
+GATE_RESULTS = "gate_results"
 
 
 class RegistryError(ValueError):
@@ -42,6 +44,22 @@ class AuditEntry:
     from_version: str | None
     to_version: str
     reason: str
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """One quality gate of a version: the observed value, the requirement, the setting."""
+
+    gate: str
+    metric: str
+    observed: float
+    comparison: str
+    threshold: float
+    passed: bool
+    setting: str
+
+    def __str__(self) -> str:
+        return f"{self.metric} = {self.observed:.4f}, required {self.comparison} {self.threshold:g}"
 
 
 @dataclass(frozen=True)
@@ -158,6 +176,11 @@ class ModelRegistry:
         self.client.set_registered_model_tag(self.name, key, json.dumps(asdict(entry)))
         return entry
 
+    def gates(self, version: str) -> list[GateOutcome]:
+        """The quality gates `version` met or failed when it was registered (oldest: none)."""
+        tags = self._version(version).tags or {}
+        return [GateOutcome(**gate) for gate in json.loads(tags.get(GATE_RESULTS, "[]"))]
+
     def promote(
         self,
         version: str,
@@ -165,19 +188,31 @@ class ModelRegistry:
         reason: str,
         allow_schema_change: bool = False,
         servable: Callable[[str], str | None] | None = None,
+        override_gates: bool = False,
     ) -> AuditEntry:
         """Make `version` the production version (by hand or after the gates).
 
-        A version whose input schema differs from production's (clients would have to send other
-        columns) is refused unless `allow_schema_change`: the change must be deliberate. With
-        `servable` (returns why a version cannot be served, or None), a version the service could
-        not load is refused before the alias moves.
+        A version that failed its quality gates is refused unless `override_gates`, and a
+        version whose input schema differs from production's (clients would have to send other
+        columns) unless `allow_schema_change`: either must be deliberate, and the audit trail
+        says which gates or changes were overridden. With `servable` (returns why a version
+        cannot be served, or None), a version the service could not load is refused before the
+        alias moves.
         """
         if not reason.strip():
             raise RegistryError("a promotion needs a reason")
         self._version(version)
         if self.alias_version(PRODUCTION) == str(version):
             raise RegistryError(f"version {version} of {self.name!r} is already in production")
+        failed = [gate for gate in self.gates(version) if not gate.passed]
+        if failed and not override_gates:
+            raise RegistryError(
+                f"version {version} of {self.name!r} failed its quality gates: "
+                + "; ".join(f"{gate.gate}: {gate}" for gate in failed)
+                + ". Promote with --override-gates to do it anyway"
+            )
+        if failed:
+            reason = f"{reason} (gates overridden: {'; '.join(map(str, failed))})"
         problem = servable(str(version)) if servable else None
         if problem:
             raise RegistryError(f"version {version} of {self.name!r} cannot be served: {problem}")
@@ -207,6 +242,16 @@ class ModelRegistry:
                 "there is nothing to roll back to"
             )
         return self.move_alias(PRODUCTION, previous, actor, f"rollback: {reason}")
+
+    def newest(self) -> tuple[str, datetime] | None:
+        """The newest version and when it was registered, or None before the first."""
+        if self._model() is None:
+            return None
+        versions = self.client.search_model_versions(f"name = '{self.name}'")
+        if not versions:
+            return None
+        newest = max(versions, key=lambda v: int(v.version))
+        return str(newest.version), datetime.fromtimestamp(newest.creation_timestamp / 1000, UTC)
 
     def audit(self) -> list[AuditEntry]:
         """Every alias change, oldest first."""

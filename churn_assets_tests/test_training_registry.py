@@ -5,6 +5,8 @@ budget, against an MLflow SQLite store and artifact folder under the test's plat
 """
 
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +141,9 @@ def test_the_real_telco_file_with_the_telco_gate_profile(
     assert len(scored) == len(test) and scored[PROBABILITY].between(0, 1).all()
 
 
-def test_gates_challengers_and_the_audit_trail(isolated_home: PlatformHome) -> None:
+def test_gates_challengers_and_the_audit_trail(
+    isolated_home: PlatformHome, capsys: pytest.CaptureFixture[str]
+) -> None:
     registry = registry_of(isolated_home)
     full = DatasetResource(synthetic_rows=3_000, synthetic_seed=1)
     # Without its strongest features a model is clearly worse; lenient gates let it through.
@@ -176,6 +180,25 @@ def test_gates_challengers_and_the_audit_trail(isolated_home: PlatformHome) -> N
     assert AssetKey("production_model") not in {
         e.asset_key for e in result.get_asset_materialization_events()
     }
+    # Each gate's check names its observed value, the requirement and the setting to change;
+    # the registry keeps them with the version, and `make up` prints them (`blocked`).
+    assert re.fullmatch(
+        r"f1 = 0\.\d{4}, required >= 0\.999 \(CHURN_GATE_MIN_F1\)",
+        str(checks["f1_gate"].description),
+    )
+    [f1] = [gate for gate in registry.gates("2") if not gate.passed]
+    assert (f1.gate, f1.threshold, f1.setting) == ("f1_gate", 0.999, "CHURN_GATE_MIN_F1")
+    assert registry_cli(["blocked", "--since", str(time.time() - 600)]) == 0
+    explained = capsys.readouterr().out
+    assert "Version 2 of churn-predictor is registered and served on staging" in explained
+    assert f"f1_gate                {f1}" in explained and "CHURN_GATE_MIN_F1" in explained
+    assert "--override-gates" in explained
+    assert registry_cli(["blocked", "--since", str(time.time() + 600)]) == 1
+    assert registry_cli(["gates", "2"]) == 0
+    assert "| f1_gate | f1 = " in capsys.readouterr().out
+    # A version that failed its gates reaches production only by a deliberate override.
+    with pytest.raises(RegistryError, match=r"version 2 .* failed its quality gates: f1_gate: f1"):
+        registry.promote("2", "tests", "looks fine to me", allow_schema_change=True)
 
     # 3. A better challenger passes the gates, but needs the new inputs: only a deliberate
     #    promotion by hand moves production, and the audit trail says it changed the schema.
@@ -231,6 +254,12 @@ def test_gates_challengers_and_the_audit_trail(isolated_home: PlatformHome) -> N
         ("staging", "4", "5", "dagster"),
     ]
     assert "gates failed" in registry.audit()[2].reason
+
+    registry.promote(
+        "2", "tests", "campaign needs it today", allow_schema_change=True, override_gates=True
+    )
+    assert registry.alias_version("production") == "2"
+    assert f"gates overridden: {f1}" in registry.audit()[-1].reason
 
 
 @pytest.fixture(scope="module")

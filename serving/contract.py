@@ -237,6 +237,18 @@ class FeedbackReceipt(BaseModel):
     request_id: str
 
 
+class QualityGate(BaseModel):
+    """One quality gate the version met or failed when it was registered."""
+
+    gate: str
+    metric: str
+    observed: float
+    comparison: str = Field(description="`>=` or `<=`.")
+    threshold: float
+    passed: bool
+    setting: str = Field(description="The environment variable that sets the threshold.")
+
+
 class ModelCard(BaseModel):
     """The model version being served and what the registry says about it."""
 
@@ -255,6 +267,12 @@ class ModelCard(BaseModel):
         description="The model's input schema: columns, kinds, ranges, categories, the key."
     )
     schema_fingerprint: str = Field(description="Short hash of the columns clients must send.")
+    gates: list[QualityGate] = Field(
+        default_factory=list,
+        description="The version's quality gates, observed against required: a version on "
+        "staging may have failed some (production is reached only through them, or by a "
+        "deliberate override).",
+    )
     registry_checked_at: str | None = Field(
         default=None, description="When the service last read its alias in the registry."
     )

@@ -11,6 +11,7 @@ each response names the version that answered.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import threading
 import time
@@ -25,11 +26,11 @@ import numpy as np
 from churn.contract import RecordContract
 from churn.explain import NotExplainable
 from churn.logs import prediction_schema
-from churn.registry import ModelRegistry
+from churn.registry import GATE_RESULTS, ModelRegistry
 from churn.schema import ModelSchema
 from churn.scoring import Reason, Scorer
 from churn.tracking import Tracking
-from serving.contract import ModelCard, max_records
+from serving.contract import ModelCard, QualityGate, max_records
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,7 @@ def load_served_model(tracking: Tracking, alias: str, version: str, client: Any)
             features=scorer.inputs,
             input_schema=schema.model_dump(mode="json"),
             schema_fingerprint=schema.fingerprint,
+            gates=[QualityGate(**gate) for gate in json.loads(tags.get(GATE_RESULTS, "[]"))],
         ),
         schema=schema,
         contract=RecordContract(schema, max_records()),
@@ -254,7 +256,8 @@ class ModelWatcher:
             self.status = WatcherStatus(
                 now,
                 f"no version of {self.mlflow.model_name!r} has the alias {self.alias!r} "
-                "in the registry yet",
+                "in the registry yet (a version its quality gates kept from production is on "
+                "staging: `churn-registry gates` says which failed)",
             )
             return self.current
         self.status = WatcherStatus(now, None)  # the registry answered

@@ -5,8 +5,9 @@ the quality gates (blocking checks) and by beating the current production versio
 """
 
 import getpass
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,12 +26,14 @@ from pydantic import Field
 
 from churn.metrics import HoldoutMetric, classification_metrics
 from churn.registry import (
+    GATE_RESULTS,
     PRODUCTION,
     STAGING,
+    GateOutcome,
     ModelRegistry,
     loading_problem,
 )
-from churn.settings import settings
+from churn.settings import GateSettings, settings
 from churn_assets.evaluation.assets import ModelEvaluation
 from churn_assets.markdown import markdown_table
 from churn_assets.registry.card import model_card
@@ -93,6 +96,28 @@ def evaluate_gates(evaluation: ModelEvaluation, gates: QualityGates) -> list[Gat
     ]
 
 
+def gate_setting(gate: str) -> str:
+    """The environment variable that sets a gate (`f1_gate` -> `CHURN_GATE_MIN_F1`)."""
+    field = GATES[gate][2]
+    return {variable: name for name, variable in GateSettings.variables().items()}[field]
+
+
+def gate_outcomes(results: list[GateResult]) -> list[GateOutcome]:
+    """The gates as the registry keeps them with the version."""
+    return [
+        GateOutcome(
+            gate=r.gate,
+            metric=r.metric,
+            observed=round(r.observed, 6),
+            comparison=r.comparison,
+            threshold=r.threshold,
+            passed=r.passed,
+            setting=gate_setting(r.gate),
+        )
+        for r in results
+    ]
+
+
 def owner() -> str:
     """Who owns the models this process registers: `CHURN_OWNER`, else the user name."""
     return settings().platform.owner or getpass.getuser()
@@ -146,6 +171,7 @@ def registered_model(
         "mlflow_run_id": evaluation.run_id,
         "threshold": f"{evaluation.threshold:.6f}",
         "gates": "passed" if passed else "failed",
+        GATE_RESULTS: json.dumps([asdict(outcome) for outcome in gate_outcomes(results)]),
         "gate_profile": gates.profile,
         **{
             name: f"{m[name]:.4f}"
@@ -232,7 +258,7 @@ def registered_model(
             passed=result.passed,
             severity=AssetCheckSeverity.ERROR,
             description=f"{result.metric} = {result.observed:.4f}, required "
-            f"{result.comparison} {result.threshold:g}",
+            f"{result.comparison} {result.threshold:g} ({gate_setting(result.gate)})",
             metadata={
                 "observed": result.observed,
                 "threshold": result.threshold,

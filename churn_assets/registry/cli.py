@@ -4,6 +4,12 @@
     churn-registry promote 3 --reason "..."           make version 3 the production version
     churn-registry promote 4 --allow-schema-change --reason "..."
                                                       ...even if it takes other inputs
+    churn-registry promote 5 --override-gates --reason "..."
+                                                      ...even if it failed its quality gates
+    churn-registry gates [3]                          a version's gates (default: the newest)
+    churn-registry blocked --since 1764900000         why the version registered since then
+                                                      is not in production (exit 1: it is, or
+                                                      none was registered)
     churn-registry rollback --reason "..."            put back the previous production version
     churn-registry audit                              every alias change, oldest first
 
@@ -18,7 +24,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from churn.registry import ModelRegistry, RegistryError, loading_problem
+from churn.registry import PRODUCTION, ModelRegistry, RegistryError, loading_problem
 from churn_assets.markdown import markdown_table
 from churn_assets.registry.assets import owner
 from churn_assets.resources import MlflowResource, PlatformHome
@@ -38,6 +44,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="promote a version whose input schema differs from production's (clients must "
         "send the new schema)",
     )
+    promote.add_argument(
+        "--override-gates",
+        action="store_true",
+        help="promote a version that failed its quality gates (the audit trail names them)",
+    )
+    gates = commands.add_parser("gates", help="a version's quality gates")
+    gates.add_argument("version", nargs="?", help="version number (default: the newest)")
+    blocked = commands.add_parser(
+        "blocked", help="why the newest version registered since a time is not in production"
+    )
+    blocked.add_argument(
+        "--since", type=float, default=0.0, help="a time in seconds since the epoch (date +%%s)"
+    )
     rollback = commands.add_parser("rollback", help="put back the previous production version")
     commands.add_parser("audit", help="list every alias change")
     for command in (promote, rollback):
@@ -55,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_versions(registry)
         elif arguments.command == "audit":
             _print_audit(registry)
+        elif arguments.command == "gates":
+            _print_gates(registry, arguments.version)
+        elif arguments.command == "blocked":
+            return 0 if _explain_block(registry, arguments.since) else 1
         elif arguments.command == "promote":
             entry = registry.promote(
                 arguments.version,
@@ -62,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 arguments.reason,
                 arguments.allow_schema_change,
                 servable=lambda version: loading_problem(registry.name, version),
+                override_gates=arguments.override_gates,
             )
             print(
                 f"{registry.name}: production {entry.from_version or '(none)'} -> "
@@ -92,6 +116,76 @@ def _print_versions(registry: ModelRegistry) -> None:
             ],
         )
     )
+
+
+def _newest(registry: ModelRegistry) -> str:
+    newest = registry.newest()
+    if newest is None:
+        raise RegistryError(f"unknown model {registry.name!r}: nothing is registered under it")
+    return newest[0]
+
+
+def _print_gates(registry: ModelRegistry, version: str | None) -> None:
+    version = version or _newest(registry)
+    outcomes = registry.gates(version)
+    if not outcomes:
+        raise RegistryError(f"version {version} of {registry.name!r} recorded no quality gates")
+    print(
+        markdown_table(
+            ["Gate", "Observed", "Required", "Result", "Set by"],
+            [
+                (
+                    gate.gate,
+                    f"{gate.metric} = {gate.observed:.4f}",
+                    f"{gate.comparison} {gate.threshold:g}",
+                    "pass" if gate.passed else "FAIL",
+                    gate.setting,
+                )
+                for gate in outcomes
+            ],
+        )
+    )
+
+
+def _explain_block(registry: ModelRegistry, since: float) -> bool:
+    """Say why the newest version, registered after `since`, is not in production.
+
+    Returns whether there was such a version (gates or schema kept it from production).
+    """
+    newest = registry.newest()
+    if newest is None or newest[1].timestamp() < since - 1:
+        return False
+    version = newest[0]
+    failed = [gate for gate in registry.gates(version) if not gate.passed]
+    production = registry.alias_version(PRODUCTION)
+    changes = registry.schema_changes(version) if production else []
+    if production == version or not (failed or changes):
+        return False
+    where = (
+        f"production stays at version {production}"
+        if production
+        else "no version is in production yet"
+    )
+    print(
+        f"Version {version} of {registry.name} is registered and served on staging, but not "
+        f"promoted: {where}."
+    )
+    for gate in failed:
+        print(f"  {gate.gate:<22} {gate!s:<40} set by {gate.setting}")
+    for change in changes:
+        print(f"  input schema           {change}")
+    if failed:
+        print(
+            "Set the gates your retention team needs (README, 'Quality gates') and run again, "
+            f"or promote it by hand: churn-registry promote {version} --override-gates "
+            '--reason "..."'
+        )
+    if changes:
+        print(
+            f"Once clients send the new inputs: churn-registry promote {version} "
+            '--allow-schema-change --reason "..."'
+        )
+    return True
 
 
 def _print_audit(registry: ModelRegistry) -> None:
