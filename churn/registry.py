@@ -57,6 +57,7 @@ class GateOutcome:
     threshold: float
     passed: bool
     setting: str
+    detail: str = ""
 
     def __str__(self) -> str:
         return f"{self.metric} = {self.observed:.4f}, required {self.comparison} {self.threshold:g}"

@@ -39,12 +39,14 @@ GATE_PROFILES: dict[str, dict[str, float]] = {
         "min_recall": 0.80,
         "max_probability_rmse": 0.15,
         "max_latency_p99_ms": 200.0,
+        "max_single_column_auc": 0.95,
     },
     "telco": {
         "min_f1": 0.60,
         "min_recall": 0.80,
         "max_probability_rmse": 0.40,
         "max_latency_p99_ms": 200.0,
+        "max_single_column_auc": 0.95,
     },
 }
 
@@ -224,6 +226,13 @@ class GateSettings(Section):
     )
     max_latency_p99_ms: float | None = setting(
         "CHURN_GATE_MAX_LATENCY_P99_MS", description="Highest single-record p99 latency (ms)."
+    )
+    max_single_column_auc: float | None = setting(
+        "CHURN_GATE_MAX_SINGLE_COLUMN_AUC",
+        description="Highest ROC-AUC of any single input alone: above it, the input leaks the "
+        "target (see churn/leakage.py).",
+        gt=0.5,
+        le=1,
     )
 
     def thresholds(self) -> dict[str, float]:

@@ -282,6 +282,13 @@ class QualityGates(ConfigurableResource):  # type: ignore[type-arg]
     max_latency_p99_ms: float = Field(
         default=200.0, description="Highest p99 latency of a single-record prediction, in ms."
     )
+    max_single_column_auc: float = Field(
+        default=0.95,
+        gt=0.5,
+        le=1,
+        description="Highest ROC-AUC of any single input alone: above it, the input leaks the "
+        "target.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QualityGates:

@@ -247,6 +247,7 @@ class QualityGate(BaseModel):
     threshold: float
     passed: bool
     setting: str = Field(description="The environment variable that sets the threshold.")
+    detail: str = Field(default="", description="What gave a failure away (leaking columns).")
 
 
 class ModelCard(BaseModel):

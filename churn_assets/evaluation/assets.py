@@ -11,6 +11,7 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 from sklearn.metrics import confusion_matrix
 
+from churn.leakage import single_column_power
 from churn.metrics import HOLDOUT_SCORES, classification_metrics, score_histogram
 from churn.schema import ModelSchema
 from churn_assets.markdown import markdown_table
@@ -50,6 +51,8 @@ class ModelEvaluation:
     test: pd.DataFrame = field(repr=False)
     target: str = "churn"
     schema: ModelSchema | None = None
+    # The strongest inputs alone (ROC-AUC on the training rows), for the leakage gate.
+    single_column_auc: dict[str, float] = field(default_factory=dict)
 
 
 @asset(group_name=GROUP, kinds={"mlflow"})
@@ -97,6 +100,9 @@ def model_evaluation(
     client.log_dict(best.run_id, score_histogram(probabilities), HOLDOUT_SCORES)
     context.log.info("%s on the hold-out split: %s", best.algorithm, metrics)
 
+    schema = model.unwrap_python_model().schema
+    inputs = schema.names if schema is not None else list(records.columns)
+    strongest = single_column_power(splits.train, splits.target, inputs)
     evaluation = ModelEvaluation(
         algorithm=best.algorithm,
         run_id=best.run_id,
@@ -115,7 +121,8 @@ def model_evaluation(
         experiment_id=candidate_models.experiment_id,
         test=splits.test,
         target=splits.target,
-        schema=model.unwrap_python_model().schema,
+        schema=schema,
+        single_column_auc={p.column: round(p.auc, 6) for p in strongest[:5]},
     )
     return Output(
         evaluation,
@@ -126,6 +133,11 @@ def model_evaluation(
             "cv_roc_auc": best.cv_metrics.get("cv_roc_auc", float("nan")),
             "latency_p50_ms": p50,
             "latency_p99_ms": p99,
+            "strongest_single_inputs": MetadataValue.md(
+                markdown_table(
+                    ["input", "ROC-AUC alone"], [(p.column, f"{p.auc:.3f}") for p in strongest[:5]]
+                )
+            ),
             "confusion_matrix": MetadataValue.md(
                 markdown_table(
                     ["", "predicted retained", "predicted churned"],

@@ -51,6 +51,7 @@ GATES: dict[str, tuple[str, str, str]] = {
     "recall_gate": ("recall", ">=", "min_recall"),
     "probability_rmse_gate": ("probability_rmse", "<=", "max_probability_rmse"),
     "latency_p99_gate": ("latency_p99_ms", "<=", "max_latency_p99_ms"),
+    "leakage_gate": ("max_single_column_auc", "<=", "max_single_column_auc"),
 }
 
 
@@ -63,6 +64,7 @@ class GateResult:
     observed: float
     comparison: str
     threshold: float
+    detail: str = ""
 
     @property
     def passed(self) -> bool:
@@ -89,11 +91,25 @@ class RegisteredVersion:
 
 def evaluate_gates(evaluation: ModelEvaluation, gates: QualityGates) -> list[GateResult]:
     """Each gate of `gates` applied to `evaluation`."""
-    observed = {**evaluation.metrics, "latency_p99_ms": evaluation.latency_p99_ms}
-    return [
+    strongest = evaluation.single_column_auc
+    observed = {
+        **evaluation.metrics,
+        "latency_p99_ms": evaluation.latency_p99_ms,
+        "max_single_column_auc": max(strongest.values(), default=0.5),
+    }
+    results = [
         GateResult(name, metric, observed[metric], comparison, float(getattr(gates, field)))
         for name, (metric, comparison, field) in GATES.items()
     ]
+    leaks = [c for c, auc in strongest.items() if auc > gates.max_single_column_auc]
+    for result in results:
+        if result.gate == "leakage_gate" and leaks:
+            result.detail = (
+                "; ".join(f"{c} alone gives ROC-AUC {strongest[c]:.3f}" for c in leaks)
+                + ": it leaks the target; exclude it with CHURN_EXCLUDE_COLUMNS="
+                + ",".join(leaks)
+            )
+    return results
 
 
 def gate_setting(gate: str) -> str:
@@ -113,6 +129,7 @@ def gate_outcomes(results: list[GateResult]) -> list[GateOutcome]:
             threshold=r.threshold,
             passed=r.passed,
             setting=gate_setting(r.gate),
+            detail=r.detail,
         )
         for r in results
     ]
@@ -258,7 +275,8 @@ def registered_model(
             passed=result.passed,
             severity=AssetCheckSeverity.ERROR,
             description=f"{result.metric} = {result.observed:.4f}, required "
-            f"{result.comparison} {result.threshold:g} ({gate_setting(result.gate)})",
+            f"{result.comparison} {result.threshold:g} ({gate_setting(result.gate)})"
+            + (f". {result.detail}" if result.detail else ""),
             metadata={
                 "observed": result.observed,
                 "threshold": result.threshold,

@@ -172,6 +172,8 @@ def _explain_block(registry: ModelRegistry, since: float) -> bool:
     )
     for gate in failed:
         print(f"  {gate.gate:<22} {gate!s:<40} set by {gate.setting}")
+        if gate.detail:
+            print(f"    {gate.detail}")
     for change in changes:
         print(f"  input schema           {change}")
     if failed:

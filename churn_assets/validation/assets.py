@@ -18,6 +18,8 @@ from dagster import (
     asset,
 )
 
+from churn.leakage import single_column_power
+from churn.settings import settings
 from churn.tables import CustomerTable
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import PlatformHome
@@ -28,12 +30,25 @@ GROUP = "validation"
 ASSET = "validated_customers"
 
 
+LEAKAGE_CHECK = "target_leakage"
+
+
 @asset(
     group_name=GROUP,
     kinds={"great_expectations", "pandas"},
     check_specs=[
         AssetCheckSpec(name, asset=ASSET, description=description, blocking=True)
         for name, description in CHECKS.items()
+    ]
+    + [
+        AssetCheckSpec(
+            LEAKAGE_CHECK,
+            asset=ASSET,
+            description="No input predicts the target almost perfectly on its own (ROC-AUC "
+            "above CHURN_GATE_MAX_SINGLE_COLUMN_AUC): such a column is a copy or a consequence "
+            "of the answer. A warning here; the leakage gate keeps a model built on it from "
+            "production.",
+        )
     ],
 )
 def validated_customers(
@@ -48,6 +63,11 @@ def validated_customers(
     outcomes = run_suite(table.frame, suite, table.quality, table.excluded)
     for outcome in outcomes:
         yield _check_result(outcome, origin)
+
+    leakage = _leakage_result(table)
+    if not leakage.passed:
+        context.log.warning("Target leakage suspected: %s", leakage.description)
+    yield leakage
 
     failed = [outcome for outcome in outcomes if not outcome.passed]
     if failed:
@@ -90,6 +110,37 @@ def validated_customers(
                 )
             ),
             "eda_statistics": MetadataValue.md(statistics_markdown(statistics)),
+        },
+    )
+
+
+def _leakage_result(table: CustomerTable) -> AssetCheckResult:
+    """The inputs that tell churners apart on their own, flagged above the leakage gate."""
+    roles = {table.target, *table.excluded} | ({table.id_column} if table.id_column else set())
+    inputs = [str(c) for c in table.frame.columns if c not in roles]
+    powers = single_column_power(table.frame, table.target, inputs)
+    limit = settings().gates.thresholds()["max_single_column_auc"]
+    leaks = [power for power in powers if power.auc > limit]
+    return AssetCheckResult(
+        check_name=LEAKAGE_CHECK,
+        asset_key=ASSET,
+        passed=not leaks,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            "; ".join(str(leak) for leak in leaks)
+            + f" (above {limit:g}): it leaks the target. Exclude it with "
+            f"CHURN_EXCLUDE_COLUMNS={','.join(leak.column for leak in leaks)}"
+            if leaks
+            else f"No input alone exceeds ROC-AUC {limit:g}"
+            + (f" (strongest: {powers[0]})" if powers else "")
+        ),
+        metadata={
+            "threshold": limit,
+            "strongest_inputs": MetadataValue.md(
+                markdown_table(
+                    ["input", "ROC-AUC alone"], [(p.column, f"{p.auc:.3f}") for p in powers[:10]]
+                )
+            ),
         },
     )
 
