@@ -35,7 +35,7 @@ LOCAL_MLFLOW_UI := http://$(MLFLOW_HOST):$(MLFLOW_PORT)
 export MLFLOW_UI_URL ?= $(LOCAL_MLFLOW_UI)
 endif
 
-.PHONY: install instance materialize up mlflow-server serve bento test check lint format constraints clean
+.PHONY: install instance materialize up scores mlflow-server serve bento test check lint format constraints clean
 
 install: $(BIN)/.installed
 
@@ -126,6 +126,12 @@ mlflow-server: install
 		--backend-store-uri "$${MLFLOW_BACKEND_STORE_URI:?set MLFLOW_BACKEND_STORE_URI}" \
 		--artifacts-destination "$${MLFLOW_ARTIFACTS_DESTINATION:-$(CHURN_HOME)/mlflow-server}" \
 		--host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+
+## Score today's partition of customer_scores now (the nightly scores), on this platform home.
+## CHURN_SCORING_SOURCE scores another customer list instead.
+scores: install instance
+	$(BIN)/dagster asset materialize -m churn_assets.definitions --select customer_scores \
+		--partition "$$(date -u +%F)"
 
 ## Serve one alias in the foreground (CHURN_SERVING_ALIAS, default production) on PORT.
 serve: install

@@ -78,7 +78,7 @@ def customer_scores(
     """Every customer of the scoring population, scored by the production model, with reasons."""
     partition = context.partition_key
     model, run_id = production_scorer(mlflow_tracking, scoring.alias)
-    population = _population(context, scoring, dataset, home)
+    population = _population(context, scoring, dataset, home, mlflow_tracking, model)
     context.log.info(
         "Scoring %s with %s version %s", population.description, model.name, model.version
     )
@@ -189,8 +189,16 @@ def _population(
     scoring: ScoringResource,
     dataset: DatasetResource,
     home: PlatformHome,
+    mlflow_tracking: MlflowResource,
+    model: ScoredModel,
 ) -> Population:
-    """`CHURN_SCORING_SOURCE`, else the latest validated data version's customers."""
+    """`CHURN_SCORING_SOURCE`, else the latest validated data version's customers.
+
+    The latest validated version is the instance's last `validated_customers`; an instance
+    that has none (a command run without the platform's `DAGSTER_HOME`, a fresh instance beside
+    an existing home) falls back to the version the scoring model was trained on, which was
+    validated too.
+    """
     if scoring.source:
         return Population(
             source=scoring.source,
@@ -200,16 +208,21 @@ def _population(
     event = context.instance.get_latest_materialization_event(AssetKey("validated_customers"))
     materialization = event.asset_materialization if event else None
     version = materialization.metadata.get("data_version") if materialization else None
+    description = "(validated)"
     if version is None:
+        tags = mlflow_tracking.client().get_model_version(model.name, model.version).tags or {}
+        version = tags.get("data_version")
+        description = f"(validated; the training data of {model.name} version {model.version})"
+    data_version = str(getattr(version, "value", version)) if version is not None else ""
+    if not data_version or not home.snapshots().has(data_version):
         raise Failure(
             description="No validated data version yet: materialize validated_customers (run "
             "churn_pipeline), or set CHURN_SCORING_SOURCE to the customers to score.",
             allow_retries=False,
         )
-    data_version = str(getattr(version, "value", version))
     return Population(
         source=str(home.snapshots().data_path(data_version)),
-        description=f"data version {data_version} (validated), customers who have not churned",
+        description=f"data version {data_version} {description}, customers who have not churned",
         data_version=data_version,
         target_is_encoded=True,
     )
