@@ -140,6 +140,8 @@ class RecordContract:
         expected = set(self.schema.names) | ({self.schema.key} if self.schema.key else set())
         sent_as: dict[tuple[Any, ...], str] = {}
         for problem in error.errors():
+            if not problem["loc"]:
+                continue
             where, sent = problem["loc"][:-1], problem["loc"][-1]
             meant = snake_case(sent) if isinstance(sent, str) else None
             if problem["type"] == "extra_forbidden" and meant in expected and meant != sent:

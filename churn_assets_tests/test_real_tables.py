@@ -1,0 +1,403 @@
+"""Every real churn table, end to end: the README's own-data walk-through as a conformance suite.
+
+Each table of `../shared/data/` (six real exports of different shapes) and a generated 60-column
+table go through what a user does, given only what a user gives (the file, the target, a
+positive label where the target is not yes/no-like, the key where its name is not recognised,
+the columns to exclude), with real processes:
+
+1. the pipeline on a real MLflow store (ingestion of CSV, gzip CSV or an Excel workbook,
+   validation, training, evaluation, gates, registry);
+2. a real `bentoml serve` answering real rows of the table (the key echoed with its type), and
+   refusing a Telco record, a missing field and the table's own column spelling, each naming
+   the field;
+3. `churn-traffic` (the command, in process) replaying the table with drift on a numeric, an
+   integer and a categorical column, with every outcome reported to `/feedback`;
+4. the monitoring assets finding those columns drifted, the real drift sensor requesting a
+   retrain, and that retrain (with the outcomes as new rows) promoted and swapped in while a
+   client keeps sending requests: no request fails;
+5. `customer_scores` for the table's population (the latest validated version's customers who
+   have not churned), with the service's own scores.
+
+BankChurners also goes through the leakage gate first: its two classifier columns are found,
+the model built on them lands on staging (served, its failed gate in `/model`) and a promotion
+by hand is refused; the user then excludes them, as the gate says.
+
+The training budget is the tests' smallest search, on LightGBM (`SUITE_TRAINING`), so that the
+whole suite fits CI; the figures each walk-through reaches are in the README.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from dagster import (
+    DagsterInstance,
+    RunRequest,
+    SensorResult,
+    build_sensor_context,
+    materialize,
+)
+
+from churn.normalise import snake_case
+from churn.registry import RegistryError
+from churn.schema import ColumnKind, ModelSchema
+from churn.scores import ScoreStore
+from churn.sources import read_table
+from churn_assets.definitions import defs
+from churn_assets.ingestion.synthetic import generate_accounts
+from churn_assets.monitoring.assets import monitoring_assets
+from churn_assets.resources import (
+    DatasetResource,
+    MlflowResource,
+    PlatformHome,
+    QualityGates,
+    ScoringResource,
+)
+from churn_assets.scoring.assets import customer_scores
+from churn_assets_tests.conftest import (
+    EXAMPLE_CUSTOMER,
+    REPOSITORY,
+    eventually,
+    json_record,
+    metadata,
+    registry_of,
+    run_pipeline,
+    set_environment,
+    today,
+)
+from churn_assets_tests.processes import MAX_RECORDS, Server, fuzz_api, serve
+from serving.traffic import main as churn_traffic
+from serving.traffic import served_model
+
+# Starts servers or processes, or runs the whole pipeline: not in `make check`.
+pytestmark = pytest.mark.servers
+
+DATA = REPOSITORY.parent / "shared" / "data"
+# Gates a retention team sets for itself once it has seen what its table reaches; these let
+# every table through, so that the walk-through goes on (the gates are tested on their own).
+GATES = QualityGates(profile="suite", min_f1=0.0, min_recall=0.0, max_probability_rmse=1.0)
+SUITE_TRAINING = {"algorithms": ["lightgbm"], "iterations": 2, "folds": 2, "n_jobs": 1}
+
+
+@dataclass(frozen=True)
+class Walkthrough:
+    """A churn table, what its user gives, and how the drift demo drifts it."""
+
+    name: str
+    write: Callable[[Path], str]
+    given: dict[str, Any]
+    numeric: tuple[str, float]
+    integer: tuple[str, float] | None
+    categorical: tuple[str, str, float]
+    leaks: tuple[str, ...] = ()
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def shared(name: str) -> Callable[[Path], str]:
+    def locate(folder: Path) -> str:
+        path = DATA / name
+        if not path.exists():
+            pytest.skip(f"the real table {name} is absent from {DATA}")
+        return str(path)
+
+    return locate
+
+
+def accounts(folder: Path) -> str:
+    path = folder / "accounts.parquet"
+    generate_accounts(3_000).to_parquet(path, index=False)
+    return str(path)
+
+
+NAIVE_BAYES = "Naive_Bayes_Classifier_Attrition_Flag_Card_Category_Contacts_Count_12_mon_"
+WALKTHROUGHS = [
+    Walkthrough(
+        "telco",
+        shared("telco_customer_churn.csv"),
+        {},
+        ("monthly_charges", 1.5),
+        ("tenure", 1.5),
+        ("contract", "Two year", 0.8),
+    ),
+    Walkthrough(
+        "orange",
+        shared("orange_telecom_churn.csv"),
+        {},
+        ("total_day_minutes", 1.6),
+        ("customer_service_calls", 2.5),
+        ("international_plan", "Yes", 0.7),
+    ),
+    Walkthrough(
+        "bankchurners",
+        shared("bankchurners.csv"),
+        {
+            "target": "Attrition_Flag",
+            "positive_label": "Attrited Customer",
+            "id_column": "CLIENTNUM",
+        },
+        ("credit_limit", 1.8),
+        ("total_trans_ct", 1.6),
+        ("card_category", "Gold", 0.6),
+        leaks=(
+            f"{NAIVE_BAYES}Dependent_count_Education_Level_Months_Inactive_12_mon_1",
+            f"{NAIVE_BAYES}Dependent_count_Education_Level_Months_Inactive_12_mon_2",
+        ),
+    ),
+    Walkthrough(
+        "iranian",
+        shared("iranian_churn.csv"),
+        {},
+        ("customer_value", 2.0),
+        ("seconds_of_use", 2.0),
+        ("status", "2", 0.8),
+    ),
+    Walkthrough(
+        "ecommerce",
+        shared("ecommerce_churn.xlsx"),
+        {},
+        ("cashback_amount", 1.6),
+        ("number_of_address", 2.0),
+        ("prefered_order_cat", "Grocery", 0.7),
+    ),
+    Walkthrough(
+        "tv_subscriptions",
+        shared("tv_subscription_churn.csv.gz"),
+        {"target": "target", "exclude_columns": ["id", "C_FP", "C_FN", "C_TP", "C_TN"]},
+        ("x28", 2.0),
+        None,  # every column is a float or a 0/1 flag
+        ("x1", "1", 0.9),
+    ),
+    Walkthrough(
+        "generated",
+        accounts,
+        {"target": "Lapsed", "id_column": "AccountNumber"},
+        ("usage_0", 2.5),
+        ("count_0", 1.8),
+        ("plan", "basic", 0.9),
+    ),
+]
+
+
+@pytest.mark.parametrize("table", WALKTHROUGHS, ids=[table.name for table in WALKTHROUGHS])
+def test_the_walkthrough_on_a_real_table(
+    table: Walkthrough,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    started = time.monotonic()
+    home = PlatformHome(path=str(tmp_path / "home"))
+    set_environment(monkeypatch, CHURN_HOME=str(home.root))
+    source = table.write(tmp_path)
+    given = dict(table.given)
+    excluded = list(given.pop("exclude_columns", []))
+    dataset = DatasetResource(source=source, exclude_columns=excluded, **given)
+    instance = DagsterInstance.ephemeral()
+    registry = registry_of(home)
+
+    if table.leaks:
+        _a_leak_stops_at_staging(table, home, dataset, instance)
+        dataset = dataset.model_copy(update={"exclude_columns": [*excluded, *table.leaks]})
+
+    # 1. The pipeline, as `make up` runs it.
+    first = run_pipeline(home, dataset, GATES, SUITE_TRAINING, instance)
+    assert first.success, [e.message for e in first.all_events if e.is_failure]
+    production = registry.alias_version("production")
+    assert production is not None
+    evaluation = first.output_for_node("model_evaluation")
+    validated = first.output_for_node("validated_customers")
+
+    with serve(home) as service:
+        card = served_model(service.url)
+        schema = ModelSchema.model_validate(card["input_schema"])
+        assert card["model_version"] == production
+        assert {gate["gate"] for gate in card["gates"]} >= {"f1_gate", "leakage_gate"}
+
+        # 2. Real rows of the table are answered; the key comes back with its type.
+        rows = validated.frame.sample(n=MAX_RECORDS, random_state=1)
+        records = [_typed_record(row, schema) for _, row in rows.iterrows()]
+        answered = service.request("/predict", {"records": records})
+        assert answered.status == 200, answered.body
+        if schema.key:
+            assert [a["customer_id"] for a in answered.body] == [r[schema.key] for r in records]
+        _refusals_name_the_field(service, schema, source, dataset)
+
+        # 3. The drift demo's traffic, through the command a user runs.
+        scale = [f"{table.numeric[0]}={table.numeric[1]}"]
+        if table.integer:
+            scale.append(f"{table.integer[0]}={table.integer[1]}")
+            assert schema.column(table.integer[0]).kind == ColumnKind.INTEGER
+        column, value, share = table.categorical
+        status = churn_traffic(
+            ["--url", service.url, "--rate", "100", "--duration", "4", "--batch", "5"]
+            + [argument for pair in scale for argument in ("--scale", pair)]
+            + ["--set", f"{column}={value}@{share}"]
+            + ["--label-share", "1", "--label-delay", "0.2"]
+        )
+        printed = capsys.readouterr()
+        assert status == 0, printed.out + printed.err
+        sent = int(printed.out.split(" outcomes sent")[0].rsplit(", ", 1)[1])
+        assert " (0 failed)" in printed.out and sent >= 500, printed.out
+        eventually(service.logs_written)
+
+        # 4. Monitoring finds the drift; the drift sensor asks for a retrain; it is promoted and
+        #    swapped in while a client keeps sending requests.
+        monitored = materialize(
+            monitoring_assets(schema.names),
+            partition_key=today(),
+            resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
+            run_config={"ops": {"drift_report": {"config": {"min_records": 300}}}},
+            instance=instance,
+        )
+        assert monitored.success
+        report = monitored.output_for_node("drift_report")
+        drifted = {table.numeric[0], column} | ({table.integer[0]} if table.integer else set())
+        assert drifted <= set(report.drifted), report.psi
+        tick = defs.resolve_sensor_def("drift_sensor")(
+            build_sensor_context(instance=instance, resources={"home": home})
+        )
+        assert isinstance(tick, SensorResult) and tick.run_requests, tick
+        [request] = tick.run_requests
+        assert isinstance(request, RunRequest)
+        assert "drift" in request.tags["churn/trigger"].split("+"), request.tags
+        with sending(service, records[0]) as answers:
+            retrained = run_pipeline(
+                home,
+                dataset,
+                GATES,
+                SUITE_TRAINING,
+                instance,
+                promotion=request.run_config["ops"]["production_model"]["config"],
+            )
+            assert retrained.success, [e.message for e in retrained.all_events if e.is_failure]
+            decision = retrained.output_for_node("production_model")
+            assert decision.promoted, decision.reason
+            new = decision.production_version
+            eventually(lambda: any(version == new for _, version in answers[-5:]))
+        assert {status for status, _ in answers} == {200}, answers[-5:]
+        labelled = metadata(retrained, "labelled_customers")
+        assert labelled["rows_from_feedback"] > 0 and labelled["unmatched_feedback"] == 0
+
+        # 5. The nightly scores of the table's population: the latest validated version's
+        #    customers who have not churned, scored as the service scores them.
+        scored = materialize(
+            [customer_scores],
+            partition_key=today(),
+            resources={
+                "scoring": ScoringResource(),
+                "dataset": dataset,
+                "home": home,
+                "mlflow_tracking": MlflowResource.from_env(home),
+            },
+            instance=instance,
+        )
+        latest = retrained.output_for_node("validated_customers").frame
+        assert metadata(scored, "customer_scores")["dagster/row_count"] == int(
+            (latest[schema.target] == 0).sum()
+        )
+        scores = ScoreStore(home.scores_dir).read(today())
+        assert scores["model_version"].eq(new).all()
+
+        # The service holds to its OpenAPI document with this table's contract too.
+        assert fuzz_api(service.url, tmp_path, examples=40) >= 200
+
+    print(
+        f"walkthrough {table.name}: {len(validated.frame)} rows, churn "
+        f"{validated.frame[validated.target].mean():.1%}, hold-out ROC-AUC "
+        f"{evaluation.metrics['roc_auc']:.3f} F1 {evaluation.metrics['f1']:.3f}, "
+        f"{time.monotonic() - started:.0f} s"
+    )
+
+
+def _a_leak_stops_at_staging(
+    table: Walkthrough, home: PlatformHome, dataset: DatasetResource, instance: DagsterInstance
+) -> None:
+    """The model built on leaking columns is served on staging only, and says why."""
+    result = run_pipeline(home, dataset, GATES, SUITE_TRAINING, instance)
+    assert not result.success
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    leaks = [snake_case(column) for column in table.leaks]
+    assert not checks["target_leakage"].passed
+    assert not checks["leakage_gate"].passed
+    for leak in leaks:
+        assert f"{leak} alone gives ROC-AUC 1.000" in str(checks["target_leakage"].description)
+        assert leak in str(checks["leakage_gate"].description)
+    assert "CHURN_EXCLUDE_COLUMNS=" in str(checks["leakage_gate"].description)
+    registry = registry_of(home)
+    assert registry.alias_version("production") is None
+    version = registry.alias_version("staging")
+    assert version is not None
+    with pytest.raises(RegistryError, match="failed its quality gates: leakage_gate"):
+        registry.promote(version, "tests", "it scores so well")
+    with serve(home, CHURN_SERVING_ALIAS="staging") as staging:
+        card = served_model(staging.url)
+        [gate] = [gate for gate in card["gates"] if not gate["passed"]]
+        assert gate["gate"] == "leakage_gate" and gate["observed"] == pytest.approx(1.0)
+        assert gate["setting"] == "CHURN_GATE_MAX_SINGLE_COLUMN_AUC"
+        assert all(leak in gate["detail"] for leak in leaks)
+        example = ModelSchema.model_validate(card["input_schema"]).example()
+        assert staging.predict(example).status == 200
+
+
+def _typed_record(row: pd.Series, schema: ModelSchema) -> dict[str, Any]:
+    """A row as a client of the table sends it: the key as the table has it (text or number)."""
+    record = json_record(row, schema)
+    if schema.key:
+        key = row[schema.key]
+        record[schema.key] = key.item() if hasattr(key, "item") else key
+    return record
+
+
+def _refusals_name_the_field(
+    service: Server, schema: ModelSchema, source: str, dataset: DatasetResource
+) -> None:
+    example = schema.example()
+    if set(EXAMPLE_CUSTOMER) - {"customer_id"} != set(schema.names):  # not a Telco table
+        telco = service.predict(EXAMPLE_CUSTOMER)
+        assert telco.status == 400
+        assert any(name in str(telco.body) for name in schema.names)
+    first = schema.names[0]
+    missing = service.predict({k: v for k, v in example.items() if k != first})
+    assert missing.status == 400 and first in str(missing.body)
+    # The export's own spelling of a column: refused, naming the field the contract takes.
+    header = read_table(source, dataset.max_bytes, 30.0, service.home.scratch_dir).columns
+    spelled = {snake_case(name): name for name in header}
+    differing = [name for name in schema.names if spelled.get(name, name) != name]
+    if differing:
+        name = differing[0]
+        original = {spelled[name] if k == name else k: v for k, v in example.items()}
+        refused = service.predict(original)
+        assert refused.status == 400
+        assert f"this field is '{name}'" in str(refused.body), refused.body
+        assert f"sent as '{spelled[name]}'" in str(refused.body), refused.body
+
+
+@contextmanager
+def sending(service: Server, record: dict[str, Any]) -> Iterator[list[tuple[int, str]]]:
+    """A client sending `record` every 10 ms for as long as the block runs: what it got back."""
+    seen: list[tuple[int, str]] = []
+    halt = threading.Event()
+
+    def client() -> None:
+        # Up to 100 requests/s, across the swap: not a busy loop taking the cores from the
+        # retrain it waits for.
+        while not halt.wait(0.01):
+            answer = service.predict(record)
+            ok = answer.status == 200
+            seen.append((answer.status, answer.body[0]["model_version"] if ok else ""))
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        halt.set()
+        thread.join()
