@@ -239,7 +239,9 @@ def test_landing_files_and_feedback_add_rows_latest_observation_wins_bad_files_a
         if e.asset_key == AssetKey("labelled_customers")
     ]
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-    assert metadata["new_data"] == "New data available: +50 rows"
+    assert metadata["new_data"] == (
+        "New data available: 60 labelled rows (50 new customers, 10 replacing older rows)"
+    )
     assert (metadata["rows_from_feedback"], metadata["rows_from_landing_files"]) == (20, 50)
     assert (metadata["replaced_rows"], metadata["rejected_files"]) == (10, 5)
     pd.testing.assert_frame_equal(isolated_home.snapshots().load(table.version), frame)

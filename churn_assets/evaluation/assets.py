@@ -74,7 +74,8 @@ def model_evaluation(
     mlflow_tracking.activate()
     # Evaluate what was logged, not the object in memory: this is the model that will be served.
     model = mlflow.pyfunc.load_model(best.model_uri)
-    records = splits.test.drop(columns=[splits.target])
+    schema = model.unwrap_python_model().schema
+    records = splits.test[schema.names]
     labels = splits.test[splits.target].to_numpy()
     probabilities = model.predict(records)[PROBABILITY].to_numpy()
     metrics = classification_metrics(labels, probabilities, best.threshold)
@@ -100,9 +101,7 @@ def model_evaluation(
     client.log_dict(best.run_id, score_histogram(probabilities), HOLDOUT_SCORES)
     context.log.info("%s on the hold-out split: %s", best.algorithm, metrics)
 
-    schema = model.unwrap_python_model().schema
-    inputs = schema.names if schema is not None else list(records.columns)
-    strongest = single_column_power(splits.train, splits.target, inputs)
+    strongest = single_column_power(splits.train, splits.target, schema.names)
     evaluation = ModelEvaluation(
         algorithm=best.algorithm,
         run_id=best.run_id,

@@ -367,11 +367,12 @@ def labelled_customers(
             quarantine=quarantine,
         )
     context.log.info(
-        "New data available: +%s rows (%s from feedback, %s from landing files, %s replacing "
-        "older rows); data version %s",
-        added,
+        "New data available: %s labelled rows (%s from feedback, %s from landing files): %s "
+        "new customers, %s replacing the same customers' older rows; data version %s",
+        added + replaced,
         new.from_feedback,
         new.from_landing,
+        added,
         replaced,
         table.version,
     )
@@ -393,7 +394,8 @@ def _labelled_metadata(table: CustomerTable, new: NewLabels, home: PlatformHome)
         for batch in new.batches
     ]
     return {
-        "new_data": f"New data available: +{new.added:,} rows",
+        "new_data": f"New data available: {new.added + new.replaced:,} labelled rows "
+        f"({new.added:,} new customers, {new.replaced:,} replacing older rows)",
         "data_version": table.version,
         "source_version": new.table.version,
         "dagster/row_count": len(table.frame),

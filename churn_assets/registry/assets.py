@@ -346,10 +346,11 @@ def production_model(
     else:
         # Both models on the same hold-out customers; the champion's own threshold labels them.
         model = mlflow.pyfunc.load_model(f"models:/{registry.name}/{champion}")
-        records = evaluation.test.drop(columns=[evaluation.target])
         labels = evaluation.test[evaluation.target].to_numpy()
         champion_model = model.unwrap_python_model()
-        probabilities = model.predict(records)[PROBABILITY].to_numpy()
+        # As the service scores: the champion's own inputs, whatever else the rows carry now.
+        records = evaluation.test[champion_model.schema.names]
+        probabilities = champion_model.predict(None, records)[PROBABILITY].to_numpy()
         champion_score = classification_metrics(labels, probabilities, champion_model.threshold)[
             metric
         ]

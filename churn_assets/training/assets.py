@@ -277,10 +277,11 @@ def _track_candidate(
         ),
         context="training",
     )
-    example = _plain_frame(splits.test.drop(columns=[splits.target]).head(5))
-    model = ChurnModel(result.pipeline, result.threshold, splits.table.id_column, schema)
+    key = splits.table.id_column
+    example = _plain_frame(splits.test[[*([key] if key else []), *schema.names]].head(5))
+    model = ChurnModel(result.pipeline, result.threshold, key, schema)
     mlflow.log_dict(schema.model_dump(mode="json"), SCHEMA_ARTIFACT)
-    signature = mlflow.models.infer_signature(example, model.predict(None, example))
+    signature = _signature(example, model.predict(None, example), key)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=model,
@@ -301,6 +302,26 @@ def _track_candidate(
         model_uri=info.model_uri,
         pipeline=result.pipeline,
     )
+
+
+def _signature(example: pd.DataFrame, output: pd.DataFrame, key: str | None) -> Any:
+    """The model's MLflow signature: its inputs, and the customer key as an optional column.
+
+    Only what the model reads: excluded columns are no part of it (rows that arrive later need
+    not carry them), and the key is echoed when given, never required.
+    """
+    import mlflow
+    from mlflow.types.schema import ColSpec, Schema
+
+    signature = mlflow.models.infer_signature(example, output)
+    if key is not None:
+        signature.inputs = Schema(
+            [
+                ColSpec(spec.type, spec.name, required=spec.name != key)
+                for spec in signature.inputs.inputs
+            ]
+        )
+    return signature
 
 
 def _plain_frame(frame: pd.DataFrame) -> pd.DataFrame:
