@@ -361,6 +361,7 @@ def registry_of(home: PlatformHome) -> ModelRegistry:
 # end. From `pytest --durations=25` on a 2-core machine; modules not listed follow in file order.
 # `make test` passes --no-loadscope-reorder, without which xdist orders modules by test count.
 LONGEST_FIRST = (
+    "test_real_tables.py",
     "test_containers.py",
     "test_serving.py",
     "test_any_table.py",
