@@ -47,8 +47,9 @@ def test_the_synthetic_default(isolated_home: PlatformHome, instance: DagsterIns
     result = run(DatasetResource(synthetic_rows=2_000), isolated_home, instance)
     assert result.success
     evaluations = result.get_asset_check_evaluations()
-    # Two warnings of ingestion (nothing coerced, nothing set aside) and the suite's nine checks.
-    assert len(evaluations) == 11 and all(evaluation.passed for evaluation in evaluations)
+    # Two warnings of ingestion (nothing coerced, nothing set aside), the suite's nine checks and
+    # the leakage warning.
+    assert len(evaluations) == 12 and all(evaluation.passed for evaluation in evaluations)
 
     table: CustomerTable = result.output_for_node("validated_customers")
     assert table.dataset == "telco" and table.target == "churn"

@@ -50,6 +50,7 @@ def test_the_whole_graph_ends_with_a_served_ready_production_model(
         "recall_gate": True,
         "probability_rmse_gate": True,
         "latency_p99_gate": True,
+        "leakage_gate": True,
         "input_schema_compatible": True,  # the first version: nothing to compare with
     }
 
