@@ -178,9 +178,9 @@ def _explain_block(registry: ModelRegistry, since: float) -> bool:
         print(f"  input schema           {change}")
     if failed:
         print(
-            "Set the gates your retention team needs (README, 'Quality gates') and run again, "
-            f"or promote it by hand: churn-registry promote {version} --override-gates "
-            '--reason "..."'
+            "Change what the lines above name (the gates your retention team needs, or the "
+            "columns to exclude: README, 'Your own data') and run again, or promote it by hand: "
+            f'churn-registry promote {version} --override-gates --reason "..."'
         )
     if changes:
         print(
