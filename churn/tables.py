@@ -93,3 +93,9 @@ class CustomerTable:
     labels: tuple[str, str] = ("No", "Yes")
     quality: DataQuality = field(default_factory=DataQuality)
     quarantine: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+
+    @property
+    def inputs(self) -> list[str]:
+        """The columns a model may learn from: all but the target, the key and the exclusions."""
+        roles = {self.target, *self.excluded} | ({self.id_column} if self.id_column else set())
+        return [str(column) for column in self.frame.columns if column not in roles]

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn.normalise import DEFAULT_POSITIVE_LABELS
 from churn.schema import ColumnKind, ModelSchema
 from churn.settings import settings
 
@@ -143,7 +144,7 @@ def as_contract_types(frame: pd.DataFrame, schema: ModelSchema) -> list[dict[str
 
 def _boolean(value: Any) -> bool:
     if isinstance(value, str):
-        return value.strip().lower() in {"true", "1", "yes", "y", "t"}
+        return value.strip().lower() in DEFAULT_POSITIVE_LABELS
     return bool(value)
 
 

@@ -288,8 +288,7 @@ def feedback_rows(
     matched = labelled.rows
     if matched.empty:
         return empty, labelled.unmatched, report
-    roles = {source.target, *source.excluded} | ({source.id_column} if source.id_column else set())
-    inputs = [column for column in source.frame.columns if column not in roles]
+    inputs = source.inputs
     if any(column not in matched.columns for column in inputs):
         # Predictions of a model of another table (the source changed since): not its rows.
         return empty, len(feedback), report

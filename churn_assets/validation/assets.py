@@ -116,9 +116,7 @@ def validated_customers(
 
 def _leakage_result(table: CustomerTable) -> AssetCheckResult:
     """The inputs that tell churners apart on their own, flagged above the leakage gate."""
-    roles = {table.target, *table.excluded} | ({table.id_column} if table.id_column else set())
-    inputs = [str(c) for c in table.frame.columns if c not in roles]
-    powers = single_column_power(table.frame, table.target, inputs)
+    powers = single_column_power(table.frame, table.target, table.inputs)
     limit = settings().gates.thresholds()["max_single_column_auc"]
     leaks = [power for power in powers if power.auc > limit]
     return AssetCheckResult(
