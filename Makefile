@@ -168,10 +168,12 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Re-pin constraints.txt from the current, verified environment.
+## Re-pin constraints.txt from the current, verified environment, and the Bento's requirements
+## (serving/requirements.txt) from it.
 constraints: install
 	$(BIN)/python -m pip freeze --exclude-editable --disable-pip-version-check \
 		| grep -v '^-e ' > constraints.txt
+	$(BIN)/python -m serving.requirements
 
 clean:
 	rm -rf $(CHURN_HOME)

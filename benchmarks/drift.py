@@ -30,9 +30,9 @@ import numpy as np
 
 from churn.drift import measure_drift
 from churn.logs import prediction_schema, recent_predictions
+from churn.model.schema import ModelSchema
 from churn.normalise import normalise
 from churn.parquet_log import ParquetLog
-from churn.schema import ModelSchema
 from churn_assets.ingestion.synthetic import SyntheticDrift, generate_customers
 from churn_assets.telco import FEATURES
 

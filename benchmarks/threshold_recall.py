@@ -34,9 +34,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
 
     from churn.metrics import classification_metrics, recall_margin
+    from churn.model.features import build_feature_pipeline, feature_columns
     from churn.normalise import normalise
     from churn_assets.features.assets import SplitConfig, split_customers
-    from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
     from churn_assets.training.search import SearchBudget, tune
 
     rows = []

@@ -18,7 +18,7 @@ request validated against one version's contract is scored by that version.
 from __future__ import annotations
 
 import uuid
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -34,7 +34,7 @@ from pydantic import (
     model_validator,
 )
 
-from churn.schema import MAX_TEXT_LENGTH, ColumnKind, ColumnSchema, ModelSchema
+from churn.model.schema import MAX_TEXT_LENGTH, ColumnKind, ColumnSchema, ModelSchema
 
 KEY_MAX_LENGTH = 64
 
@@ -49,7 +49,6 @@ class CustomerRecordBase(BaseModel):
     _request_id: str = PrivateAttr(default="")
     # `POST /predict?explain=true`: the record's answer carries the reasons behind its score.
     _explain: bool = PrivateAttr(default=False)
-    served_by: ClassVar[Any] = None  # the model version whose contract this is
 
 
 class PredictRequestBase(BaseModel):
@@ -73,11 +72,16 @@ class RecordContract:
     Args:
         schema: the model's input schema.
         max_records: most records one request may carry.
-        model: the served model this contract belongs to (read back from validated records).
+        record_base: the class the record type derives from (an adapter may add to it).
 
     """
 
-    def __init__(self, schema: ModelSchema, max_records: int, model: Any = None) -> None:
+    def __init__(
+        self,
+        schema: ModelSchema,
+        max_records: int,
+        record_base: type[CustomerRecordBase] = CustomerRecordBase,
+    ) -> None:
         self.schema = schema
         self.example = schema.example()
         fields: dict[str, Any] = {}
@@ -94,13 +98,12 @@ class RecordContract:
             fields[column.name] = _field(column)
         self.record_type: type[CustomerRecordBase] = create_model(
             "CustomerRecord",
-            __base__=CustomerRecordBase,
+            __base__=record_base,
             __doc__="One customer, by the columns of the table the served model learned from.",
             **fields,
         )
         self.record_type.model_config["json_schema_extra"] = {"example": self.example}
         self.record_type.model_rebuild(force=True)
-        self.record_type.served_by = model
         self.request_type: type[PredictRequestBase] = create_model(
             "PredictRequest",
             __base__=PredictRequestBase,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
+from churn.model.schema import ColumnKind, ModelSchema
 from churn.parquet_log import read_log
-from churn.schema import ColumnKind, ModelSchema
 
 PREDICTIONS = "predictions"
 FEEDBACK = "feedback"

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from churn.schema import SCHEMA_ARTIFACT, ModelSchema, SchemaChange
+from churn.model.schema import SCHEMA_ARTIFACT, ModelSchema, SchemaChange
 
 PRODUCTION = "production"
 STAGING = "staging"
@@ -321,16 +321,14 @@ def loading_problem(model_name: str, version: str) -> str | None:
     schema, check it against the pipeline's columns, and score the schema's example record.
     A version that fails here must never become `production`.
     """
-    import mlflow
     import pandas as pd
 
+    from churn.model.pyfunc import load_model
+
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}").unwrap_python_model()
-        schema: ModelSchema | None = getattr(model, "schema", None)
-        if schema is None:
-            return "it has no recorded input schema"
-        record = pd.DataFrame([schema.example()])
-        scored = model.predict(None, record)
+        model = load_model(f"models:/{model_name}/{version}")
+        record = pd.DataFrame([model.schema.example()])
+        scored = model.predict(record)
         if len(scored) != 1 or not 0 <= float(scored["churn_probability"].iloc[0]) <= 1:
             return f"scoring its example record gave {scored.to_dict('records')}"
     except Exception as error:  # whatever stops a load stops the service's load too

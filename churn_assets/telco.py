@@ -6,6 +6,7 @@ validation suite (which checks it), so that the two cannot disagree.
 
 from __future__ import annotations
 
+from churn.model.features import TELCO_ADDONS
 from churn.normalise import snake_case
 
 TARGET = "churn"
@@ -42,14 +43,8 @@ FEATURES: tuple[str, ...] = tuple(
 )
 
 YES_NO = ("Yes", "No")
-INTERNET_ADDONS = (
-    "online_security",
-    "online_backup",
-    "device_protection",
-    "tech_support",
-    "streaming_tv",
-    "streaming_movies",
-)
+# The internet add-ons: the model package's Telco-aware features count them too.
+INTERNET_ADDONS = TELCO_ADDONS
 
 # Categories of every categorical column, keyed by the normalised (snake_case) name.
 CATEGORIES: dict[str, tuple[str, ...]] = {

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from churn.schema import ColumnKind, ModelSchema
+from churn.model.schema import ColumnKind, ModelSchema
 from churn.settings import settings
 from churn_assets.resources import PlatformHome
 

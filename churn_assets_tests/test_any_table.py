@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from churn.schema import ModelSchema
+from churn.model.schema import ModelSchema
 from churn_assets.resources import (
     DatasetResource,
     PlatformHome,

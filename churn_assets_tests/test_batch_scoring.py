@@ -21,13 +21,21 @@ import pytest
 from dagster import DagsterInstance, materialize
 from sklearn.pipeline import Pipeline
 
-from churn.batch import check_rows
+from churn.model.artifact import ChurnModel
+from churn.model.features import build_feature_pipeline, feature_columns
+from churn.model.schema import ModelSchema
+from churn.model.scoring import Scorer
 from churn.normalise import normalise
-from churn.schema import ModelSchema
-from churn.scores import INPUTS, REASON_COLUMNS, REJECTED, SCORES_CSV, ScoreStore, read_postgres
-from churn.scoring import Scorer
+from churn.row_checks import check_rows
+from churn.score_store import (
+    INPUTS,
+    REASON_COLUMNS,
+    REJECTED,
+    SCORES_CSV,
+    ScoreStore,
+    read_postgres,
+)
 from churn.sources import read_table
-from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
 from churn_assets.ingestion.synthetic import generate_accounts
 from churn_assets.monitoring.assets import production_inputs
 from churn_assets.resources import (
@@ -38,7 +46,6 @@ from churn_assets.resources import (
     ScoringResource,
 )
 from churn_assets.scoring.assets import customer_scores
-from churn_assets.training.churn_model import ChurnModel
 from churn_assets.training.search import ALGORITHMS
 from churn_assets_tests.conftest import (
     ORANGE_CSV,
@@ -343,7 +350,7 @@ def test_reasons_add_up_to_the_models_raw_score(
         [("features", build_feature_pipeline(numeric, categorical)), ("model", estimator)]
     ).fit(frame, frame[target])
     schema = ModelSchema.from_frame(frame, target, key)
-    scorer = Scorer.from_model(ChurnModel(pipeline, 0.5, key, schema))
+    scorer = Scorer.of(ChurnModel.from_pipeline(pipeline, 0.5, key, schema))
     checked = check_rows(frame, schema)
     assert len(checked.rejected) == 0
     contributions = scorer.contributions(checked.columns)

@@ -14,7 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from churn.codec import STORED, TableStore, decode, encode
 from churn.metrics import HoldoutMetric
-from churn.schema import ModelSchema
+from churn.model.schema import ModelSchema
 from churn.tables import CustomerTable, DataQuality
 from churn_assets_tests.conftest import bank_customers
 

@@ -7,9 +7,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from churn.normalise import normalise
-from churn_assets.features.assets import SplitConfig, split_customers
-from churn_assets.features.pipeline import (
+from churn.model.features import (
     MISSING_CATEGORY,
     SERVICE_COLUMNS,
     TENURE_BUCKETS,
@@ -20,6 +18,8 @@ from churn_assets.features.pipeline import (
     feature_columns,
     tenure_buckets,
 )
+from churn.normalise import normalise
+from churn_assets.features.assets import SplitConfig, split_customers
 from churn_assets.ingestion.synthetic import generate_customers
 from churn_assets.training.search import candidate_pipeline
 from churn_assets_tests.conftest import bank_customers

@@ -36,9 +36,9 @@ from churn.logs import (
     join_feedback,
     prediction_schema,
 )
+from churn.model.schema import ModelSchema
 from churn.normalise import normalise
 from churn.parquet_log import ParquetLog, read_log
-from churn.schema import ModelSchema
 from churn_assets.definitions import ASSETS, defs
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.synthetic import SyntheticDrift, churn_probability, generate_customers

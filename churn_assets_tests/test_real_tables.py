@@ -47,10 +47,10 @@ from dagster import (
     materialize,
 )
 
+from churn.model.schema import ColumnKind, ModelSchema
 from churn.normalise import snake_case
 from churn.registry import RegistryError
-from churn.schema import ColumnKind, ModelSchema
-from churn.scores import ScoreStore
+from churn.score_store import ScoreStore
 from churn.sources import read_table
 from churn_assets.definitions import defs
 from churn_assets.ingestion.synthetic import generate_accounts

@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from churn.contract import RecordContract
+from churn.model.schema import ColumnKind, ModelSchema
 from churn.normalise import normalise
-from churn.schema import ColumnKind, ModelSchema
 from churn_assets.ingestion.synthetic import generate_accounts
 from churn_assets_tests.conftest import ORANGE_CSV, TELCO_CSV, bank_customers
 

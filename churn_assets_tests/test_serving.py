@@ -418,13 +418,13 @@ def test_bentoml_build_packages_the_service(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     [bento] = [path for path in (tmp_path / "bentos" / "churn-service").iterdir() if path.is_dir()]
     assert (bento / "src" / "serving" / "service.py").exists()
-    assert (bento / "src" / "churn_assets" / "features" / "pipeline.py").exists()
-    # No Dagster asset module travels with the service.
-    assert not list((bento / "src" / "churn_assets").rglob("assets.py"))
-    assert not (bento / "src" / "churn_assets" / "definitions.py").exists()
+    assert (bento / "src" / "churn" / "model" / "artifact.py").exists()
+    # Nothing of the Dagster code location travels with the service.
+    assert not (bento / "src" / "churn_assets").exists()
     assert "serving.service:ChurnService" in (bento / "bento.yaml").read_text()
     requirements = (bento / "env" / "python" / "requirements.txt").read_text()
-    assert "bentoml" in requirements and "scikit-learn" in requirements
+    assert "bentoml==" in requirements and "scikit-learn==" in requirements
+    assert "dagster" not in requirements
 
 
 def test_continuous_batching_merges_concurrent_requests_and_returns_each_its_own() -> None:
@@ -482,7 +482,7 @@ def test_continuous_batching_merges_concurrent_requests_and_returns_each_its_own
 def test_churn_traffic_replays_the_models_data_drifted_with_delayed_labels(
     production: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from churn.schema import ModelSchema
+    from churn.model.schema import ModelSchema
     from serving.traffic import (
         main,
         perturb,

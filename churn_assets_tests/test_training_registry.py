@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 from dagster import AssetKey
 
+from churn.model.artifact import LABEL, PROBABILITY
+from churn.model.pyfunc import load_model
 from churn.registry import ModelRegistry, RegistryError
 from churn_assets.registry.cli import main as registry_cli
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
-from churn_assets.training.churn_model import LABEL, PROBABILITY
 from churn_assets_tests.conftest import (
     metadata,
     registry_of,
@@ -392,7 +393,7 @@ def test_the_model_card_is_logged_with_the_run(
     schema = registry.schema_of("1")
     assert schema is not None and schema.key == "customer_id" and len(schema.names) == 19
     assert version.tags["input_schema"] == schema.fingerprint
-    model = mlflow.pyfunc.load_model("models:/churn-predictor/1").unwrap_python_model()
+    model = load_model("models:/churn-predictor/1")
     assert model.schema == schema
 
 

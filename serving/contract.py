@@ -13,7 +13,7 @@ rather than rejected, because a new tariff name must not take the service down.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from bentoml import IODescriptor
 from pydantic import (
@@ -27,7 +27,21 @@ from pydantic import (
     model_validator,
 )
 
+from churn.contract import CustomerRecordBase
 from churn.settings import settings
+
+# The key under which the request guard hands the served model to the request (its ASGI state).
+SERVED_MODEL = "churn_served_model"
+
+
+class ServedRecord(CustomerRecordBase):
+    """A record validated by a served version's contract, which knows that version.
+
+    Continuous batching may score records of requests that arrived around a swap: each batch is
+    scored by the version its records were validated for, read from their class.
+    """
+
+    served_by: ClassVar[Any] = None
 
 
 def max_records() -> int:
@@ -55,9 +69,9 @@ class PredictRequest(IODescriptor):  # type: ignore[misc]
         """The request validated against the served version's contract (400 on any problem)."""
         import bentoml
 
-        service = bentoml.get_current_service()
-        model = service.watcher.current
-        if model is None:  # the request guard answers 503 before this
+        # The request guard put the model it found ready in the request's state.
+        model = getattr(request.state, SERVED_MODEL, None)
+        if model is None:
             raise bentoml.exceptions.ServiceUnavailable("no model loaded")
         explain = explain_parameter(request.query_params.get(EXPLAIN))
         try:

@@ -39,6 +39,8 @@ class RequestGuard:
         api_key: the key clients must send (`X-API-Key` or `Authorization: Bearer`); None: open.
         max_body_bytes: largest request body accepted (413 above).
         not_ready: returns why no model can answer yet (503), or None when one can.
+        served_model: the model answering now; handed to the request in its ASGI state (under
+            `state_key`), so the endpoint validates and scores with the model found ready.
         openapi: rewrites the OpenAPI document BentoML serves at `/docs.json`.
         query_parameters: per path, the query parameters it reads and their allowed values
             (400 naming the parameter for another value; other parameters are ignored).
@@ -51,6 +53,8 @@ class RequestGuard:
         api_key: str | None,
         max_body_bytes: int,
         not_ready: Callable[[], str | None],
+        served_model: Callable[[], object | None] = lambda: None,
+        state_key: str = "served_model",
         openapi: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
         query_parameters: dict[str, dict[str, Collection[str]]] | None = None,
     ) -> None:
@@ -58,6 +62,8 @@ class RequestGuard:
         self.api_key = api_key.encode() if api_key else None
         self.max_body_bytes = max_body_bytes
         self.not_ready = not_ready
+        self.served_model = served_model
+        self.state_key = state_key
         self.openapi = openapi
         self.query_parameters = query_parameters or {}
 
@@ -87,6 +93,7 @@ class RequestGuard:
             if reason:
                 await _refuse(send, 503, f"no model to answer with: {reason}")
                 return
+            scope.setdefault("state", {})[self.state_key] = self.served_model()
         problem = self._query_problem(path, scope.get("query_string", b""))
         if problem:
             await _refuse(send, 400, problem)

@@ -19,18 +19,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from churn.contract import RecordContract
-from churn.explain import NotExplainable
 from churn.logs import prediction_schema
+from churn.model.explain import NotExplainable
+from churn.model.schema import ModelSchema
+from churn.model.scoring import Reason, Scorer
 from churn.registry import GATE_RESULTS, ModelRegistry
-from churn.schema import ModelSchema
-from churn.scoring import Reason, Scorer
 from churn.tracking import Tracking
-from serving.contract import ModelCard, QualityGate, max_records
+from serving.contract import ModelCard, QualityGate, ServedRecord, max_records
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class ServedModel:
 
     It carries its own request contract (built from its input schema) and the schema of its
     prediction log: a request validated for this version is scored and logged by it. Scoring
-    goes through `churn.scoring.Scorer`, the same path as nightly batch scoring.
+    goes through `churn.model.scoring.Scorer`, the same path as nightly batch scoring.
     """
 
     name: str
@@ -67,7 +67,7 @@ class ServedModel:
         return self.scorer.probabilities(columns)
 
     def explain(self, columns: dict[str, list[Any]]) -> list[list[Reason]]:
-        """The inputs pushing each record's churn score up most (see `churn.explain`)."""
+        """The inputs pushing each record's churn score up most (see `churn.model.explain`)."""
         return self.scorer.reasons(columns, self.scorer.contributions(columns))
 
 
@@ -77,14 +77,14 @@ def load_served_model(tracking: Tracking, alias: str, version: str, client: Any)
     # process too, which needs neither MLflow nor scikit-learn (1.3 s less for each start).
     import mlflow
 
-    from churn_assets.features.pipeline import OneHotCategories
+    from churn.model.features import OneHotCategories
+    from churn.model.pyfunc import load_model
 
     name = tracking.model_name
     model_version = client.get_model_version(name, version)
     mlflow.set_tracking_uri(tracking.tracking_uri)
-    churn_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
     try:
-        scorer = Scorer.from_model(churn_model)
+        scorer = Scorer.of(load_model(f"models:/{name}/{version}"))
     except ValueError as error:
         raise IncompatibleModelError(f"version {version} of {name!r}: {error}") from error
     schema = scorer.schema
@@ -130,10 +130,11 @@ def load_served_model(tracking: Tracking, alias: str, version: str, client: Any)
             gates=[QualityGate(**gate) for gate in json.loads(tags.get(GATE_RESULTS, "[]"))],
         ),
         schema=schema,
-        contract=RecordContract(schema, max_records()),
+        contract=RecordContract(schema, max_records(), record_base=ServedRecord),
         log_schema=prediction_schema(schema),
     )
-    served.contract.record_type.served_by = served
+    # Records validated by this contract name the version that scores them (`ServedRecord`).
+    cast(type[ServedRecord], served.contract.record_type).served_by = served
     example = {column: [value] for column, value in schema.example().items()}
     for _ in range(3):  # first calls pay for lazy imports and caches, not the first customer
         served.score(example)

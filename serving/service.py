@@ -42,6 +42,7 @@ from serving.batching import ContinuousBatcher
 from serving.contract import (
     EXPLAIN,
     EXPLAIN_VALUES,
+    SERVED_MODEL,
     FeedbackReceipt,
     FeedbackRequest,
     ModelCard,
@@ -91,6 +92,12 @@ def openapi_document(document: dict[str, Any]) -> dict[str, Any]:
         alias=SETTINGS.alias,
         version=model.version if model is not None else "none",
     )
+
+
+def served_model() -> ServedModel | None:
+    """The model answering now (the request guard hands it to the request)."""
+    service: ChurnService = bentoml.get_current_service()
+    return service.watcher.current
 
 
 def not_ready_reason() -> str | None:
@@ -352,6 +359,8 @@ ChurnService.add_asgi_middleware(  # type: ignore[attr-defined]
     api_key=SETTINGS.api_key,
     max_body_bytes=SETTINGS.max_body_bytes,
     not_ready=not_ready_reason,
+    served_model=served_model,
+    state_key=SERVED_MODEL,
     openapi=openapi_document,
     query_parameters={"/predict": {EXPLAIN: EXPLAIN_VALUES}},
 )

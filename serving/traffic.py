@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn.model.schema import ColumnKind, ModelSchema
 from churn.normalise import DEFAULT_POSITIVE_LABELS
-from churn.schema import ColumnKind, ModelSchema
 from churn.settings import settings
 
 POOL = 20_000

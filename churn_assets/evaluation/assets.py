@@ -13,7 +13,7 @@ from sklearn.metrics import confusion_matrix
 
 from churn.leakage import single_column_power
 from churn.metrics import HOLDOUT_SCORES, classification_metrics, score_histogram
-from churn.schema import ModelSchema
+from churn.model.schema import ModelSchema
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import MlflowResource, mlflow_step
 from churn_assets.training.assets import CandidateModels
@@ -64,17 +64,16 @@ def model_evaluation(
     mlflow_tracking: MlflowResource,
 ) -> Output[ModelEvaluation]:
     """The selected model's hold-out metrics, curves and latency, measured on the logged model."""
-    import mlflow
-
+    from churn.model.artifact import PROBABILITY
+    from churn.model.pyfunc import load_model
     from churn_assets.evaluation.plots import log_evaluation_figures
-    from churn_assets.training.churn_model import PROBABILITY
 
     best = candidate_models.best
     splits = candidate_models.splits
     mlflow_tracking.activate()
     # Evaluate what was logged, not the object in memory: this is the model that will be served.
-    model = mlflow.pyfunc.load_model(best.model_uri)
-    schema = model.unwrap_python_model().schema
+    model = load_model(best.model_uri)
+    schema = model.schema
     records = splits.test[schema.names]
     labels = splits.test[splits.target].to_numpy()
     probabilities = model.predict(records)[PROBABILITY].to_numpy()
@@ -93,9 +92,8 @@ def model_evaluation(
             for name, value in {**metrics, "latency_p50_ms": p50, "latency_p99_ms": p99}.items()
         ],
     )
-    pipeline = model.unwrap_python_model().pipeline
     log_evaluation_figures(
-        client, best.run_id, best.algorithm, pipeline, labels, probabilities, best.threshold
+        client, best.run_id, best.algorithm, model, labels, probabilities, best.threshold
     )
     # Nightly scoring compares the customer base's scores with these.
     client.log_dict(best.run_id, score_histogram(probabilities), HOLDOUT_SCORES)

@@ -10,19 +10,26 @@ from sklearn.metrics import (
     PrecisionRecallDisplay,
     RocCurveDisplay,
 )
-from sklearn.pipeline import Pipeline
+
+from churn.model.artifact import ChurnModel
 
 TOP_FEATURES = 20
 
 
-def feature_importance(pipeline: Pipeline) -> list[tuple[str, float]]:
-    """Model features by importance (|coefficient| for linear models), highest first."""
-    names = pipeline.named_steps["features"].named_steps["encode"].get_feature_names_out()
-    model = pipeline.named_steps["model"]
-    if hasattr(model, "feature_importances_"):
-        weights = np.asarray(model.feature_importances_, dtype=float)
+def feature_importance(model: ChurnModel) -> list[tuple[str, float]]:
+    """Model features by importance, highest first.
+
+    Splits per feature for LightGBM (its default importance), impurity decrease for a forest,
+    |coefficient| for a linear model.
+    """
+    names = model.steps[-1].get_feature_names_out()
+    estimator = model.estimator
+    if hasattr(estimator, "booster_"):
+        weights = np.asarray(estimator.booster_.feature_importance("split"), dtype=float)
+    elif hasattr(estimator, "feature_importances_"):
+        weights = np.asarray(estimator.feature_importances_, dtype=float)
     else:
-        weights = np.abs(np.ravel(model.coef_))
+        weights = np.abs(np.ravel(estimator.coef_))
     order = np.argsort(weights)[::-1]
     return [(str(names[i]), float(weights[i])) for i in order]
 
@@ -31,7 +38,7 @@ def log_evaluation_figures(
     client: Any,
     run_id: str,
     algorithm: str,
-    pipeline: Pipeline,
+    model: ChurnModel,
     labels: np.ndarray,
     probabilities: np.ndarray,
     threshold: float,
@@ -59,7 +66,7 @@ def log_evaluation_figures(
     PrecisionRecallDisplay.from_predictions(labels, probabilities, ax=axes, name=algorithm)
     figures["precision_recall_curve.png"] = figure
 
-    top = feature_importance(pipeline)[:TOP_FEATURES][::-1]
+    top = feature_importance(model)[:TOP_FEATURES][::-1]
     figure, axes = plt.subplots(figsize=(6, 0.3 * len(top) + 1))
     axes.barh([name for name, _ in top], [weight for _, weight in top])
     axes.set_title(f"Feature importance ({algorithm})")

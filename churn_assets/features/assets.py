@@ -8,8 +8,8 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 from sklearn.pipeline import Pipeline
 
+from churn.model.features import build_feature_pipeline, feature_columns
 from churn.tables import CustomerTable
-from churn_assets.features.pipeline import build_feature_pipeline, feature_columns
 from churn_assets.markdown import markdown_table
 
 GROUP = "features"

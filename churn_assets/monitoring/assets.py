@@ -46,11 +46,11 @@ from churn.logs import (
     join_feedback,
     recent_predictions,
 )
+from churn.model.schema import ModelSchema
 from churn.parquet_log import read_log
 from churn.published import publish
 from churn.registry import PRODUCTION, ModelRegistry
-from churn.schema import ModelSchema
-from churn.scores import INPUTS, ScoreStore
+from churn.score_store import INPUTS, ScoreStore
 from churn.settings import settings
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import (

@@ -327,9 +327,8 @@ def production_model(
     mlflow_tracking: MlflowResource,
 ) -> Output[PromotionDecision]:
     """The version behind the `production` alias, after the champion/challenger comparison."""
-    import mlflow
-
-    from churn_assets.training.churn_model import PROBABILITY
+    from churn.model.artifact import PROBABILITY
+    from churn.model.pyfunc import load_model
 
     challenger = registered_model
     evaluation = challenger.evaluation
@@ -345,12 +344,11 @@ def production_model(
         promoted, reason = False, f"version {champion} is already in production"
     else:
         # Both models on the same hold-out customers; the champion's own threshold labels them.
-        model = mlflow.pyfunc.load_model(f"models:/{registry.name}/{champion}")
+        champion_model = load_model(f"models:/{registry.name}/{champion}")
         labels = evaluation.test[evaluation.target].to_numpy()
-        champion_model = model.unwrap_python_model()
         # As the service scores: the champion's own inputs, whatever else the rows carry now.
         records = evaluation.test[champion_model.schema.names]
-        probabilities = champion_model.predict(None, records)[PROBABILITY].to_numpy()
+        probabilities = champion_model.predict(records)[PROBABILITY].to_numpy()
         champion_score = classification_metrics(labels, probabilities, champion_model.threshold)[
             metric
         ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from churn.schema import ModelSchema
+from churn.model.schema import ModelSchema
 from churn_assets.markdown import markdown_table
 
 

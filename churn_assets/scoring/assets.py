@@ -33,12 +33,12 @@ from dagster import (
 )
 from pydantic import Field
 
-from churn.batch import PopulationError
 from churn.errors import DatasetError, SourceUnavailable
 from churn.metrics import HOLDOUT_SCORES, score_histogram
+from churn.model.scoring import Scorer
 from churn.registry import ModelRegistry
-from churn.scores import REASON_COLUMNS, SCORES, SCORES_CSV, ScoreStore
-from churn.scoring import Scorer
+from churn.row_checks import PopulationError
+from churn.score_store import REASON_COLUMNS, SCORES, SCORES_CSV, ScoreStore
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, ScoringResource
 from churn_assets.scoring.batch import Population, ScoredModel, score_population
@@ -163,6 +163,8 @@ def production_scorer(mlflow_tracking: MlflowResource, alias: str) -> tuple[Scor
     """The scorer of the version behind `alias`, and the run that trained it."""
     import mlflow
 
+    from churn.model.pyfunc import load_model
+
     client = mlflow_tracking.client()
     name = mlflow_tracking.model_name
     version = ModelRegistry(client, name).alias_version(alias)
@@ -173,9 +175,8 @@ def production_scorer(mlflow_tracking: MlflowResource, alias: str) -> tuple[Scor
             allow_retries=False,
         )
     mlflow.set_tracking_uri(mlflow_tracking.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
     try:
-        scorer = Scorer.from_model(model)
+        scorer = Scorer.of(load_model(f"models:/{name}/{version}"))
     except ValueError as error:
         raise Failure(description=f"version {version}: {error}", allow_retries=False) from error
     # A scoring run has the machine: the model may use every core.

@@ -2,8 +2,8 @@
 
 Each chunk is read (Parquet record batches or CSV chunks), normalised as ingestion does (snake_case
 names, junk tokens as missing), stripped of customers who already churned, checked against the
-model's input schema (`churn.batch`; rows that do not fit are set aside with their reason) and
-scored through `churn.scoring.Scorer`, the prediction service's own path, with the top three
+model's input schema (`churn.row_checks`; rows that do not fit are set aside with their reason) and
+scored through `churn.model.scoring.Scorer`, the prediction service's own path, with the top three
 reasons of each score. Scores stream to a Parquet file; once every probability is known, a second
 pass adds the rank and risk band, writes the final Parquet and CSV files and, optionally, the
 PostgreSQL table. Only the probabilities (8 bytes a customer) are kept across chunks.
@@ -23,15 +23,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn.batch import REJECTION_REASON, check_rows
 from churn.errors import DatasetError
+from churn.model.schema import ModelSchema
+from churn.model.scoring import REASONS, Scorer, format_value
 from churn.normalise import (
     DEFAULT_POSITIVE_LABELS,
     missing_tokens,
     normalise_columns,
 )
-from churn.schema import ModelSchema
-from churn.scores import (
+from churn.row_checks import REJECTION_REASON, check_rows
+from churn.score_store import (
     INPUTS,
     REASON_COLUMNS,
     REJECTED,
@@ -44,7 +45,6 @@ from churn.scores import (
     ranks,
     risk_bands,
 )
-from churn.scoring import REASONS, Scorer, format_value
 from churn.sources import open_chunks
 
 DEFAULT_CHUNK_ROWS = 100_000

@@ -11,8 +11,8 @@ from sklearn.pipeline import Pipeline
 
 from churn.codec import STORED
 from churn.metrics import classification_metrics, recall_margin
+from churn.model.schema import SCHEMA_ARTIFACT, ModelSchema
 from churn.registry import PRODUCTION, ModelRegistry
-from churn.schema import SCHEMA_ARTIFACT, ModelSchema
 from churn_assets.features.assets import CustomerSplits, FeatureDesign
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import MlflowResource, QualityGates, mlflow_step
@@ -246,7 +246,8 @@ def _track_candidate(
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    from churn_assets.training.churn_model import ChurnModel
+    from churn.model.artifact import ChurnModel
+    from churn.model.pyfunc import log_model
 
     test_labels = splits.test[splits.target].to_numpy()
     probabilities = result.pipeline.predict_proba(splits.test)[:, 1]
@@ -279,13 +280,12 @@ def _track_candidate(
     )
     key = splits.table.id_column
     example = _plain_frame(splits.test[[*([key] if key else []), *schema.names]].head(5))
-    model = ChurnModel(result.pipeline, result.threshold, key, schema)
+    model = ChurnModel.from_pipeline(result.pipeline, result.threshold, key, schema)
     mlflow.log_dict(schema.model_dump(mode="json"), SCHEMA_ARTIFACT)
-    signature = _signature(example, model.predict(None, example), key)
-    info = mlflow.pyfunc.log_model(
+    info = log_model(
+        model,
         name="model",
-        python_model=model,
-        signature=signature,
+        signature=_signature(example, model.predict(example), key),
         input_example=example,
         pip_requirements=_requirements(),
     )

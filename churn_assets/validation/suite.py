@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn.schema import plausible_range
+from churn.model.schema import plausible_range
 from churn.tables import DataQuality
 from churn_assets.telco import looks_like_telco
 

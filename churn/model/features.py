@@ -27,9 +27,16 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
-from churn_assets.telco import INTERNET_ADDONS
-
-SERVICE_COLUMNS = ("phone_service", "multiple_lines", *INTERNET_ADDONS)
+# The Telco columns `TelcoFeatures` counts as subscribed services, when a table has them.
+TELCO_ADDONS = (
+    "online_security",
+    "online_backup",
+    "device_protection",
+    "tech_support",
+    "streaming_tv",
+    "streaming_movies",
+)
+SERVICE_COLUMNS = ("phone_service", "multiple_lines", *TELCO_ADDONS)
 TENURE_BUCKETS = (-np.inf, 12, 24, 48, np.inf)
 TENURE_LABELS = ("0-12", "12-24", "24-48", "48+")
 MISSING_CATEGORY = "__missing__"

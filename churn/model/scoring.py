@@ -1,8 +1,9 @@
 """The one scoring path: raw customer records in, churn probabilities (and reasons) out.
 
 The prediction service and nightly batch scoring both score through `Scorer`, built from the
-model a registry version holds (its fitted pipeline, threshold and input schema), so a customer
-gets the same probability, to the last bit, online and in the nightly list.
+`ChurnModel` a registry version holds (its fitted feature steps, estimator, threshold and input
+schema), so a customer gets the same probability, to the last bit, online and in the nightly
+list.
 
 This module imports neither Dagster nor BentoML.
 """
@@ -11,13 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from churn.explain import Contributions, Explainer, attribution_matrix
-from churn.schema import ModelSchema
+from churn.model.explain import Contributions, Explainer, attribution_matrix
+from churn.model.schema import ModelSchema
+
+if TYPE_CHECKING:
+    from churn.model.artifact import ChurnModel
 
 REASONS = 3
 
@@ -62,25 +66,13 @@ class Scorer:
     _explainer: Explainer | None = field(default=None, init=False, repr=False)
 
     @classmethod
-    def from_model(cls, model: Any) -> Scorer:
-        """The scorer of a logged `ChurnModel` (its pipeline, threshold and schema).
-
-        Raises:
-            ValueError: the model has no recorded input schema.
-
-        """
-        schema: ModelSchema | None = getattr(model, "schema", None)
-        if schema is None:
-            raise ValueError(
-                "the model has no recorded input schema (it was trained before schemas were "
-                "recorded): retrain it"
-            )
-        pipeline = model.pipeline
+    def of(cls, model: ChurnModel) -> Scorer:
+        """The scorer of a model (its feature steps, estimator, threshold and schema)."""
         return cls(
-            transforms=tuple(_transforms(pipeline)),
-            estimator=pipeline.steps[-1][1],
-            threshold=float(model.threshold),
-            schema=schema,
+            transforms=model.steps,
+            estimator=model.estimator,
+            threshold=model.threshold,
+            schema=model.schema,
         )
 
     @property
@@ -164,11 +156,3 @@ class Scorer:
 def _item(values: Any, row: int) -> Any:
     value = values.iloc[row] if isinstance(values, pd.Series) else values[row]
     return value.item() if isinstance(value, np.generic) else value
-
-
-def _transforms(pipeline: Any) -> list[Any]:
-    """The transforming steps of a (nested) pipeline, in order, without the final estimator."""
-    steps = []
-    for _, step in pipeline.steps[:-1]:
-        steps += [*_transforms(step), step.steps[-1][1]] if hasattr(step, "steps") else [step]
-    return steps

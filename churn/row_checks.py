@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn.schema import MAX_TEXT_LENGTH, ColumnKind, ColumnSchema, ModelSchema
-from churn.scoring import format_value
+from churn.model.schema import MAX_TEXT_LENGTH, ColumnKind, ColumnSchema, ModelSchema
+from churn.model.scoring import format_value
 
 TRUE_WORDS = frozenset({"true", "yes", "y", "t", "1", "1.0"})
 FALSE_WORDS = frozenset({"false", "no", "n", "f", "0", "0.0"})
