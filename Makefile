@@ -29,6 +29,7 @@ MLFLOW_STORE := sqlite:///$(CHURN_HOME)/mlflow/mlflow.db
 SERVING_HOST ?= 127.0.0.1
 PRODUCTION_PORT ?= 8000
 STAGING_PORT ?= 8001
+PIPELINE_METRICS_PORT ?= 9108
 # With no tracking server configured, `make up` serves the local store's UI and links point there.
 ifeq ($(strip $(MLFLOW_TRACKING_URI)),)
 LOCAL_MLFLOW_UI := http://$(MLFLOW_HOST):$(MLFLOW_PORT)
@@ -108,6 +109,8 @@ up: materialize
 		> $$logs/serving-staging.log 2>&1 & \
 	$(BIN)/dagster dev -w workspace.yaml -h $(DAGSTER_HOST) -p $(DAGSTER_PORT) \
 		> $$logs/dagster.log 2>&1 & \
+	$(BIN)/churn-pipeline-metrics --host $(SERVING_HOST) --port $(PIPELINE_METRICS_PORT) \
+		> $$logs/pipeline-metrics.log 2>&1 & \
 	echo; \
 	echo "Starting the platform; logs in $$logs, Ctrl-C stops everything. Each address as it answers:"; \
 	announce "Production service" http://$(SERVING_HOST):$(PRODUCTION_PORT)/livez \
@@ -116,6 +119,8 @@ up: materialize
 		http://$(SERVING_HOST):$(STAGING_PORT) $$logs/serving-staging.log & \
 	announce "Dagster UI" http://$(DAGSTER_HOST):$(DAGSTER_PORT)/server_info \
 		http://$(DAGSTER_HOST):$(DAGSTER_PORT) $$logs/dagster.log & \
+	announce "Pipeline metrics" http://$(SERVING_HOST):$(PIPELINE_METRICS_PORT)/metrics \
+		http://$(SERVING_HOST):$(PIPELINE_METRICS_PORT)/metrics $$logs/pipeline-metrics.log & \
 	wait
 
 ## The production profile's MLflow tracking server, in the foreground: a PostgreSQL backend store

@@ -9,6 +9,11 @@ asset's own time by phase, customers per second and the peak resident memory of 
 that scored.
 
     .venv/bin/python benchmarks/batch_scoring.py --rows 1000000 10000000
+    .venv/bin/python benchmarks/batch_scoring.py --compare-with ../other-checkout --reasons true
+
+`--compare-with CHECKOUT` is an A/B of scoring code on the same model: the other checkout trains
+it and scores the population; this checkout scores the same estimator re-logged in its own model
+format (`serve_load.relog`, the `staging` alias), alternately, on the same population file.
 
 Targets (issue 13): 1,000,000 customers with reasons in under 60 s and 2 GiB; 10,000,000 in
 under 10 minutes and still under 2 GiB; without reasons at least 3x faster.
@@ -45,7 +50,7 @@ def environment(home: Path, **extra: str) -> dict[str, str]:
     return variables
 
 
-def train(home: Path) -> None:
+def train(home: Path, checkout: Path | None = None) -> None:
     (home / "dagster").mkdir(parents=True)
     (home / "dagster" / "dagster.yaml").write_text((REPOSITORY / "dagster.yaml").read_text())
     started = time.perf_counter()
@@ -59,8 +64,8 @@ def train(home: Path) -> None:
             "-m",
             "churn_assets.definitions",
         ],
-        cwd=REPOSITORY,
-        env=environment(home),
+        cwd=checkout or REPOSITORY,
+        env=environment(home, **({"PYTHONPATH": str(checkout)} if checkout else {})),
         check=True,
         capture_output=True,
     )
@@ -99,8 +104,12 @@ def population(home: Path, rows: int, path: Path) -> None:
     )
 
 
-def measure(home: Path, source: Path, reasons: bool) -> None:
-    """One materialization of `customer_scores` in a fresh process; prints its figures."""
+def measure(home: Path, source: Path, reasons: bool, checkout: str = "") -> None:
+    """One materialization of `customer_scores` in a fresh process; prints its figures.
+
+    With `checkout`, that checkout's code scores the production version; otherwise this one
+    scores the version behind `CHURN_SCORING_ALIAS` (production unless set).
+    """
     started = time.perf_counter()
     completed = subprocess.run(
         [
@@ -116,8 +125,12 @@ def measure(home: Path, source: Path, reasons: bool) -> None:
             "--config-json",
             json.dumps({"ops": {"customer_scores": {"config": {"reasons": reasons}}}}),
         ],
-        cwd=REPOSITORY,
-        env=environment(home, CHURN_SCORING_SOURCE=str(source)),
+        cwd=checkout or REPOSITORY,
+        env=environment(
+            home,
+            CHURN_SCORING_SOURCE=str(source),
+            **({"PYTHONPATH": checkout, "CHURN_SCORING_ALIAS": "production"} if checkout else {}),
+        ),
         capture_output=True,
         text=True,
     )
@@ -131,6 +144,8 @@ def measure(home: Path, source: Path, reasons: bool) -> None:
     print(
         json.dumps(
             {
+                "code": checkout or "this checkout",
+                "model_version": manifest["model_version"],
                 "rows": manifest["rows_scored"],
                 "reasons": reasons,
                 "wall_seconds": round(wall, 1),
@@ -149,26 +164,48 @@ def main() -> None:
     parser.add_argument(
         "--reasons", choices=["both", "true", "false"], default="both", help="which runs"
     )
-    parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)  # home source reasons
+    parser.add_argument(
+        "--compare-with",
+        metavar="CHECKOUT",
+        help="an A/B of scoring code on the same model (see the module's docstring)",
+    )
+    parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)  # home source reasons code
     arguments = parser.parse_args()
     if arguments.measure:
-        home, source, reasons = arguments.measure
-        measure(Path(home), Path(source), reasons == "true")
+        home, source, reasons, checkout = arguments.measure
+        measure(Path(home), Path(source), reasons == "true", checkout)
         return
+    other = Path(arguments.compare_with).resolve() if arguments.compare_with else None
     with tempfile.TemporaryDirectory(prefix="churn-bench-") as folder:
         home = Path(folder) / "home"
-        train(home)
+        train(home, other)
+        if other:
+            from mlflow import MlflowClient
+            from serve_load import relog
+
+            store = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+            production = MlflowClient(store).get_model_version_by_alias(
+                "churn-predictor", "production"
+            )
+            copy = relog({"MLFLOW_TRACKING_URI": store}, str(production.version))
+            print(f"this checkout scores version {copy}: version {production.version} re-logged")
+            os.environ["CHURN_SCORING_ALIAS"] = "staging"
         sys.stdout.flush()
         for rows in arguments.rows:
             source = Path(folder) / f"customers-{rows}.parquet"
             population(home, rows, source)
             runs = ("true", "false") if arguments.reasons == "both" else (arguments.reasons,)
+            codes = [str(other), ""] if other else [""]
             for reasons in runs:
-                # A fresh process per figure: the peak memory is that run's alone.
-                subprocess.run(
-                    [sys.executable, __file__, "--measure", str(home), str(source), reasons],
-                    check=True,
-                )
+                for code in codes:
+                    # A fresh process per figure: the peak memory is that run's alone.
+                    subprocess.run(
+                        [
+                            *(sys.executable, __file__, "--measure"),
+                            *(str(home), str(source), reasons, code),
+                        ],
+                        check=True,
+                    )
             source.unlink()
 
 

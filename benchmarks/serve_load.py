@@ -94,7 +94,9 @@ def main() -> None:
         "--compare-with",
         metavar="CHECKOUT",
         help="also serve the same model with the churn service of another checkout of this "
-        "repository (an A/B of serving code: the model, data and load are the same)",
+        "repository (an A/B of serving code: the model, data and load are the same). The "
+        "other checkout trains it; this checkout serves the same estimator re-logged in its "
+        "own model format, under the staging alias (see `relog`)",
     )
     parser.add_argument(
         "--algorithm",
@@ -133,8 +135,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="churn-serving-bench-") as directory:
         home = Path(directory)
         environment = platform_environment(home, arguments.source)
-        version, record, key = train(home, environment, arguments.algorithm)
+        version, record, key = train(
+            home,
+            environment,
+            arguments.algorithm,
+            checkout=Path(arguments.compare_with) if arguments.compare_with else None,
+        )
         print(f"model: churn-predictor version {version} (source {arguments.source})")
+        churn_environment = environment
+        if arguments.compare_with:
+            copy = relog(environment, version)
+            print(f"this checkout serves version {copy}: version {version} in its own format")
+            churn_environment = {**environment, "CHURN_SERVING_ALIAS": "staging"}
         bento_body = home / "bento-single.json"
         bento_body.write_text(json.dumps({"records": [record]}))
         mlflow_body = home / "mlflow-single.json"
@@ -188,7 +200,8 @@ def main() -> None:
         for name, (command, health, path, body, batch_body) in servers.items():
             if name not in wanted:
                 continue
-            with server(command, health, environment, home) as url:
+            served = churn_environment if name == "bentoml serve (churn service)" else environment
+            with server(command, health, served, home) as url:
                 check_answer(url + path, json.loads(body.read_text()))
                 results[name] = measure(url + path, body, batch_body, arguments.seconds, home)
         report(results)
@@ -417,10 +430,38 @@ def platform_environment(home: Path, source: str) -> dict[str, str]:
     return environment
 
 
+def relog(environment: dict[str, str], version: str) -> str:
+    """Log `version` again as this checkout logs models; the new version, aliased `staging`.
+
+    The estimator is the one trained (read back from the registry), so an A/B of serving code
+    compares the same trees, each checkout reading the model format it writes.
+    """
+    import mlflow
+    import pandas as pd
+
+    from churn.model.pyfunc import load_model, log_model
+
+    mlflow.set_tracking_uri(environment["MLFLOW_TRACKING_URI"])
+    model = load_model(f"models:/churn-predictor/{version}")
+    example = pd.DataFrame([model.schema.example()])
+    with mlflow.start_run(run_name="relogged"):
+        info = log_model(
+            model, name="model", signature=None, input_example=example, pip_requirements=[]
+        )
+    registered = mlflow.register_model(info.model_uri, "churn-predictor")
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("churn-predictor", "staging", registered.version)
+    return str(registered.version)
+
+
 def train(
-    home: Path, environment: dict[str, str], algorithm: str | None = None
+    home: Path,
+    environment: dict[str, str],
+    algorithm: str | None = None,
+    checkout: Path | None = None,
 ) -> tuple[str, dict[str, Any], str | None]:
-    """Run the training pipeline; return the production version, a raw record, the key."""
+    """Run the training pipeline (of `checkout`, or this one); the production version, a raw
+    record, the key."""
     (home / "dagster").mkdir(parents=True)
     shutil.copy(REPOSITORY / "dagster.yaml", home / "dagster" / "dagster.yaml")
     config = home / "run.json"
@@ -443,8 +484,11 @@ def train(
             "-c",
             str(config),
         ],
-        cwd=REPOSITORY,
-        env={k: v for k, v in environment.items() if k != "MLFLOW_TRACKING_URI"},
+        cwd=checkout or REPOSITORY,
+        env={
+            **{k: v for k, v in environment.items() if k != "MLFLOW_TRACKING_URI"},
+            **({"PYTHONPATH": str(checkout)} if checkout else {}),
+        },
         check=True,
         capture_output=True,
     )

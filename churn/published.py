@@ -1,11 +1,11 @@
-"""The latest monitoring figures, published for Prometheus through the production service.
+"""The latest monitoring figures, published for Prometheus by the pipeline.
 
 The monitoring assets run in Dagster runs, which come and go; Prometheus scrapes long-lived
-processes. So each evaluated drift report and live-performance result is written to
-`$CHURN_HOME/monitoring/latest.json` (one atomic replace), and the production service, which
-shares the platform home, exposes the figures on its `/metrics` as `churn_drift_psi{feature}`,
-`churn_live_f1` and the rest (see `serving/telemetry.py`). Prometheus needs no other target,
-and the figures survive restarts of either side.
+processes. So each evaluated drift report, live-performance result and the freshness sensor's
+times are written to `$CHURN_HOME/monitoring/latest.json` (one atomic replace), and
+`churn-pipeline-metrics` (`churn_assets/pipeline_metrics.py`), started beside Dagster, exposes
+them on its `/metrics` as `churn_drift_psi{feature}`, `churn_live_metric{metric}` and the rest,
+read at each scrape. The figures survive restarts of either side.
 """
 
 from __future__ import annotations

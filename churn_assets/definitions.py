@@ -12,12 +12,14 @@ from dagster import (
 from churn_assets.evaluation.assets import model_evaluation
 from churn_assets.features.assets import customer_splits, feature_pipeline
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
-from churn_assets.monitoring.assets import MONITORING_DAYS, monitored_features, monitoring_assets
+from churn_assets.monitoring.assets import monitoring_assets
+from churn_assets.monitoring.common import MONITORING_DAYS
 from churn_assets.monitoring.compaction import (
     compact_logs_job,
     compacted_logs,
     compaction_schedule,
 )
+from churn_assets.monitoring.drift import monitored_features
 from churn_assets.registry.assets import production_model, registered_model
 from churn_assets.resources import (
     DatasetResource,

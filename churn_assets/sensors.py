@@ -60,7 +60,7 @@ from churn_assets.alerting import (
     promotion_blocked,
 )
 from churn_assets.ingestion.labelled import landing_files
-from churn_assets.monitoring.assets import DRIFT_REPORT, LIVE_PERFORMANCE
+from churn_assets.monitoring.common import DRIFT_REPORT, LIVE_PERFORMANCE
 from churn_assets.resources import PlatformHome
 
 TRIGGER_TAG = "churn/trigger"

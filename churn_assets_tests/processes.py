@@ -194,27 +194,40 @@ def _wait_for(server: Server, path: str, log: Path, timeout: float = 90) -> None
 
 @contextmanager
 def prometheus(
-    targets: dict[str, str], folder: Path, alertmanager: str | None = None
+    targets: dict[str, str],
+    folder: Path,
+    alertmanager: str | None = None,
+    pipeline: str | None = None,
 ) -> Iterator[str]:
     """A real Prometheus with the repository's configuration and rules, scraping `targets`
     (deployment -> host:port) every second; rules evaluate every second and fire at once.
 
-    Only the addresses and timings differ from the repository's files. With `alertmanager`
-    (host:port), alerts go there and its metrics are scraped, as in compose.yaml; without, the
-    configuration's Alertmanager is left out.
+    Only the addresses and timings differ from the repository's files. `pipeline` is the
+    `churn-pipeline-metrics` address (host:port; without it, that job is left out). With
+    `alertmanager` (host:port), alerts go there and its metrics are scraped, as in compose.yaml;
+    without, the configuration's Alertmanager is left out.
     """
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
-    serving, alertmanager_job = config["scrape_configs"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    serving, pipeline_job, alertmanager_job = (
+        jobs["churn-serving"],
+        jobs["churn-pipeline"],
+        jobs["alertmanager"],
+    )
     serving["static_configs"] = [
         {"targets": [target], "labels": {"deployment": deployment}}
         for deployment, target in targets.items()
     ]
+    config["scrape_configs"] = [serving]
+    if pipeline is not None:
+        pipeline_job["static_configs"][0]["targets"] = [pipeline]
+        config["scrape_configs"].append(pipeline_job)
     if alertmanager is None:
-        config["scrape_configs"] = [serving]
         del config["alerting"]
     else:
         alertmanager_job["static_configs"] = [{"targets": [alertmanager]}]
+        config["scrape_configs"].append(alertmanager_job)
         config["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
     rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
     for group in rules["groups"]:
@@ -247,6 +260,31 @@ def prometheus(
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@contextmanager
+def pipeline_metrics(home: PlatformHome) -> Iterator[str]:
+    """`churn-pipeline-metrics` over `home` on a free port; its host:port."""
+    port = free_port()
+    log = home.root.parent / f"pipeline-metrics-{port}.log"
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [str(BENTOML.parent / "churn-pipeline-metrics"), "--port", str(port)],
+            env={**os.environ, "CHURN_HOME": str(home.root)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not answers(f"http://127.0.0.1:{port}/metrics"):
+            assert process.poll() is None, log.read_text()[-2000:]
+            assert time.monotonic() < deadline, "churn-pipeline-metrics did not answer"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    assert process.returncode == 0, log.read_text()[-2000:]
 
 
 def answers(url: str) -> bool:

@@ -51,7 +51,14 @@ from churn_assets_tests.conftest import (
     free_port,
     set_environment,
 )
-from churn_assets_tests.processes import answers, prometheus, query, serve, wait_for
+from churn_assets_tests.processes import (
+    answers,
+    pipeline_metrics,
+    prometheus,
+    query,
+    serve,
+    wait_for,
+)
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -259,6 +266,7 @@ def test_alerts_arrive_once_by_mail_and_webhook_with_their_reason_and_resolve(
         with (
             alertmanager(config, tmp_path / "alertmanager") as manager_url,
             serve(home, ready=False) as production,
+            pipeline_metrics(home) as pipeline,
             prometheus(
                 {
                     "production": production.url.removeprefix("http://"),
@@ -266,6 +274,7 @@ def test_alerts_arrive_once_by_mail_and_webhook_with_their_reason_and_resolve(
                 },
                 tmp_path / "prometheus",
                 alertmanager=manager_url.removeprefix("http://"),
+                pipeline=pipeline,
             ) as prometheus_url,
         ):
             manager = Alertmanager(manager_url)

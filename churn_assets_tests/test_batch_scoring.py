@@ -37,7 +37,7 @@ from churn.score_store import (
 )
 from churn.sources import read_table
 from churn_assets.ingestion.synthetic import generate_accounts
-from churn_assets.monitoring.assets import production_inputs
+from churn_assets.monitoring.inputs import production_inputs
 from churn_assets.resources import (
     DatasetResource,
     MlflowResource,

@@ -321,18 +321,25 @@ def test_the_compose_stack_trains_serves_is_scraped_and_keeps_its_state(stack: S
     assert len(answer) == 5
     assert all(0 <= p["churn_probability"] <= 1 and p["model_version"] == "1" for p in answer)
 
-    # Prometheus scrapes both services over the compose network.
-    def both_up() -> bool:
+    # Prometheus scrapes both services and the pipeline's gauges over the compose network.
+    def all_up() -> bool:
         status, body = get_json(stack.url("PROMETHEUS_PORT", "/api/v1/targets"))
         if status != 200:
             return False
         health = {
-            target["labels"].get("deployment"): target["health"]
+            (target["labels"].get("job"), target["labels"].get("deployment")): target["health"]
             for target in body["data"]["activeTargets"]
         }
-        return health.get("production") == "up" and health.get("staging") == "up"
+        return all(
+            health.get(target) == "up"
+            for target in (
+                ("churn-serving", "production"),
+                ("churn-serving", "staging"),
+                ("churn-pipeline", "production"),
+            )
+        )
 
-    wait_until("Prometheus sees both services up", both_up, stack, timeout=120)
+    wait_until("Prometheus sees both services and the pipeline's gauges up", all_up, stack, 120)
 
     # The production container restarted: the same version comes back from the named volumes.
     stack.compose("restart", "serving-production", timeout=300)

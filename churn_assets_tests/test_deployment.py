@@ -36,6 +36,7 @@ SERVICES = {
     "dagster-daemon",
     "serving-production",
     "serving-staging",
+    "pipeline-metrics",
     "prometheus",
     "alertmanager",
     "grafana",
@@ -102,6 +103,13 @@ def test_the_compose_stack_is_valid_and_complete() -> None:
             "http://alertmanager:9093"
         )
     assert services["alertmanager"]["entrypoint"][:2] == ["/bin/sh", "/etc/alertmanager/render.sh"]
+    # The pipeline's gauges come from the pipeline side, over the shared platform home.
+    pipeline = services["pipeline-metrics"]
+    assert pipeline["command"][0] == "churn-pipeline-metrics"
+    assert any(
+        str(v).endswith("/var/lib/churn") or "churn-home" in str(v) for v in pipeline["volumes"]
+    )
+    assert "prometheus" in services and "pipeline-metrics" in services["prometheus"]["depends_on"]
 
 
 def test_the_compose_file_holds_no_secret_and_refuses_to_start_without_them() -> None:

@@ -42,13 +42,10 @@ from churn.parquet_log import ParquetLog, read_log
 from churn_assets.definitions import ASSETS, defs
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.synthetic import SyntheticDrift, churn_probability, generate_customers
-from churn_assets.monitoring.assets import (
-    DRIFT_CHECK,
-    DRIFT_REPORT,
-    drift_check_name,
-    monitoring_assets,
-    production_inputs,
-)
+from churn_assets.monitoring.assets import monitoring_assets
+from churn_assets.monitoring.common import DRIFT_CHECK, DRIFT_REPORT
+from churn_assets.monitoring.drift import drift_check_name
+from churn_assets.monitoring.inputs import production_inputs
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.sensors import (
     MONITORING_RUN_TAG,

@@ -23,7 +23,14 @@ from churn.published import publish
 from churn_assets.definitions import MONITORING_ASSETS
 from churn_assets.resources import MlflowResource, PlatformHome
 from churn_assets_tests.conftest import REPOSITORY, customer, eventually, today, trained_home
-from churn_assets_tests.processes import PROMETHEUS_DIR, prometheus, query, serve, wait_for
+from churn_assets_tests.processes import (
+    PROMETHEUS_DIR,
+    pipeline_metrics,
+    prometheus,
+    query,
+    serve,
+    wait_for,
+)
 from serving.traffic import perturb, population, send_traffic, served_model
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
@@ -102,12 +109,14 @@ def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_pane
             ready=False,
             CHURN_SERVING_ALIAS="staging",
         ) as empty,
+        pipeline_metrics(home) as pipeline,
         prometheus(
             {
                 "production": production.url.removeprefix("http://"),
                 "staging": empty.url.removeprefix("http://"),
             },
             tmp_path / "prometheus",
+            pipeline=pipeline,
         ) as url,
     ):
         # Drifted traffic, and requests the contract refuses. A counter's rate counts increases

@@ -33,8 +33,6 @@ from churn.logs import (
     PREDICTIONS,
 )
 from churn.parquet_log import ParquetLog
-from churn.published import latest_path, read_published
-from churn.registry import PRODUCTION
 from churn.settings import settings
 from churn.tracking import Tracking
 from serving import openapi
@@ -156,27 +154,6 @@ class ChurnService:
             on_registry=self._registry_health,
         ).start()
         self._stopping = threading.Event()
-        if alias == PRODUCTION:
-            # Drift and live F1 concern production: its /metrics carries them for Prometheus.
-            threading.Thread(
-                target=self._expose_monitoring,
-                args=(home.monitoring_dir,),
-                name="monitoring-figures",
-                daemon=True,
-            ).start()
-
-    def _expose_monitoring(self, folder: Path) -> None:
-        """Keep the monitoring gauges at the latest published figures."""
-        seen = 0
-        while not self._stopping.is_set():
-            try:
-                changed = latest_path(folder).stat().st_mtime_ns
-            except OSError:
-                changed = 0
-            if changed != seen:
-                self.metrics.monitoring(read_published(folder))
-                seen = changed
-            self._stopping.wait(self.settings.refresh_seconds)
 
     def _registry_health(self, unreachable_since: datetime | None) -> None:
         alias = self.settings.alias

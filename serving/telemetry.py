@@ -123,70 +123,17 @@ class ServingMetrics:
         )
         self.model_version.labels(alias).set(0)
 
-        # The monitoring assets' latest figures (churn/published.py).
-        def monitoring_gauge(name: str, description: str, labels: Sequence[str] = ()) -> Any:
+        def served_gauge(name: str, description: str) -> Any:
             return prom.Gauge(
-                name,
-                description,
-                ["alias", *labels],
-                multiprocess_mode="livemax",
-                registry=registry,
+                name, description, ["alias"], multiprocess_mode="livemax", registry=registry
             )
 
-        self.drift_psi = monitoring_gauge(
-            "churn_drift_psi",
-            "PSI of a feature in the latest drift report (production inputs vs training data).",
-            ["feature"],
-        )
-        self.drift_threshold = monitoring_gauge(
-            "churn_drift_psi_threshold", "PSI above which a feature counts as drifted."
-        )
-        self.drifted_features = monitoring_gauge(
-            "churn_drifted_features", "Features drifted in the latest drift report."
-        )
-        self.drift_report_time = monitoring_gauge(
-            "churn_drift_report_timestamp_seconds", "When the latest drift report was published."
-        )
-        self.live = monitoring_gauge(
-            "churn_live_metric",
-            "Live F1, recall or precision of the production version on reported outcomes.",
-            ["metric"],
-        )
-        self.evaluation = monitoring_gauge(
-            "churn_evaluation_metric",
-            "Hold-out F1, recall or precision of the production version (its evaluation).",
-            ["metric"],
-        )
-        self.f1_drop = monitoring_gauge(
-            "churn_live_f1_drop", "Hold-out F1 minus live F1 (positive: worse in production)."
-        )
-        self.f1_margin = monitoring_gauge(
-            "churn_live_f1_margin", "Largest tolerated drop of live F1 under the hold-out F1."
-        )
-        self.labelled = monitoring_gauge(
-            "churn_live_labelled_predictions", "Outcomes the live figures are computed on."
-        )
-        # The pipeline's freshness, published by the Dagster sensors (ChurnPipelineStale).
-        self.pipeline_success = monitoring_gauge(
-            "churn_pipeline_last_success_timestamp_seconds",
-            "When a run of a Dagster job last succeeded (0: never).",
-            ["dagster_job"],
-        )
-        self.pipeline_failure = monitoring_gauge(
-            "churn_pipeline_last_failure_timestamp_seconds",
-            "When a run of a Dagster job last failed (0: never).",
-            ["dagster_job"],
-        )
-        self.schedule_running = monitoring_gauge(
-            "churn_pipeline_schedule_running",
-            "1 while the daily schedule of the pipeline is on, 0 when it was switched off.",
-        )
         # The served model's age (ChurnModelStale).
-        self.promoted_at = monitoring_gauge(
+        self.promoted_at = served_gauge(
             "churn_served_model_promoted_timestamp_seconds",
             "When the registry alias last moved to the version being served (0: unknown).",
         )
-        self.max_age = monitoring_gauge(
+        self.max_age = served_gauge(
             "churn_model_max_age_seconds",
             "Oldest a production model may be before ChurnModelStale (CHURN_MODEL_MAX_AGE_DAYS).",
         )
@@ -266,28 +213,3 @@ class ServingMetrics:
     def backlog(self, log: str, records: int) -> None:
         """Set the number of records waiting in one log's buffer."""
         self.log_backlog.labels(self.alias, log).set(records)
-
-    def monitoring(self, figures: dict[str, Any]) -> None:
-        """Expose the monitoring assets' latest published figures."""
-        drift = figures.get("drift") or {}
-        for feature, psi in (drift.get("psi") or {}).items():
-            self.drift_psi.labels(self.alias, feature).set(psi)
-        if drift:
-            self.drift_threshold.labels(self.alias).set(drift["threshold"])
-            self.drifted_features.labels(self.alias).set(len(drift.get("drifted", [])))
-            self.drift_report_time.labels(self.alias).set(drift["published_at"])
-        performance = figures.get("performance") or {}
-        for metric, value in (performance.get("live") or {}).items():
-            self.live.labels(self.alias, metric).set(value)
-        for metric, value in (performance.get("evaluation") or {}).items():
-            self.evaluation.labels(self.alias, metric).set(value)
-        if performance:
-            self.f1_drop.labels(self.alias).set(performance["f1_drop"])
-            self.f1_margin.labels(self.alias).set(performance["margin"])
-            self.labelled.labels(self.alias).set(performance["labelled"])
-        pipeline = figures.get("pipeline") or {}
-        for job, times in (pipeline.get("jobs") or {}).items():
-            self.pipeline_success.labels(self.alias, job).set(times.get("last_success", 0.0))
-            self.pipeline_failure.labels(self.alias, job).set(times.get("last_failure", 0.0))
-        if pipeline:
-            self.schedule_running.labels(self.alias).set(float(pipeline["schedule_running"]))

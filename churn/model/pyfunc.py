@@ -13,6 +13,7 @@ format (and reads the pickles of versions logged before the format, `format_vers
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -85,6 +86,9 @@ def load_model(model_uri: str) -> ChurnModel:
     """
     import mlflow
 
+    # MLflow draws a progress bar for every download unless told not to: a load is not a task
+    # a person watches.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory(prefix="churn-model-") as scratch:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=scratch))
         return read_model_folder(local)

@@ -31,7 +31,7 @@ from churn.normalise import (
     missing_tokens,
     normalise_columns,
 )
-from churn.row_checks import REJECTION_REASON, check_rows
+from churn.row_checks import REJECTION_REASON, CheckedRows, check_rows
 from churn.score_store import (
     INPUTS,
     REASON_COLUMNS,
@@ -129,19 +129,18 @@ def score_population(
 ) -> ScoringOutcome:
     """Score every customer of `population` into the partition `partition` of `store`.
 
+    Two passes: the first streams the population a chunk at a time, checks and scores it
+    (`_FirstPass`), writing unranked scores to a scratch file; once every probability is known,
+    the second ranks them and writes the published files (`_RankedWriter`). Nothing is
+    published until both have finished.
+
     Raises:
         DatasetError: the population cannot be read, lacks a model input, or has more than
             `max_rejected_share` of its rows set aside (then nothing is published).
         PopulationError: a model input column is absent.
 
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = model.scorer.schema
-    timer = _Timer()
     started = time.perf_counter()
-    scored_at = datetime.now(UTC)
     folder = store.staging(partition)
     manifest = ScoringManifest(
         partition=partition,
@@ -149,157 +148,43 @@ def score_population(
         model_version=model.version,
         data_version=population.data_version or "",
         population=population.description,
-        scored_at=scored_at.isoformat(timespec="seconds"),
+        scored_at=datetime.now(UTC).isoformat(timespec="seconds"),
         reasons=reasons,
     )
-    probabilities: list[np.ndarray] = []
-    rejected_by_column: Counter[str] = Counter()
-    rejected_sample: list[pd.DataFrame] = []
-    sample = _InputSample(input_sample, schema.names)
-    unranked_path = folder / ".unranked.parquet"
-    writers: dict[str, Any] = {}
+    first = _FirstPass(model, population, manifest, folder, reasons, input_sample)
     try:
         with _chunks(population, chunk_rows, max_bytes, timeout_seconds, scratch) as (
             chunks,
             digest,
         ):
             manifest.data_version = population.data_version or f"file-{digest[:16]}"
-            while True:
-                with timer.phase("read"):
-                    chunk = next(chunks, None)
-                if chunk is None:
-                    break
-                with timer.phase("check"):
-                    frame, positions = _prepare(chunk, schema, population)
-                    manifest.churned_skipped += len(chunk) - len(frame)
-                    checked = check_rows(frame, schema)
-                    numbers = positions + manifest.rows_read + 1  # 1-based rows of the source
-                    manifest.rows_read += len(chunk)
-                    manifest.rows_scored += len(checked)
-                    manifest.rows_rejected += len(checked.rejected)
-                if len(checked.rejected):
-                    rejected = checked.rejected.astype("string")
-                    rejected.insert(
-                        0, ROW_NUMBER, numbers[np.flatnonzero(~_accepted_mask(checked, len(frame)))]
-                    )
-                    rejected_by_column.update(
-                        reason.split(":", 1)[0] for reason in rejected[REJECTION_REASON]
-                    )
-                    if sum(len(part) for part in rejected_sample) < REJECTED_SAMPLE:
-                        rejected_sample.append(rejected.head(REJECTED_SAMPLE))
-                    _write(writers, "rejected", folder / REJECTED, pa.table(rejected))
-                if not len(checked):
-                    continue
-                with timer.phase("encode"):
-                    encoded = model.scorer.encode(checked.columns)
-                with timer.phase("predict"):
-                    probability = model.scorer.probabilities_of(encoded)
-                probabilities.append(probability)
-                keys = (
-                    checked.keys
-                    if checked.keys is not None
-                    else numbers[checked.accepted].astype(str)
-                )
-                columns: dict[str, Any] = {
-                    schema.key or ROW_NUMBER: pa.array(keys, type=pa.string()),
-                    "churn_probability": pa.array(probability, type=pa.float64()),
-                    "churn_label": pa.array(
-                        (probability >= model.scorer.threshold).astype(np.int8)
-                    ),
-                }
-                if not reasons:  # the same columns either way, for readers and the database
-                    columns |= {
-                        name: pa.nulls(len(checked), pa.string()) for name in REASON_COLUMNS
-                    }
-                else:
-                    with timer.phase("explain"):
-                        contributions = model.scorer.explainer.contributions(encoded)
-                    with timer.phase("reasons"):
-                        texts = reason_texts(contributions, checked.columns)
-                        for name, text in texts.items():
-                            columns[name] = pa.array(text, type=pa.string())
-                with timer.phase("write"):
-                    _write(writers, "unranked", unranked_path, pa.table(columns))
-                    sample.offer(checked.columns)
-                    del encoded, columns
-                    pa.default_memory_pool().release_unused()  # keep the peak a chunk's
+            first.run(chunks)
+        _refuse_too_many_rejected(manifest, first.rejected_by_column, model, max_rejected_share)
+        if not manifest.rows_scored:
+            raise DatasetError(f"{population.description} holds no customer to score")
     except BaseException:
-        _close(writers)
+        first.close()
         store.discard(folder)
         raise
-    _close(writers)
-    manifest.rejected_by_column = dict(rejected_by_column.most_common())
-    considered = manifest.rows_scored + manifest.rows_rejected
-    if considered and manifest.rows_rejected / considered > max_rejected_share:
-        store.discard(folder)
-        detail = ", ".join(f"{column}: {count}" for column, count in rejected_by_column.items())
-        raise TooManyRejected(
-            f"{manifest.rows_rejected} of {considered} customers "
-            f"({manifest.rows_rejected / considered:.1%}) do not fit the input schema of "
-            f"{model.name} version {model.version}, over the {max_rejected_share:.1%} allowed "
-            f"(CHURN_SCORING_MAX_REJECTED_SHARE); by column: {detail}. Nothing was published."
-        )
-    if not manifest.rows_scored:
-        store.discard(folder)
-        raise DatasetError(f"{population.description} holds no customer to score")
-
-    everything = np.concatenate(probabilities)
-    del probabilities
+    first.close()
+    everything = np.concatenate(first.probabilities)
+    first.probabilities.clear()
+    timer = first.timer
     with timer.phase("rank"):
         rank = ranks(everything)
         bands = risk_bands(everything, model.scorer.threshold)
     counts = np.bincount(bands, minlength=len(RISK_BANDS))
     manifest.bands = {band: int(counts[i]) for i, band in enumerate(RISK_BANDS)}
-    band_names = pa.array(RISK_BANDS, pa.string())
-    top_rows: list[pd.DataFrame] = []
-
-    def ranked() -> Iterator[Any]:
-        import pyarrow.compute as pc
-        import pyarrow.csv as pacsv
-
-        offset = 0
-        constants = {
-            "model_name": model.name,
-            "model_version": model.version,
-            "data_version": manifest.data_version,
-        }
-        parquet = pq.ParquetFile(unranked_path)
-        out: dict[str, Any] = {}
-        try:
-            for batch in parquet.iter_batches(batch_size=chunk_rows):
-                with timer.phase("write"):
-                    size = batch.num_rows
-                    table = pa.Table.from_batches([batch])
-                    table = table.append_column(
-                        "rank", pa.array(rank[offset : offset + size].astype(np.int64))
-                    )
-                    table = table.append_column(
-                        "risk_band", band_names.take(pa.array(bands[offset : offset + size]))
-                    )
-                    for name, value in constants.items():
-                        table = table.append_column(name, pa.array([value] * size, pa.string()))
-                    table = table.append_column(
-                        "scored_at", pa.array([scored_at] * size, pa.timestamp("us", tz="UTC"))
-                    )
-                    offset += size
-                    _write(out, "scores", folder / SCORES, table)
-                    if "csv" not in out:
-                        out["csv"] = pacsv.CSVWriter(str(folder / SCORES_CSV), table.schema)
-                    out["csv"].write_table(table)
-                    top_rows.append(table.filter(pc.less_equal(table["rank"], 10)).to_pandas())
-                yield table
-        finally:
-            _close(out)
-
+    ranked = _RankedWriter(first.unranked, folder, manifest, rank, bands, chunk_rows, timer)
     if database_url:
         with timer.phase("postgres"):
-            exported: int | None = export_to_postgres(database_url, partition, ranked())
+            exported: int | None = export_to_postgres(database_url, partition, ranked.tables())
     else:
         exported = None
-        for _ in ranked():
+        for _ in ranked.tables():
             pass
-    unranked_path.unlink()
-    sample.write(folder / INPUTS)
+    first.unranked.unlink()
+    first.sample.write(folder / INPUTS)
     timer.seconds["total"] = time.perf_counter() - started
     manifest.seconds = {name: round(value, 3) for name, value in timer.seconds.items()}
     store.publish(partition, folder, manifest)
@@ -307,17 +192,214 @@ def score_population(
         f"scored {manifest.rows_scored} customers in {timer.seconds['total']:.1f} s "
         f"({', '.join(f'{k} {v:.1f} s' for k, v in timer.seconds.items() if k != 'total')})"
     )
-    top = pd.concat(top_rows).sort_values("rank") if top_rows else pd.DataFrame()
     return ScoringOutcome(
         manifest=manifest,
         folder=store.partition(partition),
-        top=top,
-        rejected_sample=pd.concat(rejected_sample).head(REJECTED_SAMPLE)
-        if rejected_sample
+        top=ranked.top(),
+        rejected_sample=pd.concat(first.rejected_sample).head(REJECTED_SAMPLE)
+        if first.rejected_sample
         else pd.DataFrame(),
         probabilities=everything,
         exported_rows=exported,
     )
+
+
+class _FirstPass:
+    """Check and score the population chunk by chunk; unranked scores go to a scratch file.
+
+    Keeps across chunks only what ranking and the report need: the probabilities, the count of
+    rows set aside per column and a few of them, and a bounded sample of the scored inputs.
+    """
+
+    def __init__(
+        self,
+        model: ScoredModel,
+        population: Population,
+        manifest: ScoringManifest,
+        folder: Path,
+        reasons: bool,
+        input_sample: int,
+    ) -> None:
+        self.model = model
+        self.schema = model.scorer.schema
+        self.population = population
+        self.manifest = manifest
+        self.folder = folder
+        self.reasons = reasons
+        self.timer = _Timer()
+        self.unranked = folder / ".unranked.parquet"
+        self.probabilities: list[np.ndarray] = []
+        self.rejected_by_column: Counter[str] = Counter()
+        self.rejected_sample: list[pd.DataFrame] = []
+        self.sample = _InputSample(input_sample, self.schema.names)
+        self.writers: dict[str, Any] = {}
+
+    def run(self, chunks: Iterator[pd.DataFrame]) -> None:
+        """Read, check and score every chunk."""
+        while True:
+            with self.timer.phase("read"):
+                chunk = next(chunks, None)
+            if chunk is None:
+                return
+            self.score(chunk)
+
+    def score(self, chunk: pd.DataFrame) -> None:
+        """Check one chunk against the schema, set aside what does not fit, score the rest."""
+        import pyarrow as pa
+
+        manifest = self.manifest
+        with self.timer.phase("check"):
+            frame, positions = _prepare(chunk, self.schema, self.population)
+            manifest.churned_skipped += len(chunk) - len(frame)
+            checked = check_rows(frame, self.schema)
+            numbers = positions + manifest.rows_read + 1  # 1-based rows of the source
+            manifest.rows_read += len(chunk)
+            manifest.rows_scored += len(checked)
+            manifest.rows_rejected += len(checked.rejected)
+        if len(checked.rejected):
+            self.set_aside(checked, numbers, len(frame))
+        if not len(checked):
+            return
+        scorer = self.model.scorer
+        with self.timer.phase("encode"):
+            encoded = scorer.encode(checked.columns)
+        with self.timer.phase("predict"):
+            probability = scorer.probabilities_of(encoded)
+        self.probabilities.append(probability)
+        keys = checked.keys if checked.keys is not None else numbers[checked.accepted].astype(str)
+        columns: dict[str, Any] = {
+            self.schema.key or ROW_NUMBER: pa.array(keys, type=pa.string()),
+            "churn_probability": pa.array(probability, type=pa.float64()),
+            "churn_label": pa.array((probability >= scorer.threshold).astype(np.int8)),
+        }
+        if not self.reasons:  # the same columns either way, for readers and the database
+            columns |= {name: pa.nulls(len(checked), pa.string()) for name in REASON_COLUMNS}
+        else:
+            with self.timer.phase("explain"):
+                contributions = scorer.explainer.contributions(encoded)
+            with self.timer.phase("reasons"):
+                texts = reason_texts(contributions, checked.columns)
+                for name, text in texts.items():
+                    columns[name] = pa.array(text, type=pa.string())
+        with self.timer.phase("write"):
+            _write(self.writers, "unranked", self.unranked, pa.table(columns))
+            self.sample.offer(checked.columns)
+            del encoded, columns
+            pa.default_memory_pool().release_unused()  # keep the peak a chunk's
+
+    def set_aside(self, checked: CheckedRows, numbers: np.ndarray, rows: int) -> None:
+        """Write the rows that broke a rule, with their source row number and reason."""
+        import pyarrow as pa
+
+        rejected = checked.rejected.astype("string")
+        rejected.insert(0, ROW_NUMBER, numbers[np.flatnonzero(~_accepted_mask(checked, rows))])
+        self.rejected_by_column.update(
+            reason.split(":", 1)[0] for reason in rejected[REJECTION_REASON]
+        )
+        if sum(len(part) for part in self.rejected_sample) < REJECTED_SAMPLE:
+            self.rejected_sample.append(rejected.head(REJECTED_SAMPLE))
+        _write(self.writers, "rejected", self.folder / REJECTED, pa.table(rejected))
+
+    def close(self) -> None:
+        """Close the scratch and rejected files (idempotent)."""
+        _close(self.writers)
+
+
+def _refuse_too_many_rejected(
+    manifest: ScoringManifest,
+    rejected_by_column: Counter[str],
+    model: ScoredModel,
+    max_rejected_share: float,
+) -> None:
+    """Record the rejections by column; refuse the run when they exceed the allowed share.
+
+    Raises:
+        TooManyRejected: more than `max_rejected_share` of the rows considered were set aside.
+
+    """
+    manifest.rejected_by_column = dict(rejected_by_column.most_common())
+    considered = manifest.rows_scored + manifest.rows_rejected
+    if considered and manifest.rows_rejected / considered > max_rejected_share:
+        detail = ", ".join(f"{column}: {count}" for column, count in rejected_by_column.items())
+        raise TooManyRejected(
+            f"{manifest.rows_rejected} of {considered} customers "
+            f"({manifest.rows_rejected / considered:.1%}) do not fit the input schema of "
+            f"{model.name} version {model.version}, over the {max_rejected_share:.1%} allowed "
+            f"(CHURN_SCORING_MAX_REJECTED_SHARE); by column: {detail}. Nothing was published."
+        )
+
+
+class _RankedWriter:
+    """The second pass: the unranked scores with rank, risk band and provenance, written out.
+
+    `tables()` writes the final Parquet and CSV files a chunk at a time and yields each table
+    (for the PostgreSQL export to stream); `top()` is then the ten highest-ranked customers.
+    """
+
+    def __init__(
+        self,
+        unranked: Path,
+        folder: Path,
+        manifest: ScoringManifest,
+        rank: np.ndarray,
+        bands: np.ndarray,
+        chunk_rows: int,
+        timer: _Timer,
+    ) -> None:
+        self.unranked = unranked
+        self.folder = folder
+        self.manifest = manifest
+        self.rank = rank
+        self.bands = bands
+        self.chunk_rows = chunk_rows
+        self.timer = timer
+        self.top_rows: list[pd.DataFrame] = []
+
+    def tables(self) -> Iterator[Any]:
+        """Write the published files a chunk at a time, yielding each table written."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+
+        band_names = pa.array(RISK_BANDS, pa.string())
+        scored_at = datetime.fromisoformat(self.manifest.scored_at)
+        constants = {
+            "model_name": self.manifest.model_name,
+            "model_version": self.manifest.model_version,
+            "data_version": self.manifest.data_version,
+        }
+        offset = 0
+        out: dict[str, Any] = {}
+        try:
+            for batch in pq.ParquetFile(self.unranked).iter_batches(batch_size=self.chunk_rows):
+                with self.timer.phase("write"):
+                    size = batch.num_rows
+                    table = pa.Table.from_batches([batch])
+                    table = table.append_column(
+                        "rank", pa.array(self.rank[offset : offset + size].astype(np.int64))
+                    )
+                    table = table.append_column(
+                        "risk_band", band_names.take(pa.array(self.bands[offset : offset + size]))
+                    )
+                    for name, value in constants.items():
+                        table = table.append_column(name, pa.array([value] * size, pa.string()))
+                    table = table.append_column(
+                        "scored_at", pa.array([scored_at] * size, pa.timestamp("us", tz="UTC"))
+                    )
+                    offset += size
+                    _write(out, "scores", self.folder / SCORES, table)
+                    if "csv" not in out:
+                        out["csv"] = pacsv.CSVWriter(str(self.folder / SCORES_CSV), table.schema)
+                    out["csv"].write_table(table)
+                    self.top_rows.append(table.filter(pc.less_equal(table["rank"], 10)).to_pandas())
+                yield table
+        finally:
+            _close(out)
+
+    def top(self) -> pd.DataFrame:
+        """The ten highest-ranked customers (once `tables()` has run)."""
+        return pd.concat(self.top_rows).sort_values("rank") if self.top_rows else pd.DataFrame()
 
 
 def reason_texts(contributions: Any, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

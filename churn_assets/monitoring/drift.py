@@ -1,0 +1,325 @@
+"""`drift_report`: production inputs against the production model's data, a check per feature."""
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetsDefinition,
+    Config,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+)
+from pydantic import Field
+
+from churn.drift import DriftResult, measure_drift
+from churn.published import publish
+from churn.settings import settings
+from churn_assets.markdown import markdown_table
+from churn_assets.monitoring.common import (
+    DRIFT_CHECK,
+    DRIFT_REPORT,
+    GROUP,
+    MONITORING_DAYS,
+    ReferenceData,
+)
+from churn_assets.resources import (
+    DatasetResource,
+    MlflowResource,
+    PlatformHome,
+)
+
+
+def drift_check_name(column: str) -> str:
+    """The asset check of one monitored feature."""
+    return f"{column}_drift"
+
+
+class DriftConfig(Config):
+    """When a feature counts as drifted, and how much traffic a verdict needs."""
+
+    psi_threshold: float = Field(
+        default_factory=lambda: settings().monitoring.psi_threshold,
+        description="A feature whose PSI is above this has drifted (`CHURN_PSI_THRESHOLD`).",
+    )
+    min_records: int = Field(
+        default_factory=lambda: settings().monitoring.drift_min_records,
+        description="Fewer production records than this give no verdict: PSI of a small sample "
+        "is noise (`CHURN_DRIFT_MIN_RECORDS`).",
+    )
+
+
+@dataclass
+class DriftSummary:
+    """The drift report's outcome, as the drift sensor and later runs read it."""
+
+    evaluated: bool
+    threshold: float
+    psi: dict[str, float] = field(default_factory=dict)
+    drifted: list[str] = field(default_factory=list)
+    production_version: str = ""
+    reference_version: str = ""
+    current_rows: int = 0
+    html: str = ""
+    mlflow_run_id: str = ""
+
+    @property
+    def detected(self) -> bool:
+        """Whether any feature drifted."""
+        return bool(self.drifted)
+
+    def reason(self) -> str:
+        """`monthly_charges PSI 0.31, contract PSI 0.24 (threshold 0.20)`."""
+        columns = ", ".join(f"{column} PSI {self.psi[column]:.2f}" for column in self.drifted)
+        return f"{columns} (threshold {self.threshold:.2f})"
+
+
+def drift_report_asset(monitored: Sequence[str]) -> AssetsDefinition:
+    """The drift report, with an asset check per feature of `monitored` and one for them all.
+
+    Dagster wants check specs when the code location loads, before any model is known; the
+    features come from the configured data set (`monitored_features`). The report itself
+    measures the inputs of whatever version is in production: a feature it has without a check
+    of its own is still in the `feature_drift` check, which covers every feature.
+    """
+
+    @asset(
+        name=DRIFT_REPORT,
+        group_name=GROUP,
+        partitions_def=MONITORING_DAYS,
+        kinds={"evidently", "mlflow"},
+        check_specs=[
+            AssetCheckSpec(
+                DRIFT_CHECK,
+                asset=DRIFT_REPORT,
+                description="No input of the production model drifted: PSI of every feature "
+                "within the threshold.",
+            ),
+            *(
+                AssetCheckSpec(
+                    drift_check_name(column),
+                    asset=DRIFT_REPORT,
+                    description=f"PSI of `{column}` in production against the production "
+                    "model's training data is within the threshold.",
+                )
+                for column in monitored
+            ),
+        ],
+    )
+    def drift_report(
+        context: AssetExecutionContext,
+        config: DriftConfig,
+        reference_customers: ReferenceData,
+        production_inputs: pd.DataFrame,
+        mlflow_tracking: MlflowResource,
+        home: PlatformHome,
+    ) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
+        """Evidently's data drift report (PSI per feature), stored as HTML and logged to MLflow."""
+        yield from _drift_report(
+            context,
+            config,
+            reference_customers,
+            production_inputs,
+            mlflow_tracking,
+            home,
+            monitored,
+        )
+
+    return drift_report
+
+
+def _drift_report(
+    context: AssetExecutionContext,
+    config: DriftConfig,
+    reference: ReferenceData,
+    current: pd.DataFrame,
+    mlflow_tracking: MlflowResource,
+    home: PlatformHome,
+    monitored: Sequence[str],
+) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
+    features = [column for column in reference.schema.names if column in current.columns]
+    absent = [column for column in reference.schema.names if column not in current.columns]
+    if absent:
+        raise Failure(
+            description=f"The prediction log lacks input(s) of production version "
+            f"{reference.model_version}: {', '.join(absent)}.",
+            allow_retries=False,
+        )
+    summary = DriftSummary(
+        evaluated=len(current) >= config.min_records,
+        threshold=config.psi_threshold,
+        production_version=reference.model_version,
+        reference_version=reference.data_version,
+        current_rows=len(current),
+    )
+    metadata: dict[str, Any] = {
+        "production_version": summary.production_version,
+        "reference_version": summary.reference_version,
+        "reference_rows": len(reference.frame),
+        "current_rows": summary.current_rows,
+        "psi_threshold": config.psi_threshold,
+        "features": len(features),
+    }
+    result: DriftResult | None = None
+    if summary.evaluated:
+        result = measure_drift(reference.frame, current, features, config.psi_threshold)
+        summary.psi = result.psi()
+        summary.drifted = [column.column for column in result.drifted]
+        summary.html, summary.mlflow_run_id, run_url = _store_report(
+            result, summary, mlflow_tracking, home
+        )
+        metadata |= {
+            "drift_detected": summary.detected,
+            "drifted_columns": ", ".join(summary.drifted) or "(none)",
+            "drift_share": result.share,
+            "max_psi": max(summary.psi.values()),
+            "psi": MetadataValue.json(summary.psi),
+            "psi_by_column": MetadataValue.md(
+                markdown_table(
+                    ["column", "PSI", "drifted"],
+                    [
+                        (c.column, f"{c.psi:.4f}", "yes" if c.drifted else "")
+                        for c in sorted(result.columns, key=lambda c: -c.psi)
+                    ],
+                )
+            ),
+            "reason": summary.reason() if summary.detected else "",
+            "report": MetadataValue.path(summary.html),
+            "mlflow_run": MetadataValue.url(run_url),
+        }
+        publish(
+            home.monitoring_dir,
+            "drift",
+            {
+                "psi": summary.psi,
+                "threshold": summary.threshold,
+                "drifted": summary.drifted,
+                "production_version": summary.production_version,
+                "current_rows": summary.current_rows,
+            },
+        )
+        if summary.detected:
+            context.log.warning("Drift detected: %s", summary.reason())
+    else:
+        metadata |= {
+            "drift_detected": False,
+            "drifted_columns": "(not evaluated)",
+            "verdict": f"not evaluated: {summary.current_rows} production records, "
+            f"{config.min_records} needed",
+        }
+    yield Output(summary, metadata=metadata)
+
+    yield AssetCheckResult(
+        check_name=DRIFT_CHECK,
+        asset_key=DRIFT_REPORT,
+        passed=not summary.detected,
+        severity=AssetCheckSeverity.WARN,
+        description=(
+            f"Drift detected: {summary.reason()}"
+            if summary.detected
+            else f"No drift on the {len(features)} inputs of version {summary.production_version}"
+            if result is not None
+            else metadata["verdict"]
+        ),
+        metadata={"drifted": ", ".join(summary.drifted) or "(none)", "features": len(features)},
+    )
+    for column in monitored:
+        check_metadata: dict[str, Any]
+        if result is None:
+            passed, description = True, metadata["verdict"]
+            check_metadata = {"current_rows": summary.current_rows}
+        elif column not in summary.psi:
+            passed = True
+            description = f"{column} is not an input of production version "
+            description += summary.production_version
+            check_metadata = {}
+        else:
+            drift = next(c for c in result.columns if c.column == column)
+            passed, description = not drift.drifted, drift.describe()
+            check_metadata = {"psi": drift.psi, "threshold": drift.threshold}
+        yield AssetCheckResult(
+            check_name=drift_check_name(column),
+            asset_key=DRIFT_REPORT,
+            passed=passed,
+            severity=AssetCheckSeverity.WARN,
+            description=description,
+            metadata=check_metadata,
+        )
+
+
+def _store_report(
+    result: DriftResult, summary: DriftSummary, mlflow_tracking: MlflowResource, home: PlatformHome
+) -> tuple[str, str, str]:
+    """Write the HTML report under the home and log it, with the PSI figures, to MLflow."""
+    import mlflow
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = home.monitoring_dir / "drift"
+    folder.mkdir(parents=True, exist_ok=True)
+    html = folder / f"drift-{stamp}.html"
+    result.save_html(str(html))
+    experiment_id = mlflow_tracking.activate(mlflow_tracking.monitoring_experiment)
+    with mlflow.start_run(run_name=f"drift {stamp}") as run:
+        mlflow.set_tags(
+            {
+                "production_version": summary.production_version,
+                "reference_version": summary.reference_version,
+                "drift_detected": str(summary.detected).lower(),
+                "drifted_columns": ", ".join(summary.drifted),
+            }
+        )
+        mlflow.log_params(
+            {"psi_threshold": summary.threshold, "current_rows": summary.current_rows}
+        )
+        mlflow.log_metrics(
+            {
+                **{f"psi_{column}": value for column, value in summary.psi.items()},
+                "drift_share": result.share,
+                "drifted_columns": len(summary.drifted),
+            }
+        )
+        mlflow.log_artifact(str(html), artifact_path="drift")
+    return str(html), run.info.run_id, mlflow_tracking.run_url(experiment_id, run.info.run_id)
+
+
+def monitored_features(dataset: DatasetResource, home: PlatformHome) -> list[str]:
+    """The feature columns of the configured data set, as known when the code location loads.
+
+    Read from the data set's validation suite, which is fixed on its first validated version:
+    every column it requires but the target, the key and the excluded columns. Before the first
+    validation, the built-in source's columns are known (`churn_assets.telco`, the schema the
+    synthetic generator writes); any other source gets its per-feature checks from the next
+    load of the code location after its first run (the `feature_drift` check covers it until).
+    """
+    from churn.normalise import snake_case
+    from churn_assets.validation.suite import (
+        CUSTOMER_KEY_UNIQUE,
+        TARGET_IS_BINARY,
+        SuiteStore,
+    )
+
+    suite = SuiteStore(home.suites_dir).stored(dataset.dataset_name())
+    if suite is None:
+        if dataset.is_synthetic:
+            from churn_assets.telco import FEATURES
+
+            return list(FEATURES)
+        return []
+    required: list[str] = []
+    roles: set[str] = {snake_case(name) for name in dataset.exclude_columns}
+    for expectation in suite["expectations"]:
+        column = expectation["kwargs"].get("column")
+        check = expectation.get("meta", {}).get("check")
+        if expectation["type"] == "expect_column_to_exist":
+            required.append(column)
+        elif check in (TARGET_IS_BINARY, CUSTOMER_KEY_UNIQUE):
+            roles.add(column)
+    return [column for column in required if column not in roles]
