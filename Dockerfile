@@ -39,8 +39,9 @@ HEALTHCHECK --interval=10s --timeout=10s --start-period=60s --retries=5 \
 CMD ["dagster", "code-server", "start", "-h", "0.0.0.0", "-p", "4000", "-m", "churn_assets.definitions"]
 
 # The embedded instance by default; compose.yaml mounts deploy/dagster-production.yaml over it,
-# and its webserver and daemon load deploy/workspace.docker.yaml.
-COPY workspace.yaml dagster.yaml ./
+# and its webserver and daemon load deploy/workspace.docker.yaml. bentofile.yaml names the service
+# `bentoml serve` starts (compose's serving-* commands).
+COPY workspace.yaml dagster.yaml bentofile.yaml ./
 COPY deploy/workspace.docker.yaml deploy/dagster-production.yaml ./deploy/
 COPY --chown=churn:churn dagster.yaml $DAGSTER_HOME/dagster.yaml
 

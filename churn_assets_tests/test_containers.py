@@ -35,7 +35,34 @@ pytestmark = [pytest.mark.containers, pytest.mark.servers]
 
 CONTAINERS = Path(__file__).parent / "containers"
 DEBIAN = "churn-test/debian:bookworm"
-DEBIAN_MIRROR = os.environ.get("CHURN_TEST_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+SOCKET = Path("/var/run/docker.sock")
+
+
+def apt_mirror(sources: Path = Path("/etc/apt")) -> str:
+    """The Debian mirror this machine's apt uses for `bookworm` (deb822 or one-line sources).
+
+    CHURN_TEST_DEBIAN_MIRROR overrides it; with no source for bookworm, Debian's own address.
+    """
+    configured = os.environ.get("CHURN_TEST_DEBIAN_MIRROR")
+    if configured:
+        return configured
+    files = [sources / "sources.list", *sorted((sources / "sources.list.d").glob("*.sources"))]
+    for path in files:
+        text = path.read_text() if path.is_file() else ""
+        for stanza in text.split("\n\n"):
+            fields = dict(
+                line.split(":", 1) for line in stanza.splitlines() if ":" in line and line[0] != "#"
+            )
+            suites = fields.get("Suites", "").split()
+            if "bookworm" in suites and "main" in fields.get("Components", "").split():
+                return fields["URIs"].split()[0]
+        for line in text.splitlines():
+            parts = line.split()
+            if parts[:1] == ["deb"] and "bookworm" in parts and "main" in parts:
+                return next(part for part in parts[1:] if "://" in part)
+    return "http://deb.debian.org/debian"
+
+
 # The stand-ins for the images users pull, built from Debian's packages: (tag, Dockerfile, target).
 STAND_INS = (
     ("churn-test/python:3.11", "python.Dockerfile", None),
@@ -70,12 +97,22 @@ def run(command: list[str], timeout: float, **options: Any) -> subprocess.Comple
     return result
 
 
-def engine_answers() -> bool:
+def engine_answers(timeout: float = 30) -> bool:
     try:
-        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=30)
+        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return probe.returncode == 0
+
+
+def engine_running() -> bool:
+    """A `dockerd` process already runs (answering or not yet): never start a second one.
+
+    A second daemon started beside a running one takes the socket over, then removes it when it
+    fails, and the first can no longer be reached.
+    """
+    found = subprocess.run(["pgrep", "-x", "dockerd"], capture_output=True, timeout=30)
+    return found.returncode == 0
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +121,15 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     if shutil.which("docker") is None:
         pytest.skip("no docker client (.ci/system-services installs Debian's docker.io)")
     if engine_answers():
+        yield
+        return
+    if engine_running():
+        # Busy, or starting: wait for the daemon that runs rather than start another.
+        deadline = time.monotonic() + 180
+        while not engine_answers(timeout=60):
+            if time.monotonic() > deadline:
+                pytest.fail("a dockerd runs but has not answered `docker info` for 3 minutes")
+            time.sleep(2)
         yield
         return
     dockerd = shutil.which("dockerd")
@@ -130,7 +176,7 @@ def debian_base(scratch: Path) -> None:
     if debootstrap is None:
         pytest.skip("debootstrap is not installed: no base image can be made (no registry here)")
     rootfs = scratch / "rootfs"
-    run([debootstrap, "--variant=minbase", "bookworm", str(rootfs), DEBIAN_MIRROR], timeout=900)
+    run([debootstrap, "--variant=minbase", "bookworm", str(rootfs), apt_mirror()], timeout=900)
     for package in (rootfs / "var" / "cache" / "apt" / "archives").glob("*.deb"):
         package.unlink()
     archive = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
@@ -177,6 +223,10 @@ class Stack:
             **{name: str(port) for name, port in self.ports.items()},
             "POSTGRES_PASSWORD": secrets.token_urlsafe(16),
             "GRAFANA_ADMIN_PASSWORD": secrets.token_urlsafe(16),
+            # Creating a container on the vfs storage driver copies its whole image: on a busy
+            # machine that outlasts compose's default 60 s read timeout.
+            "COMPOSE_HTTP_TIMEOUT": "600",
+            "DOCKER_CLIENT_TIMEOUT": "600",
         }
 
     def command(self, *arguments: str) -> list[str]:

@@ -149,6 +149,7 @@ def test_the_dockerfile_parses_and_installs_from_the_pinned_constraints() -> Non
         "churn",
         "churn_assets",
         "serving",
+        "bentofile.yaml",
         "deploy/workspace.docker.yaml",
     ):
         assert needed in copied

@@ -373,3 +373,29 @@ def test_the_bento_serves_the_production_model_from_an_environment_without_the_p
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_a_category_a_request_cannot_carry_is_refused_naming_its_column(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from churn.model.features import build_feature_pipeline, feature_columns
+    from churn.model.schema import ModelSchema
+
+    frame = pd.DataFrame(
+        {
+            "tenure": np.arange(40) % 7,
+            "signed_up": pd.to_datetime("2026-01-01") + pd.to_timedelta(np.arange(40) % 3, "D"),
+            "churn": np.arange(40) % 2,
+        }
+    )
+    numeric, categorical = feature_columns(frame, "churn", None, [])
+    pipeline = Pipeline(
+        [
+            ("features", build_feature_pipeline(numeric, categorical)),
+            ("model", LogisticRegression()),
+        ]
+    ).fit(frame, frame["churn"])
+    model = ChurnModel.from_pipeline(pipeline, 0.5, None, ModelSchema.from_frame(frame, "churn", None))
+    with pytest.raises(ModelFormatError, match="column 'signed_up' holds Timestamp values"):
+        model.save(tmp_path / "model")

@@ -269,8 +269,18 @@ def _describe(step: Any) -> dict[str, Any]:
             },
             "categories": {
                 "columns": list(one_hot.feature_names_in_),
-                "frequent": [_categories(c) for c in one_hot.categories_],
-                "rare": [_categories(c) for c in one_hot.infrequent_categories_],
+                "frequent": [
+                    _categories(column, values)
+                    for column, values in zip(
+                        one_hot.feature_names_in_, one_hot.categories_, strict=True
+                    )
+                ],
+                "rare": [
+                    _categories(column, values)
+                    for column, values in zip(
+                        one_hot.feature_names_in_, one_hot.infrequent_categories_, strict=True
+                    )
+                ],
             },
         }
     raise ModelFormatError(
@@ -305,12 +315,21 @@ def _build(description: Mapping[str, Any]) -> Any:
     raise ModelFormatError(f"unknown feature step {kind!r} in the model manifest")
 
 
-def _categories(values: Sequence[Any]) -> list[Any]:
-    """Categories as JSON values (text and booleans; numpy scalars as Python ones)."""
+def _categories(column: str, values: Sequence[Any]) -> list[Any]:
+    """Categories as JSON values (text and booleans; numpy scalars as Python ones).
+
+    Raises:
+        ModelFormatError: a category is neither text, a boolean nor a number (a date, say).
+
+    """
     plain = [value.item() if isinstance(value, np.generic) else value for value in values]
     odd = [value for value in plain if not isinstance(value, str | bool | int | float)]
     if odd:
-        raise ModelFormatError(f"categories of type {type(odd[0]).__name__} cannot be stored")
+        raise ModelFormatError(
+            f"column {column!r} holds {type(odd[0]).__name__} values ({odd[0]!r}), which a "
+            "served request cannot carry: give them as text or numbers in the source, or leave "
+            "the column out (CHURN_EXCLUDE_COLUMNS)"
+        )
     return plain
 
 
