@@ -396,6 +396,8 @@ def test_a_category_a_request_cannot_carry_is_refused_naming_its_column(tmp_path
             ("model", LogisticRegression()),
         ]
     ).fit(frame, frame["churn"])
-    model = ChurnModel.from_pipeline(pipeline, 0.5, None, ModelSchema.from_frame(frame, "churn", None))
+    model = ChurnModel.from_pipeline(
+        pipeline, 0.5, None, ModelSchema.from_frame(frame, "churn", None)
+    )
     with pytest.raises(ModelFormatError, match="column 'signed_up' holds Timestamp values"):
         model.save(tmp_path / "model")
