@@ -367,6 +367,46 @@ def mlflow_server(store: str, port: int, artifacts: Path | None = None) -> subpr
     return process
 
 
+def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Wait until `url` answers 200; fail with the log's tail if `process` exits or time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer in {timeout:g} s:\n{log.read_text()[-3000:]}")
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, as an orchestrator stops a server; SIGKILL after 30 s."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def build_bento(store: Path) -> Path:
+    """`bentoml build` from the repository into the BentoML home `store`; the Bento's folder."""
+    completed = subprocess.run(
+        [str(BENTOML), "build", "--output", "tag"],
+        cwd=REPOSITORY,
+        env={**os.environ, "BENTOML_HOME": str(store), "BENTOML_DO_NOT_TRACK": "True"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    [bento] = [path for path in (store / "bentos" / "churn-service").iterdir() if path.is_dir()]
+    return bento
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     """Stop a process started in its own session, with its children."""
     if process.poll() is None:

@@ -19,7 +19,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -42,6 +41,7 @@ from churn.model.artifact import (
 from churn.model.pyfunc import read_model_folder
 from churn.model.scoring import Scorer
 from churn_assets_tests.conftest import REPOSITORY, free_port
+from churn_assets_tests.processes import build_bento, terminate, wait_http
 
 FIXTURES = Path(__file__).parent / "fixtures" / "models"
 ALGORITHMS = ("logistic_regression", "random_forest", "lightgbm")
@@ -206,16 +206,7 @@ def bento_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     """A built Bento, and a virtual environment with only its requirements (not the project)."""
     root = tmp_path_factory.mktemp("bento")
     store = root / "bentoml"
-    built = subprocess.run(
-        [str(BIN / "bentoml"), "build", "--output", "tag"],
-        cwd=REPOSITORY,
-        env={**os.environ, "BENTOML_HOME": str(store), "BENTOML_DO_NOT_TRACK": "True"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    [bento] = [p for p in (store / "bentos" / "churn-service").iterdir() if p.is_dir()]
+    bento = build_bento(store)
     venv = root / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     installed = subprocess.run(
@@ -238,21 +229,6 @@ def bento_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tupl
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{url}: the server exited:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} never answered 200:\n{log.read_text()[-3000:]}")
-
-
 def _post(url: str, body: Any) -> tuple[int, Any]:
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -262,15 +238,6 @@ def _post(url: str, body: Any) -> tuple[int, Any]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.mark.servers
@@ -327,7 +294,7 @@ def test_the_bento_serves_the_production_model_from_an_environment_without_the_p
             stderr=subprocess.STDOUT,
         )
     try:
-        _wait(f"http://127.0.0.1:{port}/readyz", service, log)
+        wait_http(f"http://127.0.0.1:{port}/readyz", service, log, 180)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/docs.json", timeout=10) as answer:
             document = json.loads(answer.read())
         example = document["components"]["schemas"]["CustomerRecord"]["example"]
@@ -335,7 +302,7 @@ def test_the_bento_serves_the_production_model_from_an_environment_without_the_p
         assert status == 200, body
         assert body[0]["model_version"] == "1" and 0 <= body[0]["churn_probability"] <= 1
     finally:
-        _stop(service)
+        terminate(service)
     assert service.returncode == 0, log.read_text()[-3000:]
 
     # `mlflow models serve` of the production version, from the same environment.
@@ -363,7 +330,7 @@ def test_the_bento_serves_the_production_model_from_an_environment_without_the_p
             start_new_session=True,
         )
     try:
-        _wait(f"http://127.0.0.1:{port}/ping", server, log)
+        wait_http(f"http://127.0.0.1:{port}/ping", server, log, 180)
         status, body = _post(
             f"http://127.0.0.1:{port}/invocations", {"dataframe_records": [example]}
         )

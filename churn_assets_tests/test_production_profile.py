@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -22,7 +21,13 @@ import yaml
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
 
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
-from churn_assets_tests.processes import POSTGRES, postgres_admin, stop_group
+from churn_assets_tests.processes import (
+    POSTGRES,
+    postgres_admin,
+    stop_group,
+    terminate,
+    wait_http,
+)
 
 # Starts servers or processes, or runs the whole pipeline: not in `make check`.
 pytestmark = pytest.mark.servers
@@ -50,29 +55,6 @@ def databases() -> Iterator[dict[str, str]]:
             for name in names.values():
                 cursor.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         connection.close()
-
-
-def _wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, log.read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer in {timeout:g} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -109,10 +91,10 @@ def mlflow_server(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_http(url + "/health", process, log, timeout=180)
+        wait_http(url + "/health", process, log, timeout=180)
         yield url
     finally:
-        _stop(process)
+        terminate(process)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +171,7 @@ def daemon(environment: dict[str, str], instance: DagsterInstance) -> Iterator[N
             time.sleep(1)
         yield
     finally:
-        _stop(process)
+        terminate(process)
         stop_group(process.pid, timeout=10)
 
 

@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
@@ -29,17 +28,16 @@ from churn_assets.resources import MlflowResource, PlatformHome
 from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import (
     EXAMPLE_CUSTOMER,
-    REPOSITORY,
     customer,
     eventually,
     set_environment,
     trained_home,
 )
 from churn_assets_tests.processes import (
-    BENTOML,
     MAX_BODY_BYTES,
     MAX_RECORDS,
     Server,
+    build_bento,
     fill,
     fuzz_api,
     mlflow_server,
@@ -407,16 +405,7 @@ def test_the_openapi_document_shows_the_contract_and_its_example(production: Ser
 
 
 def test_bentoml_build_packages_the_service(tmp_path: Path) -> None:
-    completed = subprocess.run(
-        [str(BENTOML), "build", "--output", "tag"],
-        cwd=REPOSITORY,
-        env={**os.environ, "BENTOML_HOME": str(tmp_path), "BENTOML_DO_NOT_TRACK": "True"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    [bento] = [path for path in (tmp_path / "bentos" / "churn-service").iterdir() if path.is_dir()]
+    bento = build_bento(tmp_path)
     assert (bento / "src" / "serving" / "service.py").exists()
     assert (bento / "src" / "churn" / "model" / "artifact.py").exists()
     # Nothing of the Dagster code location travels with the service.
