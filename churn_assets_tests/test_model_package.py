@@ -133,6 +133,8 @@ def log_fixture_model(store: Path, algorithm: str) -> str:
 
     model = ChurnModel.load(FIXTURES / "format-1" / algorithm)
     mlflow.set_tracking_uri(f"sqlite:///{store}")
+    # Its own experiment: another test in this process may have left another store's active.
+    mlflow.set_experiment("model-package")
     example = fixture_records()[["customer_id", *model.schema.names]].head(5)
     with mlflow.start_run() as run:
         log_model(
