@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from churn.home import Home
 from churn.published import read_published
+from churn.settings import SettingsError
 
 
 class PublishedFigures(Collector):
@@ -153,7 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=9108)
     arguments = parser.parse_args(argv)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PublishedFigures(Home.from_env().monitoring_dir))
+    try:
+        home = Home.from_env()
+    except SettingsError as error:
+        print(f"churn-pipeline-metrics: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    registry.register(PublishedFigures(home.monitoring_dir))
     try:
         server = make_server(
             arguments.host, arguments.port, make_wsgi_app(registry), handler_class=_QuietHandler

@@ -44,7 +44,6 @@ from dagster import (
     run_status_sensor,
     sensor,
 )
-from dagster._core.scheduler.instigation import InstigatorStatus, InstigatorType
 
 from churn.logs import FEEDBACK, PREDICTIONS
 from churn.parquet_log import last_written
@@ -403,10 +402,12 @@ def schedule_running(instance: DagsterInstance, name: str) -> bool:
     """Whether a schedule that is on by default has not been switched off in the UI."""
     if instance.schedule_storage is None:  # an instance that runs no schedule keeps the default
         return True
-    states = instance.all_instigator_state(instigator_type=InstigatorType.SCHEDULE)
+    # Read by value: the enums live in a private module of Dagster's.
     return not any(
-        state.instigator_name == name and state.status == InstigatorStatus.STOPPED
-        for state in states
+        state.instigator_name == name
+        and state.instigator_type.value == "SCHEDULE"
+        and state.status.value == "STOPPED"
+        for state in instance.all_instigator_state()
     )
 
 

@@ -84,6 +84,18 @@ def test_the_model_package_imports_nothing_else_of_the_project() -> None:
     assert not wrong, wrong
 
 
+def test_nothing_imports_a_private_module_of_dagster() -> None:
+    wrong = [
+        f"{path.relative_to(REPOSITORY)} imports {name}"
+        for package in ("churn", "churn_assets", "serving")
+        for path in sources(package)
+        for name in imports(path)
+        if top(name) in ("dagster", "dagster_mlflow")
+        and any(part.startswith("_") for part in name.split(".")[1:])
+    ]
+    assert not wrong, wrong
+
+
 def test_no_stage_imports_a_later_stage_and_shared_modules_import_no_stage() -> None:
     wrong = []
     for path in sources("churn_assets"):

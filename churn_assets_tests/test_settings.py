@@ -171,6 +171,25 @@ def test_a_wrong_value_stops_the_code_location_naming_it(tmp_path: Path) -> None
     assert "CHURN_STEP_RETRIES='-1': Input should be greater than or equal to 0" in loaded.stderr
 
 
+@pytest.mark.parametrize("command", [["churn-registry", "list"], ["churn-pipeline-metrics"]])
+def test_a_wrong_value_stops_a_command_with_one_line_and_status_2(
+    tmp_path: Path, command: list[str]
+) -> None:
+    environment = {**os.environ, "CHURN_HOME": str(tmp_path), "CHURN_PSI_THRESHOLD": "high"}
+    completed = subprocess.run(
+        [str(Path(sys.executable).parent / command[0]), *command[1:]],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 2
+    assert completed.stderr.strip().splitlines() == [
+        f"{command[0]}: CHURN_PSI_THRESHOLD='high': Input should be a valid number, unable to "
+        "parse string as a number"
+    ]
+
+
 def test_blank_values_keep_the_defaults_and_lists_are_comma_separated() -> None:
     read = Settings.from_environ(
         {"CHURN_SOURCE": "  ", "CHURN_EXCLUDE_COLUMNS": "RowNumber, Surname,,", "CHURN_HOME": ""}

@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 
 from churn.registry import PRODUCTION, ModelRegistry, RegistryError, loading_problem
+from churn.settings import SettingsError
 from churn_assets.markdown import markdown_table
 from churn_assets.registry.assets import owner
 from churn_assets.resources import MlflowResource, PlatformHome
@@ -65,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    tracking = MlflowResource.from_env(PlatformHome.from_env())
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        tracking = MlflowResource.from_env(PlatformHome.from_env())
+    except SettingsError as error:  # a wrong setting: one line, not a traceback
+        print(f"churn-registry: {error}", file=sys.stderr)
+        return 2
     tracking.activate()
     registry = ModelRegistry(tracking.client(), arguments.model or tracking.model_name)
     actor = getattr(arguments, "actor", None) or owner()
