@@ -30,6 +30,7 @@ import logging
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ from churn.model.features import (
     TelcoFeatures,
 )
 from churn.model.schema import ModelSchema
+from churn.model.scoring import Scorer, raw_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +95,16 @@ class ChurnModel:
     @property
     def inputs(self) -> list[str]:
         """The raw columns the first step reads (the schema's columns)."""
-        first = self.steps[0] if self.steps else None
-        return [*getattr(first, "numeric", ()), *getattr(first, "categorical", ())]
+        return raw_inputs(self.steps)
+
+    @cached_property
+    def scorer(self) -> Scorer:
+        """The model's scorer, built once (`predict` is called a record at a time)."""
+        return Scorer.of(self)
 
     def predict(self, records: pd.DataFrame) -> pd.DataFrame:
         """Score raw records: the key (when given), `churn_probability` and `churn_label`."""
-        from churn.model.scoring import Scorer
-
-        probability = Scorer.of(self).probabilities({c: records[c] for c in self.inputs})
+        probability = self.scorer.probabilities({c: records[c] for c in self.inputs})
         scored = pd.DataFrame(
             {PROBABILITY: probability, LABEL: (probability >= self.threshold).astype(np.int64)}
         )

@@ -78,8 +78,7 @@ class Scorer:
     @property
     def inputs(self) -> list[str]:
         """The raw columns the first step reads (the schema's columns)."""
-        first = self.transforms[0] if self.transforms else None
-        return [*getattr(first, "numeric", ()), *getattr(first, "categorical", ())]
+        return raw_inputs(self.transforms)
 
     def use_threads(self, threads: int) -> None:
         """Let the estimator use `threads` threads (the service keeps 1 per request)."""
@@ -151,6 +150,12 @@ class Scorer:
                 ]
             )
         return reasons
+
+
+def raw_inputs(steps: Sequence[Any]) -> list[str]:
+    """The raw columns the first of a model's feature steps reads."""
+    first = steps[0] if steps else None
+    return [*getattr(first, "numeric", ()), *getattr(first, "categorical", ())]
 
 
 def _item(values: Any, row: int) -> Any:
