@@ -1,10 +1,12 @@
-"""Every setting of the platform, read from the environment in one place, once per process.
+"""Every setting of the platform, declared once, read from the environment once per process.
 
-Each field names its environment variable; `settings()` reads them all the first time it is
-called and returns the same object afterwards, so a value never changes under a running process
-and nothing reads `os.environ` on its own. Dagster resources, launchpad defaults, sensors and the
-BentoML service are all built from this object; the README's variable tables are checked against
-it by a test (`test_settings.py`).
+Each section is a pydantic-settings model whose fields name their environment variable (their
+validation alias); `settings()` reads them all the first time it is called and returns the same
+object afterwards, so a value never changes under a running process and nothing reads
+`os.environ` on its own. Dagster resources take their fields, defaults and bounds from these
+declarations (`churn_assets.resources.from_setting`), and launchpad defaults, sensors and the
+BentoML service read this object; the README's variable tables are checked against it by a test
+(`test_settings.py`).
 
 A wrong value stops the process that reads it with a message naming the variable, e.g.
 `CHURN_PSI_THRESHOLD='high': Input should be a valid number`.
@@ -16,11 +18,19 @@ import functools
 import os
 import typing
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from churn.drift import DEFAULT_PSI_THRESHOLD
 from churn.normalise import DEFAULT_MAX_QUARANTINE_SHARE, DEFAULT_NUMERIC_MIN_SHARE
@@ -57,51 +67,75 @@ class SettingsError(ValueError):
 
 def setting(variable: str, default: Any = None, description: str = "", **rules: Any) -> Any:
     """A field read from `variable`; `rules` are pydantic's constraints (gt, ge, le, ...)."""
-    return Field(
-        default=default,
-        description=description,
-        json_schema_extra={"variable": variable},
-        **rules,
-    )
+    return Field(default=default, description=description, validation_alias=variable, **rules)
 
 
-class Section(BaseModel):
+# The mapping `Section.from_environ` reads instead of the process environment, while it reads.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("churn_environ", default=None)
+
+
+class _Environ(EnvSettingsSource):
+    """The environment variables of a given mapping (the process's, or a test's), stripped.
+
+    A blank value, spaces included, keeps the default.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._given = {name: value.strip() for name, value in environ.items() if value.strip()}
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._given
+
+
+class Section(BaseSettings):
     """A group of settings; each field names its environment variable."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        frozen=True, extra="ignore", case_sensitive=True, validate_by_name=True
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Values given in code, then the environment; no .env or secrets files.
+
+        The environment is the process's, or the mapping `from_environ` was given.
+        """
+        given = _ENVIRON.get()
+        return init_settings, _Environ(settings_cls, os.environ if given is None else given)
 
     @classmethod
     def variables(cls) -> dict[str, str]:
         """Environment variable -> field name."""
         return {
-            str(extra["variable"]): name
+            str(field.validation_alias): name
             for name, field in cls.model_fields.items()
-            if isinstance(extra := field.json_schema_extra, dict)
+            if isinstance(field.validation_alias, str)
         }
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Any:
         """The section as `environ` sets it; unset or blank variables keep the defaults."""
-        values: dict[str, Any] = {}
-        for variable, name in cls.variables().items():
-            raw = environ.get(variable, "").strip()
-            if not raw:
-                continue
-            if cls.model_fields[name].annotation == list[str]:
-                values[name] = [item.strip() for item in raw.split(",") if item.strip()]
-            else:
-                values[name] = raw
+        token = _ENVIRON.set(environ)
         try:
-            return cls.model_validate(values)
+            return cls()
         except ValidationError as error:
-            by_field = {name: variable for variable, name in cls.variables().items()}
             problems = []
             for problem in error.errors():
-                name = str(problem["loc"][0]) if problem["loc"] else ""
-                variable = by_field.get(name, name or cls.__name__)
-                shown = f"{variable}={values[name]!r}" if name in values else variable
+                variable = str(problem["loc"][0]) if problem["loc"] else cls.__name__
+                given = environ.get(variable, "").strip()
+                shown = f"{variable}={given!r}" if given else variable
                 problems.append(f"{shown}: {problem['msg']}")
             raise SettingsError("; ".join(problems)) from None
+        finally:
+            _ENVIRON.reset(token)
 
 
 class PlatformSettings(Section):
@@ -165,11 +199,11 @@ class DatasetSettings(Section):
         description="Data set name, which keys its validation suite; by default `telco` for the "
         "synthetic source, else the file name.",
     )
-    exclude_columns: list[str] = Field(
+    exclude_columns: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Comma-separated columns never used as features (besides the key and the "
         "target).",
-        json_schema_extra={"variable": "CHURN_EXCLUDE_COLUMNS"},
+        validation_alias="CHURN_EXCLUDE_COLUMNS",
     )
     synthetic_rows: int = setting(
         "CHURN_SYNTHETIC_ROWS", 10_000, "Rows the synthetic source generates.", gt=0
@@ -209,6 +243,14 @@ class DatasetSettings(Section):
         ge=0,
         le=1,
     )
+
+    @field_validator("exclude_columns", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        """`RowNumber, Surname` -> ["RowNumber", "Surname"]; a list stays as it is."""
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
 
 class GateSettings(Section):

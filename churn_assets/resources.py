@@ -13,15 +13,23 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from dagster import ConfigurableResource, Failure
 from pydantic import Field
+from pydantic.fields import FieldInfo
 
 from churn.home import Home, platform_home
 from churn.normalise import (
-    DEFAULT_MAX_QUARANTINE_SHARE,
-    DEFAULT_NUMERIC_MIN_SHARE,
     CleaningRules,
     snake_case,
 )
-from churn.settings import GIB, SYNTHETIC, settings_from
+from churn.settings import (
+    GATE_PROFILES,
+    SYNTHETIC,
+    DatasetSettings,
+    GateSettings,
+    ScoringSettings,
+    Section,
+    TrackingSettings,
+    settings_from,
+)
 from churn.snapshots import SnapshotStore
 from churn.tracking import Tracking
 
@@ -29,8 +37,25 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 _DATA_SUFFIXES = (".gz", ".csv", ".tsv", ".txt", ".parquet", ".pq")
-# The Dagster resources below are the launchpad-editable face of `churn.settings`: the same fields,
-# with defaults from the environment (`from_env`); `test_settings.py` holds them in lockstep.
+BRIEF = GATE_PROFILES["brief"]
+
+
+def from_setting(section: type[Section], name: str, **override: Any) -> Any:
+    """The resource field of setting `section.name`: its default, description and bounds.
+
+    The Dagster resources below are the launchpad-editable face of `churn.settings`: each field
+    is declared once there, and a launchpad value outside its bounds is refused as the variable
+    would be. `override` replaces what differs (a gate's default is its threshold, not "unset").
+    """
+    declared = section.model_fields[name]
+    default: dict[str, Any] = (
+        {"default": declared.default}
+        if declared.default_factory is None
+        else {"default_factory": declared.default_factory}
+    )
+    field: FieldInfo = Field(**(default | {"description": declared.description} | override))
+    field.metadata = [*declared.metadata, *field.metadata]
+    return field
 
 
 class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
@@ -41,60 +66,25 @@ class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
     in the launchpad.
     """
 
-    source: str = Field(
-        default=SYNTHETIC,
-        description="`synthetic` (built-in generator), a local path, a file:// or http(s):// URL "
-        "to a CSV (any delimiter, optionally gzip-compressed), Parquet or Excel (.xlsx) file.",
+    source: str = from_setting(DatasetSettings, "source")
+    target: str = from_setting(DatasetSettings, "target")
+    sheet: str | None = from_setting(DatasetSettings, "sheet")
+    id_column: str | None = from_setting(DatasetSettings, "id_column")
+    positive_label: str | None = from_setting(DatasetSettings, "positive_label")
+    name: str | None = from_setting(DatasetSettings, "name")
+    exclude_columns: list[str] = from_setting(DatasetSettings, "exclude_columns")
+    synthetic_rows: int = from_setting(DatasetSettings, "synthetic_rows")
+    synthetic_seed: int = from_setting(DatasetSettings, "synthetic_seed")
+    synthetic_monthly_charges_shift: float = from_setting(
+        DatasetSettings, "synthetic_monthly_charges_shift"
     )
-    target: str = Field(
-        default="Churn", description="Target column, in its raw or snake_case spelling."
+    synthetic_month_to_month_shift: float = from_setting(
+        DatasetSettings, "synthetic_month_to_month_shift"
     )
-    sheet: str | None = Field(
-        default=None,
-        description="For an Excel workbook, the sheet holding the data; by default the largest.",
-    )
-    id_column: str | None = Field(
-        default=None,
-        description="Customer key column; by default a column named like `customer_id`.",
-    )
-    positive_label: str | None = Field(
-        default=None,
-        description="Target value meaning churned; by default Yes, True, 1 (any case) are.",
-    )
-    name: str | None = Field(
-        default=None,
-        description="Data set name, which keys its validation suite; by default `telco` for the "
-        "synthetic source, else the file name.",
-    )
-    exclude_columns: list[str] = Field(
-        default_factory=list,
-        description="Columns never used as features (besides the key and the target).",
-    )
-    synthetic_rows: int = Field(default=10_000, description="Rows the synthetic source generates.")
-    synthetic_seed: int = Field(default=42, description="Seed of the synthetic source.")
-    synthetic_monthly_charges_shift: float = Field(
-        default=0.0, description="Synthetic drift: relative change of monthly charges (0.3 = +30%)."
-    )
-    synthetic_month_to_month_shift: float = Field(
-        default=0.0,
-        description="Synthetic drift: share of longer contracts turned into month-to-month.",
-    )
-    max_bytes: int = Field(default=GIB, description="Largest source file accepted, in bytes.")
-    timeout_seconds: float = Field(default=30.0, description="HTTP connect and read timeout.")
-    numeric_min_share: float = Field(
-        default=DEFAULT_NUMERIC_MIN_SHARE,
-        gt=0,
-        le=1,
-        description="A text column is numeric when at least this share of its non-blank values "
-        "are numbers; the others become missing.",
-    )
-    max_quarantine_share: float = Field(
-        default=DEFAULT_MAX_QUARANTINE_SHARE,
-        ge=0,
-        le=1,
-        description="The data set fails when more than this share of its rows is set aside "
-        "(missing or unrecognised target, missing key, key repeated with different values).",
-    )
+    max_bytes: int = from_setting(DatasetSettings, "max_bytes")
+    timeout_seconds: float = from_setting(DatasetSettings, "timeout_seconds")
+    numeric_min_share: float = from_setting(DatasetSettings, "numeric_min_share")
+    max_quarantine_share: float = from_setting(DatasetSettings, "max_quarantine_share")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DatasetResource:
@@ -185,28 +175,11 @@ class PlatformHome(ConfigurableResource):  # type: ignore[type-arg]
 class ScoringResource(ConfigurableResource):  # type: ignore[type-arg]
     """Who is scored every night, by which deployment's model, and where the scores go too."""
 
-    source: str = Field(
-        default="",
-        description="The customers to score: a path or URL of a CSV or Parquet file (the target "
-        "column may be absent). Empty: the latest validated data version's customers who have "
-        "not churned.",
-    )
-    max_rejected_share: float = Field(
-        default=0.01,
-        ge=0,
-        le=1,
-        description="The run fails, publishing nothing, when more than this share of the "
-        "customers do not fit the model's input schema.",
-    )
-    database_url: str = Field(
-        default="",
-        description="PostgreSQL URL; when set, each night's scores also replace that partition's "
-        "rows of the `churn_scores` table.",
-    )
-    chunk_rows: int = Field(
-        default=100_000, gt=0, description="Customers held in memory at a time."
-    )
-    alias: str = Field(default="production", description="The registry alias whose model scores.")
+    source: str = from_setting(ScoringSettings, "source")
+    max_rejected_share: float = from_setting(ScoringSettings, "max_rejected_share")
+    database_url: str = from_setting(ScoringSettings, "database_url")
+    chunk_rows: int = from_setting(ScoringSettings, "chunk_rows")
+    alias: str = from_setting(ScoringSettings, "alias")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ScoringResource:
@@ -222,8 +195,8 @@ class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
         default=None,
         description="Where a new experiment stores artifacts; the server's default when unset.",
     )
-    experiment: str = Field(default="churn", description="Experiment of the training runs.")
-    model_name: str = Field(default="churn-predictor", description="Registered model name.")
+    experiment: str = from_setting(TrackingSettings, "experiment")
+    model_name: str = from_setting(TrackingSettings, "model_name")
     ui_url: str = Field(
         default="http://127.0.0.1:5000",
         description="Base URL of the MLflow UI, for the links in Dagster metadata.",
@@ -271,23 +244,17 @@ class QualityGates(ConfigurableResource):  # type: ignore[type-arg]
     """The thresholds a model must meet, on the hold-out split, to be promoted to production."""
 
     profile: str = Field(default="brief", description="Which preset the thresholds came from.")
-    min_f1: float = Field(default=0.85, description="Lowest hold-out F1 (churn class).")
-    min_recall: float = Field(
-        default=0.80,
-        description="Lowest hold-out recall; also the recall the decision threshold must keep.",
+    # Each gate as `CHURN_GATE_*` declares it; its default is the brief's threshold.
+    min_f1: float = from_setting(GateSettings, "min_f1", default=BRIEF["min_f1"])
+    min_recall: float = from_setting(GateSettings, "min_recall", default=BRIEF["min_recall"])
+    max_probability_rmse: float = from_setting(
+        GateSettings, "max_probability_rmse", default=BRIEF["max_probability_rmse"]
     )
-    max_probability_rmse: float = Field(
-        default=0.15, description="Highest RMSE of the churn probabilities."
+    max_latency_p99_ms: float = from_setting(
+        GateSettings, "max_latency_p99_ms", default=BRIEF["max_latency_p99_ms"]
     )
-    max_latency_p99_ms: float = Field(
-        default=200.0, description="Highest p99 latency of a single-record prediction, in ms."
-    )
-    max_single_column_auc: float = Field(
-        default=0.95,
-        gt=0.5,
-        le=1,
-        description="Highest ROC-AUC of any single input alone: above it, the input leaks the "
-        "target.",
+    max_single_column_auc: float = from_setting(
+        GateSettings, "max_single_column_auc", default=BRIEF["max_single_column_auc"]
     )
 
     @classmethod

@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from churn.settings import (
+    GATE_PROFILES,
     DatasetSettings,
     ScoringSettings,
     ServingSettings,
@@ -21,7 +22,7 @@ from churn.settings import (
     markdown,
     settings,
 )
-from churn_assets.resources import DatasetResource, ScoringResource
+from churn_assets.resources import DatasetResource, QualityGates, ScoringResource
 from churn_assets_tests.conftest import REPOSITORY, set_environment
 
 README = (REPOSITORY / "README.md").read_text()
@@ -207,12 +208,27 @@ def test_blank_values_keep_the_defaults_and_lists_are_comma_separated() -> None:
 def test_the_launchpad_resources_have_the_settings_fields_and_defaults(
     resource: type[BaseModel], section: type[BaseModel]
 ) -> None:
-    """The Dagster resources are the settings' editable face: the same fields, same defaults."""
+    """The Dagster resources are the settings' editable face: same fields, defaults, bounds."""
     fields = resource.model_fields
     assert set(fields) == set(section.model_fields)
     for name, field in section.model_fields.items():
         expected = field.get_default(call_default_factory=True)
         assert fields[name].get_default(call_default_factory=True) == expected, name
+        assert (fields[name].metadata, fields[name].description) == (
+            field.metadata,
+            field.description,
+        ), name
+
+
+def test_a_launchpad_value_is_held_to_the_bounds_of_its_variable() -> None:
+    """A bound declared once, on the setting, refuses the same value in the launchpad."""
+    with pytest.raises(SettingsError, match="CHURN_SYNTHETIC_ROWS='0'"):
+        Settings.from_environ({"CHURN_SYNTHETIC_ROWS": "0"})
+    with pytest.raises(ValidationError, match="synthetic_rows"):
+        DatasetResource(synthetic_rows=0)
+    with pytest.raises(ValidationError, match="max_single_column_auc"):
+        QualityGates(max_single_column_auc=0.4)
+    assert QualityGates().min_f1 == GATE_PROFILES["brief"]["min_f1"]
 
 
 def test_the_process_settings_follow_the_test_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,6 +23,7 @@ SERVICE_PACKAGES = (
     "numpy",
     "pyarrow",
     "pydantic",
+    "pydantic-settings",
     "scikit-learn",
     "lightgbm",
     "joblib",
