@@ -42,9 +42,8 @@ from churn.parquet_log import ParquetLog, read_log
 from churn_assets.definitions import ASSETS, defs
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
 from churn_assets.ingestion.synthetic import SyntheticDrift, churn_probability, generate_customers
-from churn_assets.monitoring.assets import monitoring_assets
+from churn_assets.monitoring.assets import MONITORING_ASSETS
 from churn_assets.monitoring.common import DRIFT_CHECK, DRIFT_REPORT
-from churn_assets.monitoring.drift import drift_check_name
 from churn_assets.monitoring.inputs import production_inputs
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
 from churn_assets.sensors import (
@@ -313,7 +312,7 @@ def production(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
 
 def monitor(home: PlatformHome, instance: DagsterInstance, **config: Any) -> Any:
     return materialize(
-        monitoring_assets(FEATURES),
+        MONITORING_ASSETS,
         partition_key=today(),
         resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
         run_config={"ops": config},
@@ -359,8 +358,9 @@ def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promote
     assert calm.success
     report = calm.output_for_node("drift_report")
     assert report.evaluated and report.drifted == []
-    checks = {e.check_name: e.passed for e in calm.get_asset_check_evaluations()}
-    assert checks[drift_check_name("monthly_charges")] is True
+    checks = {e.check_name: e for e in calm.get_asset_check_evaluations()}
+    assert checks[DRIFT_CHECK].passed
+    assert checks[DRIFT_CHECK].metadata["psi"].value["monthly_charges"] < 0.2
     drift_result, _ = sensor("drift_sensor", instance, home, None)
     assert isinstance(drift_result, SensorResult) and drift_result.skip_reason is not None
     assert "No drift" in str(drift_result.skip_reason.skip_message)
@@ -387,13 +387,13 @@ def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promote
     assert "monthly_charges" in report.drifted
     assert Path(report.html).exists()
     checks = {e.check_name: e for e in stormy.get_asset_check_evaluations()}
-    monthly = checks[drift_check_name("monthly_charges")]
-    assert not monthly.passed and monthly.severity.value == "WARN"
-    assert monthly.description.startswith("Drift detected on monthly_charges - PSI = ")
-    assert checks[drift_check_name("gender")].passed
-    # One check for every input of the production model, whatever checks the load knew of.
-    assert not checks[DRIFT_CHECK].passed
-    assert "monthly_charges PSI" in str(checks[DRIFT_CHECK].description)
+    # One check, whatever the table; each feature's PSI and verdict is in its metadata.
+    drift = checks[DRIFT_CHECK]
+    assert not drift.passed and drift.severity.value == "WARN"
+    assert "monthly_charges PSI" in str(drift.description)
+    psi = drift.metadata["psi"].value
+    assert psi["monthly_charges"] > 0.2 and psi["gender"] < 0.2
+    assert "| monthly_charges |" in drift.metadata["psi_by_column"].value
     mlflow_run = MlflowResource.from_env(home).client().get_run(report.mlflow_run_id)
     assert mlflow_run.data.metrics["psi_monthly_charges"] == pytest.approx(
         report.psi["monthly_charges"]

@@ -20,7 +20,7 @@ from dagster import DagsterInstance, materialize
 
 from churn.model.schema import ModelSchema
 from churn.published import publish
-from churn_assets.definitions import MONITORING_ASSETS
+from churn_assets.monitoring.assets import MONITORING_ASSETS
 from churn_assets.resources import MlflowResource, PlatformHome
 from churn_assets_tests.conftest import REPOSITORY, customer, eventually, today, trained_home
 from churn_assets_tests.processes import (

@@ -5,7 +5,7 @@ trained on (or, with `population: batch`, a sample of the customers the nightly 
 live performance scores the production model on the outcomes reported to it.
 
     production_model ─┬─> reference_customers ─┐
-                      │   production_inputs ───┴─> drift_report  (an asset check per feature)
+                      │   production_inputs ───┴─> drift_report  (feature_drift check)
                       └─> live_performance                       (F1 degradation check)
 
 `production_inputs`, `drift_report` and `live_performance` have one partition per UTC day
@@ -16,15 +16,8 @@ in its own partition, from the logs kept. The drift sensor reads their metadata 
 retraining run when drift or degradation is found in today's or yesterday's.
 """
 
-from collections.abc import Sequence
-
-from dagster import AssetsDefinition
-
-from churn_assets.monitoring.drift import drift_report_asset
+from churn_assets.monitoring.drift import drift_report
 from churn_assets.monitoring.inputs import production_inputs, reference_customers
 from churn_assets.monitoring.performance import live_performance
 
-
-def monitoring_assets(monitored: Sequence[str]) -> list[AssetsDefinition]:
-    """The monitoring assets, with a drift check per feature of `monitored`."""
-    return [reference_customers, production_inputs, drift_report_asset(monitored), live_performance]
+MONITORING_ASSETS = [reference_customers, production_inputs, drift_report, live_performance]

@@ -2,20 +2,19 @@
 
 Every flush of every service worker writes a new Parquet part (`churn.parquet_log`): at a steady
 trickle that is thousands of small files a day. `compacted_logs` has one partition per UTC day;
-materializing a day merges that day's parts into one file per log and deployment. A schedule
-does yesterday's at 00:30 UTC; earlier days are a backfill away (the UI shows each day's status),
-and running a day again is harmless (a day already in one file is left as it is, parts that
-arrived late are merged in).
+materializing a day merges that day's parts into one file per log and deployment. Its automation
+condition does yesterday's at 00:30 UTC; earlier days are a backfill away (the UI shows each
+day's status), and running a day again is harmless (a day already in one file is left as it is,
+parts that arrived late are merged in).
 """
 
 from dagster import (
     AssetExecutionContext,
+    AutomationCondition,
     DailyPartitionsDefinition,
-    DefaultScheduleStatus,
     MaterializeResult,
     MetadataValue,
     asset,
-    build_schedule_from_partitioned_job,
     define_asset_job,
 )
 
@@ -27,7 +26,13 @@ from churn_assets.resources import PlatformHome
 LOG_DAYS = DailyPartitionsDefinition(start_date="2026-01-01", timezone="UTC")
 
 
-@asset(group_name="monitoring", partitions_def=LOG_DAYS, kinds={"parquet"})
+@asset(
+    group_name="monitoring",
+    partitions_def=LOG_DAYS,
+    kinds={"parquet"},
+    # The latest window of a daily partitioning without an end offset is yesterday's.
+    automation_condition=AutomationCondition.on_cron("30 0 * * *", "UTC"),
+)
 def compacted_logs(context: AssetExecutionContext, home: PlatformHome) -> MaterializeResult[None]:
     """One day of every deployment's prediction and feedback logs, each in a single file."""
     day = context.partition_key
@@ -73,15 +78,5 @@ def compacted_logs(context: AssetExecutionContext, home: PlatformHome) -> Materi
 compact_logs_job = define_asset_job(
     name="compact_logs",
     selection=[compacted_logs],
-    partitions_def=LOG_DAYS,
     description="Merge one day's log parts into one file per log and deployment.",
-)
-
-compaction_schedule = build_schedule_from_partitioned_job(
-    compact_logs_job,
-    name="daily_log_compaction",
-    hour_of_day=0,
-    minute_of_hour=30,
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Compacts yesterday's serving logs at 00:30 UTC.",
 )

@@ -1,6 +1,6 @@
-"""`drift_report`: production inputs against the production model's data, a check per feature."""
+"""`drift_report`: production inputs against the production model's data, one drift check."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -11,7 +11,6 @@ from dagster import (
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
-    AssetsDefinition,
     Config,
     Failure,
     MetadataValue,
@@ -31,16 +30,7 @@ from churn_assets.monitoring.common import (
     MONITORING_DAYS,
     ReferenceData,
 )
-from churn_assets.resources import (
-    DatasetResource,
-    MlflowResource,
-    PlatformHome,
-)
-
-
-def drift_check_name(column: str) -> str:
-    """The asset check of one monitored feature."""
-    return f"{column}_drift"
+from churn_assets.resources import MlflowResource, PlatformHome
 
 
 class DriftConfig(Config):
@@ -82,58 +72,38 @@ class DriftSummary:
         return f"{columns} (threshold {self.threshold:.2f})"
 
 
-def drift_report_asset(monitored: Sequence[str]) -> AssetsDefinition:
-    """The drift report, with an asset check per feature of `monitored` and one for them all.
+@asset(
+    name=DRIFT_REPORT,
+    group_name=GROUP,
+    partitions_def=MONITORING_DAYS,
+    kinds={"evidently", "mlflow"},
+    check_specs=[
+        AssetCheckSpec(
+            DRIFT_CHECK,
+            asset=DRIFT_REPORT,
+            description="No input of the production model drifted: PSI of every feature "
+            "within the threshold. Its metadata holds each feature's PSI and verdict.",
+        ),
+    ],
+)
+def drift_report(
+    context: AssetExecutionContext,
+    config: DriftConfig,
+    reference_customers: ReferenceData,
+    production_inputs: pd.DataFrame,
+    mlflow_tracking: MlflowResource,
+    home: PlatformHome,
+) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
+    """Evidently's data drift report (PSI per feature), stored as HTML and logged to MLflow.
 
-    Dagster wants check specs when the code location loads, before any model is known; the
-    features come from the configured data set (`monitored_features`). The report itself
-    measures the inputs of whatever version is in production: a feature it has without a check
-    of its own is still in the `feature_drift` check, which covers every feature.
+    One check, `feature_drift`, whatever the table: its key is known before any data is, so the
+    code location defines the same checks from an empty home, after any run, and for any data
+    set the launchpad names. The features are those of the version in production, read at run
+    time; each one's PSI, threshold and verdict is in the check's metadata (`psi_by_column`).
     """
-
-    @asset(
-        name=DRIFT_REPORT,
-        group_name=GROUP,
-        partitions_def=MONITORING_DAYS,
-        kinds={"evidently", "mlflow"},
-        check_specs=[
-            AssetCheckSpec(
-                DRIFT_CHECK,
-                asset=DRIFT_REPORT,
-                description="No input of the production model drifted: PSI of every feature "
-                "within the threshold.",
-            ),
-            *(
-                AssetCheckSpec(
-                    drift_check_name(column),
-                    asset=DRIFT_REPORT,
-                    description=f"PSI of `{column}` in production against the production "
-                    "model's training data is within the threshold.",
-                )
-                for column in monitored
-            ),
-        ],
+    yield from _drift_report(
+        context, config, reference_customers, production_inputs, mlflow_tracking, home
     )
-    def drift_report(
-        context: AssetExecutionContext,
-        config: DriftConfig,
-        reference_customers: ReferenceData,
-        production_inputs: pd.DataFrame,
-        mlflow_tracking: MlflowResource,
-        home: PlatformHome,
-    ) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
-        """Evidently's data drift report (PSI per feature), stored as HTML and logged to MLflow."""
-        yield from _drift_report(
-            context,
-            config,
-            reference_customers,
-            production_inputs,
-            mlflow_tracking,
-            home,
-            monitored,
-        )
-
-    return drift_report
 
 
 def _drift_report(
@@ -143,7 +113,6 @@ def _drift_report(
     current: pd.DataFrame,
     mlflow_tracking: MlflowResource,
     home: PlatformHome,
-    monitored: Sequence[str],
 ) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
     features = [column for column in reference.schema.names if column in current.columns]
     absent = [column for column in reference.schema.names if column not in current.columns]
@@ -217,6 +186,17 @@ def _drift_report(
         }
     yield Output(summary, metadata=metadata)
 
+    check_metadata: dict[str, Any] = {
+        "drifted": ", ".join(summary.drifted) or "(none)",
+        "features": len(features),
+    }
+    if result is not None:
+        check_metadata |= {
+            "max_psi": max(summary.psi.values()),
+            "psi_threshold": config.psi_threshold,
+            "psi": MetadataValue.json(summary.psi),
+            "psi_by_column": metadata["psi_by_column"],
+        }
     yield AssetCheckResult(
         check_name=DRIFT_CHECK,
         asset_key=DRIFT_REPORT,
@@ -229,30 +209,8 @@ def _drift_report(
             if result is not None
             else metadata["verdict"]
         ),
-        metadata={"drifted": ", ".join(summary.drifted) or "(none)", "features": len(features)},
+        metadata=check_metadata,
     )
-    for column in monitored:
-        check_metadata: dict[str, Any]
-        if result is None:
-            passed, description = True, metadata["verdict"]
-            check_metadata = {"current_rows": summary.current_rows}
-        elif column not in summary.psi:
-            passed = True
-            description = f"{column} is not an input of production version "
-            description += summary.production_version
-            check_metadata = {}
-        else:
-            drift = next(c for c in result.columns if c.column == column)
-            passed, description = not drift.drifted, drift.describe()
-            check_metadata = {"psi": drift.psi, "threshold": drift.threshold}
-        yield AssetCheckResult(
-            check_name=drift_check_name(column),
-            asset_key=DRIFT_REPORT,
-            passed=passed,
-            severity=AssetCheckSeverity.WARN,
-            description=description,
-            metadata=check_metadata,
-        )
 
 
 def _store_report(
@@ -288,38 +246,3 @@ def _store_report(
         )
         mlflow.log_artifact(str(html), artifact_path="drift")
     return str(html), run.info.run_id, mlflow_tracking.run_url(experiment_id, run.info.run_id)
-
-
-def monitored_features(dataset: DatasetResource, home: PlatformHome) -> list[str]:
-    """The feature columns of the configured data set, as known when the code location loads.
-
-    Read from the data set's validation suite, which is fixed on its first validated version:
-    every column it requires but the target, the key and the excluded columns. Before the first
-    validation, the built-in source's columns are known (`churn_assets.telco`, the schema the
-    synthetic generator writes); any other source gets its per-feature checks from the next
-    load of the code location after its first run (the `feature_drift` check covers it until).
-    """
-    from churn.normalise import snake_case
-    from churn_assets.validation.suite import (
-        CUSTOMER_KEY_UNIQUE,
-        TARGET_IS_BINARY,
-        SuiteStore,
-    )
-
-    suite = SuiteStore(home.suites_dir).stored(dataset.dataset_name())
-    if suite is None:
-        if dataset.is_synthetic:
-            from churn_assets.telco import FEATURES
-
-            return list(FEATURES)
-        return []
-    required: list[str] = []
-    roles: set[str] = {snake_case(name) for name in dataset.exclude_columns}
-    for expectation in suite["expectations"]:
-        column = expectation["kwargs"].get("column")
-        check = expectation.get("meta", {}).get("check")
-        if expectation["type"] == "expect_column_to_exist":
-            required.append(column)
-        elif check in (TARGET_IS_BINARY, CUSTOMER_KEY_UNIQUE):
-            roles.add(column)
-    return [column for column in required if column not in roles]
