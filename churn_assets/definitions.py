@@ -1,25 +1,33 @@
-"""The churn platform's Dagster code location: it gathers what each stage module defines."""
+"""The churn platform's Dagster code location: it gathers what each stage module defines.
+
+Dagster marks some APIs the platform relies on as beta (`Output(data_version=...)`) and warns
+each time a run uses them, on every `dg` and `make up` console. The warnings say nothing a user
+can act on, so the code location silences Dagster's lifecycle warnings (beta, preview,
+supersession) and nothing else.
+"""
 
 from __future__ import annotations
 
+import warnings
+
 from dagster import (
     AssetSelection,
+    AutomationConditionSensorDefinition,
+    BetaWarning,
+    DefaultSensorStatus,
     Definitions,
+    PreviewWarning,
+    SupersessionWarning,
     define_asset_job,
     in_process_executor,
 )
 
+from churn_assets.automation import AUTOMATION_SENSOR
 from churn_assets.evaluation.assets import model_evaluation
 from churn_assets.features.assets import customer_splits, feature_pipeline
 from churn_assets.ingestion.assets import labelled_customers, raw_customers
-from churn_assets.monitoring.assets import monitoring_assets
-from churn_assets.monitoring.common import MONITORING_DAYS
-from churn_assets.monitoring.compaction import (
-    compact_logs_job,
-    compacted_logs,
-    compaction_schedule,
-)
-from churn_assets.monitoring.drift import monitored_features
+from churn_assets.monitoring.assets import MONITORING_ASSETS
+from churn_assets.monitoring.compaction import compact_logs_job, compacted_logs
 from churn_assets.registry.assets import production_model, registered_model
 from churn_assets.resources import (
     DatasetResource,
@@ -31,7 +39,6 @@ from churn_assets.resources import (
 from churn_assets.schedules import daily_schedule, step_retry_policy
 from churn_assets.scoring.assets import (
     customer_scores,
-    nightly_scoring_schedule,
     rescore_on_promotion,
     score_customers_job,
 )
@@ -47,11 +54,11 @@ from churn_assets.storage import ValueStore
 from churn_assets.training.assets import candidate_models
 from churn_assets.validation.assets import validated_customers
 
+for _lifecycle in (BetaWarning, PreviewWarning, SupersessionWarning):
+    warnings.filterwarnings("ignore", category=_lifecycle)
+
 home = PlatformHome.from_env()
 dataset = DatasetResource.from_env()
-# Drift has a check per feature of the configured data set (known at load time; see
-# `monitored_features`) and one for all features of the model in production.
-MONITORING_ASSETS = monitoring_assets(monitored_features(dataset, home))
 
 retries = step_retry_policy()
 # Jobs that write the training data run one at a time (tag_concurrency_limits in dagster.yaml).
@@ -89,7 +96,6 @@ churn_pipeline_job = define_asset_job(
 monitoring_job = define_asset_job(
     name="monitoring",
     selection=AssetSelection.assets(*MONITORING_ASSETS),
-    partitions_def=MONITORING_DAYS,
     description="Drift of production inputs and live performance of the production model, "
     "for one day (today's: the window that ends now).",
 )
@@ -113,13 +119,23 @@ JOBS = [
     compact_logs_job,
 ]
 schedule = daily_schedule(churn_pipeline_job)
+# Evaluates the assets' automation conditions (churn_assets/automation.py). Declared here rather
+# than left to Dagster's default automation sensor, which is off until switched on in the UI.
+automation_sensor = AutomationConditionSensorDefinition(
+    AUTOMATION_SENSOR,
+    target=AssetSelection.assets(customer_scores, compacted_logs),
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Materializes the assets whose automation condition is true: today's "
+    "customer_scores at 02:00 UTC, yesterday's compacted_logs at 00:30 UTC.",
+)
 
 defs = Definitions(
     executor=in_process_executor,
     assets=[*ASSETS, *MONITORING_ASSETS, customer_scores, compacted_logs],
     jobs=JOBS,
-    schedules=[schedule, nightly_scoring_schedule, compaction_schedule],
+    schedules=[schedule],
     sensors=[
+        automation_sensor,
         monitoring_sensor_for(monitoring_job.name),
         drift_sensor_for(churn_pipeline_job.name),
         new_data_sensor_for(refresh_labels_job.name),

@@ -27,7 +27,17 @@ def step_retry_policy(environ: Mapping[str, str] | None = None) -> RetryPolicy:
 
 
 def daily_schedule(job: Any) -> ScheduleDefinition:
-    """Run `job` (an asset job) every day at midnight UTC, as the brief's `@daily` DAG."""
+    """Run `job` (an asset job) every day at midnight UTC, as the brief's `@daily` DAG.
+
+    A schedule of the job rather than `AutomationCondition.on_cron` on its assets: the daily run
+    must be a run *of `churn_pipeline`*, with the job's step retries and its serial tag, because
+    the drift sensor, the failure alerts (`dagster_job` label) and the staleness gauge key on
+    the job; declarative automation launches assets as anonymous asset runs. Dagster 1.13 can
+    automate a job (`define_asset_job(automation_condition=...)`), but as a preview that "may have
+    breaking changes in patch version releases", evaluated only by the default automation sensor,
+    which is off until switched on: not what the daily retrain should rest on. The pipeline's
+    freshness is declared on its assets (`churn_assets/automation.py`).
+    """
     return ScheduleDefinition(
         name="daily_churn_pipeline",
         job=job,

@@ -16,6 +16,12 @@
 
 Each sensor keeps a cursor (what it has already acted on). Intervals and the cooldown are
 environment variables, read when the code location loads.
+
+Why these are sensors and not automation conditions (`churn_assets/automation.py` has those): a
+condition reacts to what Dagster records (materializations, runs, cron ticks). The service's
+prediction and feedback logs and the landing folder are files Dagster does not see being
+written, the drift sensor decides with a cooldown and carries the finding into the run's tags
+and config, and the alert and freshness sensors talk to Alertmanager and Prometheus.
 """
 
 import json
@@ -118,7 +124,10 @@ def _active_runs(instance: DagsterInstance, job_name: str) -> int:
 
 
 def monitoring_sensor_for(job_name: str) -> SensorDefinition:
-    """The sensor that runs the job of the monitoring assets when production logs new traffic."""
+    """The sensor that runs the job of the monitoring assets when production logs new traffic.
+
+    A sensor: the traffic is the service's log files, written outside Dagster.
+    """
 
     @sensor(
         name="monitoring_sensor",
@@ -240,7 +249,11 @@ def _new_findings(
 
 
 def drift_sensor_for(job_name: str) -> SensorDefinition:
-    """The sensor that requests a run of the whole pipeline's job on drift or degradation."""
+    """The sensor that requests a run of the whole pipeline's job on drift or degradation.
+
+    A sensor: it weighs a finding against a cooldown and against a run in progress, and hands
+    the reason (tags) and the retrain's promotion margin (run config) to the run it requests.
+    """
 
     @sensor(
         name="drift_sensor",
@@ -276,7 +289,10 @@ def drift_sensor_for(job_name: str) -> SensorDefinition:
 
 
 def new_data_sensor_for(job_name: str) -> SensorDefinition:
-    """The sensor that runs the job that refreshes the labelled data when new labels arrive."""
+    """The sensor that runs the job that refreshes the labelled data when new labels arrive.
+
+    A sensor: the labels are landing files and the services' feedback logs, outside Dagster.
+    """
 
     @sensor(
         name="new_data_sensor",
@@ -425,7 +441,11 @@ def job_freshness(instance: DagsterInstance, job: str) -> dict[str, float]:
 
 
 def freshness_sensor_for(jobs: list[str], schedule_name: str) -> SensorDefinition:
-    """The sensor that publishes when each job last succeeded or failed, for Prometheus."""
+    """The sensor that publishes when each job last succeeded or failed, for Prometheus.
+
+    The assets' `FreshnessPolicy` marks them late in the UI; this exports the same facts, and
+    whether the schedule is on, to `churn-pipeline-metrics` for the `ChurnPipelineStale` alert.
+    """
 
     @sensor(
         name="pipeline_freshness_sensor",

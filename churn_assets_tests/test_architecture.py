@@ -30,7 +30,7 @@ STAGES = (
 )
 # Modules of the code location that every stage may use: resources and shared helpers, which
 # import only the core.
-SHARED = ("resources", "storage", "telco", "markdown")
+SHARED = ("resources", "storage", "telco", "markdown", "automation")
 EDGES = ("dagster", "dagster_mlflow", "bentoml")
 
 

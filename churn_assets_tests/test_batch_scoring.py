@@ -371,25 +371,14 @@ def test_reasons_add_up_to_the_models_raw_score(
         assert amounts == sorted(amounts, reverse=True) and all(a > 0 for a in amounts)
 
 
-def test_scoring_runs_nightly_at_two_and_again_when_production_moves(trained: Trained) -> None:
+def test_scoring_runs_again_when_production_moves(trained: Trained) -> None:
     from datetime import UTC, datetime
 
-    from dagster import (
-        RunRequest,
-        ScheduleDefinition,
-        build_schedule_context,
-        build_sensor_context,
-    )
+    from dagster import RunRequest, build_sensor_context
 
-    from churn_assets.scoring.assets import nightly_scoring_schedule, rescore_on_promotion
+    from churn_assets.scoring.assets import rescore_on_promotion
 
-    assert isinstance(nightly_scoring_schedule, ScheduleDefinition)
-    assert nightly_scoring_schedule.cron_schedule == "0 2 * * *"
-    tick = nightly_scoring_schedule.evaluate_tick(
-        build_schedule_context(scheduled_execution_time=datetime(2026, 11, 28, 2, tzinfo=UTC))
-    )
-    assert [request.partition_key for request in tick.run_requests or []] == ["2026-11-28"]
-
+    # Nightly at 02:00: an automation condition (test_automation.py).
     resources = {
         "mlflow_tracking": MlflowResource.from_env(trained.home),
         "scoring": ScoringResource(),

@@ -22,7 +22,6 @@ from dagster import (
 )
 
 from churn_assets.definitions import defs
-from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import REPOSITORY, free_port, today
 from churn_assets_tests.processes import stop_group
 
@@ -76,16 +75,12 @@ def test_every_definition_is_listed() -> None:
             "input_schema_compatible",
         )
     }
-    warnings = (
-        {("validated_customers", "target_leakage")}
-        | {("drift_report", f"{column}_drift") for column in FEATURES}
-        | {
-            ("drift_report", "feature_drift"),
-            ("live_performance", "live_f1_degradation"),
-            ("raw_customers", "coerced_values"),
-            ("raw_customers", "rows_set_aside"),
-        }
-    )
+    warnings = {("validated_customers", "target_leakage")} | {
+        ("drift_report", "feature_drift"),
+        ("live_performance", "live_f1_degradation"),
+        ("raw_customers", "coerced_values"),
+        ("raw_customers", "rows_set_aside"),
+    }
     assert checks == blocking | warnings
     # Data and gate checks stop the pipeline; ingestion and monitoring checks only warn.
     for key in graph.asset_check_keys:
@@ -103,6 +98,7 @@ def test_every_definition_is_listed() -> None:
     }
     sensors = {sensor.name: sensor for sensor in defs.sensors or []}
     assert set(sensors) == {
+        "automation_sensor",
         "monitoring_sensor",
         "drift_sensor",
         "new_data_sensor",
@@ -129,14 +125,29 @@ def test_every_definition_is_listed() -> None:
         name for name, group in assets.items() if group not in ("monitoring", "scoring")
     }
     schedules = {schedule.name for schedule in defs.schedules or []}
-    assert schedules == {"daily_churn_pipeline", "nightly_customer_scores", "daily_log_compaction"}
+    assert schedules == {"daily_churn_pipeline"}
     schedule = defs.resolve_schedule_def("daily_churn_pipeline")
     assert isinstance(schedule, ScheduleDefinition)
     assert (schedule.cron_schedule, schedule.job_name) == ("@daily", "churn_pipeline")
-    nightly = defs.resolve_schedule_def("nightly_customer_scores")
-    assert (nightly.cron_schedule, nightly.job_name) == ("0 2 * * *", "score_customers")
-    compaction = defs.resolve_schedule_def("daily_log_compaction")
-    assert (compaction.cron_schedule, compaction.job_name) == ("30 0 * * *", "compact_logs")
+    # The nightly scores and the log compaction are automation conditions, evaluated by the
+    # automation sensor (test_automation.py evaluates them); the pipeline's ends say how fresh
+    # they should be.
+    automated = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).automation_condition is not None
+    }
+    assert automated == {"customer_scores", "compacted_logs"}
+    assert sensors["automation_sensor"].asset_selection is not None
+    assert sensors["automation_sensor"].asset_selection.resolve(graph) == {
+        AssetKey(name) for name in automated
+    }
+    fresh = {
+        key.to_user_string()
+        for key in graph.get_all_asset_keys()
+        if graph.get(key).freshness_policy is not None
+    }
+    assert fresh == {"registered_model", "production_model", "customer_scores"}
     assert defs.resolve_job_def("compact_logs").partitions_def is not None
     # The monitoring assets measure one day each (today's included); their reference does not.
     graph = defs.resolve_asset_graph()

@@ -34,6 +34,7 @@ from churn.registry import (
     loading_problem,
 )
 from churn.settings import GateSettings, settings
+from churn_assets.automation import daily_freshness
 from churn_assets.evaluation.assets import ModelEvaluation
 from churn_assets.markdown import markdown_table
 from churn_assets.registry.card import model_card
@@ -143,6 +144,7 @@ def owner() -> str:
 @asset(
     group_name=GROUP,
     kinds={"mlflow"},
+    freshness_policy=daily_freshness(),
     check_specs=[
         AssetCheckSpec(
             name,
@@ -318,7 +320,7 @@ class PromotionDecision:
     reason: str
 
 
-@asset(group_name=GROUP, kinds={"mlflow"})
+@asset(group_name=GROUP, kinds={"mlflow"}, freshness_policy=daily_freshness())
 @mlflow_step
 def production_model(
     context: AssetExecutionContext,

@@ -2,9 +2,9 @@
 
 One daily partition per night: every customer of the scoring population is scored by the version
 behind the `production` alias, with the three reasons behind each score, and lands as Parquet and
-CSV under `<home>/scores/date=<day>/` (and optionally in PostgreSQL). A schedule scores at 02:00
-UTC, after the daily pipeline; a sensor re-scores today's partition when a new version reaches
-production.
+CSV under `<home>/scores/date=<day>/` (and optionally in PostgreSQL). Its automation condition
+scores at 02:00 UTC, after the daily pipeline; a sensor re-scores today's partition when the
+`production` alias moves.
 """
 
 import os
@@ -18,7 +18,6 @@ from dagster import (
     Config,
     DailyPartitionsDefinition,
     DataVersion,
-    DefaultScheduleStatus,
     DefaultSensorStatus,
     Failure,
     MaterializeResult,
@@ -27,7 +26,6 @@ from dagster import (
     SensorEvaluationContext,
     SkipReason,
     asset,
-    build_schedule_from_partitioned_job,
     define_asset_job,
     sensor,
 )
@@ -39,6 +37,7 @@ from churn.model.scoring import Scorer
 from churn.registry import ModelRegistry
 from churn.row_checks import PopulationError
 from churn.score_store import REASON_COLUMNS, SCORES, SCORES_CSV, ScoreStore
+from churn_assets.automation import daily_freshness, nightly
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, ScoringResource
 from churn_assets.scoring.batch import Population, ScoredModel, score_population
@@ -66,6 +65,8 @@ class ScoringConfig(Config):
     partitions_def=PARTITIONS,
     deps=["validated_customers", "production_model"],
     kinds={"parquet", "mlflow"},
+    automation_condition=nightly(hour=2),
+    freshness_policy=daily_freshness(),
 )
 def customer_scores(
     context: AssetExecutionContext,
@@ -274,17 +275,7 @@ def _distribution(probabilities: np.ndarray, mlflow_tracking: MlflowResource, ru
 score_customers_job = define_asset_job(
     name="score_customers",
     selection=[ASSET],
-    partitions_def=PARTITIONS,
     description="Score every customer with the production model (one partition per night).",
-)
-
-nightly_scoring_schedule = build_schedule_from_partitioned_job(
-    score_customers_job,
-    name="nightly_customer_scores",
-    hour_of_day=2,
-    minute_of_hour=0,
-    default_status=DefaultScheduleStatus.RUNNING,
-    description="Score the customer base at 02:00 UTC, after the daily pipeline.",
 )
 
 
@@ -298,7 +289,11 @@ nightly_scoring_schedule = build_schedule_from_partitioned_job(
 def rescore_on_promotion(
     context: SensorEvaluationContext, mlflow_tracking: MlflowResource, scoring: ScoringResource
 ) -> RunRequest | SkipReason:
-    """Watch the production alias; a move re-scores today's customers with the new version."""
+    """Watch the production alias; a move re-scores today's customers with the new version.
+
+    A sensor rather than an automation condition: the alias moves outside Dagster too
+    (`churn-registry promote` and `rollback`, the MLflow UI), where no asset is materialized.
+    """
     alias = scoring.alias
     registry = ModelRegistry(mlflow_tracking.client(), mlflow_tracking.model_name)
     version = registry.alias_version(alias)
