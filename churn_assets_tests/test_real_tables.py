@@ -29,6 +29,10 @@ whole suite fits CI; the figures each walk-through reaches are in the README.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -54,7 +58,7 @@ from churn.score_store import ScoreStore
 from churn.sources import read_table
 from churn_assets.definitions import defs
 from churn_assets.ingestion.synthetic import generate_accounts
-from churn_assets.monitoring.assets import monitoring_assets
+from churn_assets.monitoring.assets import MONITORING_ASSETS
 from churn_assets.resources import (
     DatasetResource,
     MlflowResource,
@@ -196,6 +200,41 @@ WALKTHROUGHS = [
 ]
 
 
+# The table whose walk-through also lists the definitions with `dg`, before and after its run.
+DEFINITIONS_LISTED = "bankchurners"
+
+
+def dagster_definitions(
+    home: PlatformHome, dataset: DatasetResource, folder: Path
+) -> dict[str, list[str]]:
+    """The asset checks, sensors, schedules and jobs `dg list defs` finds for a home and table."""
+    environment = {
+        **os.environ,
+        "CHURN_HOME": str(home.root),
+        "DAGSTER_HOME": str(folder / "dagster"),
+        "CHURN_SOURCE": dataset.source,
+        "CHURN_TARGET": dataset.target,
+        "CHURN_ID_COLUMN": dataset.id_column or "",
+        "CHURN_POSITIVE_LABEL": dataset.positive_label or "",
+        "CHURN_EXCLUDE_COLUMNS": ",".join(dataset.exclude_columns),
+    }
+    (folder / "dagster").mkdir(exist_ok=True)
+    listed = subprocess.run(
+        [str(Path(sys.executable).parent / "dg"), "list", "defs", "--json"],
+        cwd=REPOSITORY,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert listed.returncode == 0, listed.stderr
+    found = json.loads(listed.stdout)
+    return {
+        section: sorted(str(entry.get("key") or entry["name"]) for entry in found[section])
+        for section in ("asset_checks", "sensors", "schedules", "jobs")
+    }
+
+
 @pytest.fixture(autouse=True)
 def retrain_margin(monkeypatch: pytest.MonkeyPatch) -> None:
     """The drift sensor's retrains replace production whatever the comparison says.
@@ -232,9 +271,16 @@ def test_the_walkthrough_on_a_real_table(
     # A new resource, not model_copy(): Dagster keeps the configuration a resource was made with.
     dataset = DatasetResource(source=source, exclude_columns=excluded, **given)
 
-    # 1. The pipeline, as `make up` runs it.
+    # 1. The pipeline, as `make up` runs it. The code location defines the same checks, sensors
+    #    and jobs before the table's first run as after it: nothing read from disk shapes them.
+    listing = table.name == DEFINITIONS_LISTED
+    before = dagster_definitions(home, dataset, tmp_path) if listing else None
     first = run_pipeline(home, dataset, GATES, SUITE_TRAINING, instance)
     assert first.success, [e.message for e in first.all_events if e.is_failure]
+    if listing:
+        assert (home.suites_dir / f"{dataset.dataset_name()}.json").exists()
+        after = dagster_definitions(home, dataset, tmp_path)
+        assert after == before and "drift_report:feature_drift" in after["asset_checks"]
     production = registry.alias_version("production")
     assert production is not None
     evaluation = first.output_for_node("model_evaluation")
@@ -282,7 +328,7 @@ def test_the_walkthrough_on_a_real_table(
         # 4. Monitoring finds the drift; the drift sensor asks for a retrain; it is promoted and
         #    swapped in while a client keeps sending requests.
         monitored = materialize(
-            monitoring_assets(schema.names),
+            MONITORING_ASSETS,
             partition_key=today(),
             resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
             run_config={"ops": {"drift_report": {"config": {"min_records": 300}}}},
