@@ -90,6 +90,9 @@ materialize: install instance
 
 ## Set up, materialize once, then start Dagster (webserver and daemon), the MLflow UI and the
 ## production and staging prediction services. Ctrl-C stops them all.
+## `dg dev` runs in the foreground: a command sent to the background by a script ignores SIGINT,
+## and Dagster's dev server maps SIGTERM to its SIGINT handler, so in the background it would
+## outlive both Ctrl-C and the `kill 0` that stops the rest.
 up: materialize
 	@mkdir -p $(CHURN_HOME)/logs
 	@trap 'exit 130' INT TERM; trap 'kill 0' EXIT; \
@@ -116,8 +119,6 @@ up: materialize
 	CHURN_SERVING_ALIAS=staging BENTOML_HOME=$(CHURN_HOME)/serving/staging/bentoml \
 		$(BIN)/bentoml serve --host $(SERVING_HOST) --port $(STAGING_PORT) \
 		> $$logs/serving-staging.log 2>&1 & \
-	$(BIN)/dg dev --host $(DAGSTER_HOST) --port $(DAGSTER_PORT) \
-		> $$logs/dagster.log 2>&1 & \
 	$(BIN)/churn-pipeline-metrics --host $(SERVING_HOST) --port $(PIPELINE_METRICS_PORT) \
 		> $$logs/pipeline-metrics.log 2>&1 & \
 	echo; \
@@ -130,7 +131,7 @@ up: materialize
 		http://$(DAGSTER_HOST):$(DAGSTER_PORT) $$logs/dagster.log & \
 	announce "Pipeline metrics" http://$(SERVING_HOST):$(PIPELINE_METRICS_PORT)/metrics \
 		http://$(SERVING_HOST):$(PIPELINE_METRICS_PORT)/metrics $$logs/pipeline-metrics.log & \
-	wait
+	$(BIN)/dg dev --host $(DAGSTER_HOST) --port $(DAGSTER_PORT) > $$logs/dagster.log 2>&1
 
 ## The production profile's MLflow tracking server, in the foreground: a PostgreSQL backend store
 ## (MLFLOW_BACKEND_STORE_URI, postgresql+psycopg2://...) and served artifacts (in
