@@ -6,10 +6,10 @@
 Clones this repository's HEAD into a temporary folder, runs `make up` there with the given
 installer and empty caches (a new `UV_CACHE_DIR`; `PIP_NO_CACHE_DIR=1`), on ports of its own,
 and times from the start of `make up` to: the end of the install, the end of the pipeline's
-first run, and each address answering (`make up` prints each as it answers). Then it stops `make up` as a
-terminal's Ctrl-C or a supervisor would (a signal to its process group), checks that nothing it
-started is left running, and prints one Markdown row for `benchmarks/README.md`. Packages still come from the
-index (nothing is downloaded once the install is done).
+first run, and each address answering (`make up` prints each as it answers). Then it stops
+`make up` as Ctrl-C in a terminal does (SIGINT to its process group), checks that nothing it
+started is left running, and prints one Markdown row for `benchmarks/README.md`. Packages
+come from the index (nothing is downloaded once the install is done).
 """
 
 from __future__ import annotations
