@@ -90,9 +90,11 @@ materialize: install instance
 
 ## Set up, materialize once, then start Dagster (webserver and daemon), the MLflow UI and the
 ## production and staging prediction services. Ctrl-C stops them all.
-## `dg dev` runs in the foreground: a command sent to the background by a script ignores SIGINT,
-## and Dagster's dev server maps SIGTERM to its SIGINT handler, so in the background it would
-## outlive both Ctrl-C and the `kill 0` that stops the rest.
+## Dagster's dev server maps SIGTERM onto its SIGINT handler, and a command a script sends to the
+## background (or one started under nohup) ignores SIGINT: it would outlive both Ctrl-C and the
+## `kill 0` that stops the rest. So `dg dev` runs in the foreground, with SIGINT's default handler.
+DEFAULT_SIGINT := $(BIN)/python -c 'import os, signal, sys; \
+	signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.argv[1], sys.argv[1:])'
 up: materialize
 	@mkdir -p $(CHURN_HOME)/logs
 	@trap 'exit 130' INT TERM; trap 'kill 0' EXIT; \
@@ -131,7 +133,8 @@ up: materialize
 		http://$(DAGSTER_HOST):$(DAGSTER_PORT) $$logs/dagster.log & \
 	announce "Pipeline metrics" http://$(SERVING_HOST):$(PIPELINE_METRICS_PORT)/metrics \
 		http://$(SERVING_HOST):$(PIPELINE_METRICS_PORT)/metrics $$logs/pipeline-metrics.log & \
-	$(BIN)/dg dev --host $(DAGSTER_HOST) --port $(DAGSTER_PORT) > $$logs/dagster.log 2>&1
+	$(DEFAULT_SIGINT) $(BIN)/dg dev --host $(DAGSTER_HOST) --port $(DAGSTER_PORT) \
+		> $$logs/dagster.log 2>&1
 
 ## The production profile's MLflow tracking server, in the foreground: a PostgreSQL backend store
 ## (MLFLOW_BACKEND_STORE_URI, postgresql+psycopg2://...) and served artifacts (in
