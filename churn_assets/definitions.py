@@ -142,7 +142,15 @@ defs = Definitions(
         rescore_on_promotion,
         pipeline_failure_alert,
         pipeline_recovery,
-        freshness_sensor_for([job.name for job in JOBS], schedule.name),
+        freshness_sensor_for(
+            [job.name for job in JOBS],
+            schedule.name,
+            # Their nightly runs are the automation sensor's asset runs, not runs of the job.
+            {
+                score_customers_job.name: customer_scores.key,
+                compact_logs_job.name: compacted_logs.key,
+            },
+        ),
     ],
     resources={
         "dataset": dataset,

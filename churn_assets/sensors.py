@@ -427,8 +427,14 @@ def schedule_running(instance: DagsterInstance, name: str) -> bool:
     )
 
 
-def job_freshness(instance: DagsterInstance, job: str) -> dict[str, float]:
-    """When a job last succeeded and last failed (seconds since the epoch; 0: never)."""
+def job_freshness(
+    instance: DagsterInstance, job: str, automated: AssetKey | None = None
+) -> dict[str, float]:
+    """When a job last succeeded and last failed (seconds since the epoch; 0: never).
+
+    For a job whose asset an automation condition also materializes (as an asset run, outside
+    the job), the asset's latest materialization counts as a success of the job.
+    """
     times = {}
     for key, status in (
         ("last_success", DagsterRunStatus.SUCCESS),
@@ -437,10 +443,16 @@ def job_freshness(instance: DagsterInstance, job: str) -> dict[str, float]:
         records = instance.get_run_records(RunsFilter(job_name=job, statuses=[status]), limit=1)
         ended = records[0].end_time if records else None
         times[key] = float(ended or 0.0)
+    if automated is not None:
+        event = instance.get_latest_materialization_event(automated)
+        if event is not None:
+            times["last_success"] = max(times["last_success"], event.timestamp)
     return times
 
 
-def freshness_sensor_for(jobs: list[str], schedule_name: str) -> SensorDefinition:
+def freshness_sensor_for(
+    jobs: list[str], schedule_name: str, automated: dict[str, AssetKey] | None = None
+) -> SensorDefinition:
     """The sensor that publishes when each job last succeeded or failed, for Prometheus.
 
     The assets' `FreshnessPolicy` marks them late in the UI; this exports the same facts, and
@@ -457,7 +469,9 @@ def freshness_sensor_for(jobs: list[str], schedule_name: str) -> SensorDefinitio
     def pipeline_freshness_sensor(
         context: SensorEvaluationContext, home: PlatformHome
     ) -> SkipReason:
-        freshness = {job: job_freshness(context.instance, job) for job in jobs}
+        freshness = {
+            job: job_freshness(context.instance, job, (automated or {}).get(job)) for job in jobs
+        }
         running = schedule_running(context.instance, schedule_name)
         publish(
             home.monitoring_dir,

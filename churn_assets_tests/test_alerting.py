@@ -473,6 +473,18 @@ def test_the_freshness_sensor_publishes_each_jobs_last_success_and_failure(
         instance,
     )
     assert succeeded.success and not failed.success
+    # Yesterday's logs compacted as the automation sensor does: an asset run, not the job's.
+    from dagster import materialize
+
+    from churn_assets.monitoring.compaction import compacted_logs
+
+    compacted = materialize(
+        [compacted_logs],
+        partition_key="2026-12-01",
+        resources={"home": isolated_home},
+        instance=instance,
+    )
+    assert compacted.success and compacted.dagster_run.job_name != "compact_logs"
     sensor = next(s for s in defs.sensors or [] if s.name == "pipeline_freshness_sensor")
     result = sensor(build_sensor_context(instance=instance, resources={"home": isolated_home}))
     assert "schedule daily_churn_pipeline on" in str(result.skip_message)  # type: ignore[union-attr]
@@ -486,4 +498,6 @@ def test_the_freshness_sensor_publishes_each_jobs_last_success_and_failure(
     assert jobs["ingest_and_validate"]["last_success"] == ended[succeeded.run_id]
     assert jobs["ingest_and_validate"]["last_failure"] == ended[failed.run_id]
     assert jobs["churn_pipeline"] == {"last_success": 0.0, "last_failure": 0.0}
+    latest = instance.get_latest_materialization_event(compacted_logs.key)
+    assert latest is not None and jobs["compact_logs"]["last_success"] == latest.timestamp
     assert figures["schedule_running"] is True
