@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -35,11 +36,68 @@ def probability_rmse(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.sqrt(np.mean(errors**2)))
 
 
+CALIBRATION_BINS = 10
+
+
+@dataclass(frozen=True)
+class CalibrationBin:
+    """Customers whose churn probability fell in [low, high): what was predicted, what happened."""
+
+    low: float
+    high: float
+    customers: int
+    mean_probability: float
+    churn_rate: float
+
+
+def calibration_bins(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS
+) -> list[CalibrationBin]:
+    """The reliability diagram's points: equal-width bins of [0, 1], empty ones left out."""
+    labels = np.asarray(labels, dtype=float)
+    probabilities = np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # The last bin is closed: a probability of exactly 1 belongs to it.
+    index = np.minimum((probabilities * bins).astype(int), bins - 1)
+    found = []
+    for number in range(bins):
+        inside = index == number
+        if inside.any():
+            found.append(
+                CalibrationBin(
+                    float(edges[number]),
+                    float(edges[number + 1]),
+                    int(inside.sum()),
+                    float(probabilities[inside].mean()),
+                    float(labels[inside].mean()),
+                )
+            )
+    return found
+
+
+def expected_calibration_error(
+    labels: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS
+) -> float:
+    """How far the predicted churn rate is from the observed one, averaged over customers.
+
+    The mean over equal-width bins of |churn rate - mean probability|, each bin weighted by its
+    share of the customers: 0 for perfectly calibrated probabilities.
+    """
+    found = calibration_bins(labels, probabilities, bins)
+    total = sum(b.customers for b in found)
+    return float(sum(b.customers * abs(b.churn_rate - b.mean_probability) for b in found) / total)
+
+
 def classification_metrics(
     labels: np.ndarray, probabilities: np.ndarray, threshold: float
 ) -> dict[str, float]:
-    """Accuracy, F1, precision, recall at `threshold`; ROC-AUC, PR-AUC and RMSE of probabilities."""
+    """Accuracy, F1, precision, recall at `threshold`; ROC-AUC, PR-AUC, RMSE and calibration.
+
+    Calibration: the Brier score (mean squared error of the probabilities, RMSE squared) and the
+    expected calibration error over ten equal-width bins.
+    """
     predicted = (np.asarray(probabilities) >= threshold).astype(int)
+    rmse = probability_rmse(labels, probabilities)
     return {
         "accuracy": float(accuracy_score(labels, predicted)),
         "f1": float(f1_score(labels, predicted, zero_division=0)),
@@ -47,7 +105,9 @@ def classification_metrics(
         "recall": float(recall_score(labels, predicted, zero_division=0)),
         "roc_auc": float(roc_auc_score(labels, probabilities)),
         "pr_auc": float(average_precision_score(labels, probabilities)),
-        "probability_rmse": probability_rmse(labels, probabilities),
+        "probability_rmse": rmse,
+        "brier": rmse**2,
+        "ece": expected_calibration_error(labels, probabilities),
     }
 
 

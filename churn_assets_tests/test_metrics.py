@@ -2,8 +2,10 @@ import numpy as np
 import pytest
 
 from churn.metrics import (
+    calibration_bins,
     choose_threshold,
     classification_metrics,
+    expected_calibration_error,
     probability_rmse,
 )
 
@@ -25,6 +27,29 @@ def test_classification_metrics_at_a_threshold() -> None:
     assert metrics["f1"] == pytest.approx(3 / 4)
     assert metrics["accuracy"] == pytest.approx(6 / 8)
     assert metrics["roc_auc"] == pytest.approx(15 / 16)
+
+
+def test_calibration_is_the_brier_score_and_the_expected_calibration_error() -> None:
+    from sklearn.metrics import brier_score_loss
+
+    metrics = classification_metrics(LABELS, PROBABILITIES, threshold=0.5)
+    assert metrics["brier"] == pytest.approx(brier_score_loss(LABELS, PROBABILITIES))
+    # One customer per occupied bin: each bin's error is |label - probability|.
+    assert metrics["ece"] == pytest.approx(np.mean(np.abs(LABELS - PROBABILITIES)))
+    bins = calibration_bins(LABELS, PROBABILITIES)
+    assert [(b.low, b.customers, b.churn_rate) for b in bins][:2] == [(0.1, 1, 0.0), (0.2, 1, 0.0)]
+    assert sum(b.customers for b in bins) == len(LABELS)
+
+
+def test_calibrated_probabilities_have_a_small_calibration_error() -> None:
+    rng = np.random.default_rng(7)
+    probabilities = rng.uniform(size=20_000)
+    labels = (rng.uniform(size=20_000) < probabilities).astype(int)
+    assert expected_calibration_error(labels, probabilities) < 0.02
+    # Halved probabilities predict half the churn there is: the error is about a quarter.
+    assert expected_calibration_error(labels, probabilities / 2) == pytest.approx(0.25, abs=0.02)
+    # A probability of exactly 1 lands in the last bin, not past it.
+    assert calibration_bins(np.array([1]), np.array([1.0]))[0].low == pytest.approx(0.9)
 
 
 def test_the_threshold_maximises_f1_while_keeping_the_recall_target() -> None:

@@ -107,7 +107,15 @@ def test_the_whole_graph_ends_with_a_served_ready_production_model(
         "evaluation/roc_curve.png",
         "evaluation/precision_recall_curve.png",
         "evaluation/feature_importance.png",
+        "evaluation/reliability_diagram.png",
     } <= artifacts
+    assert "## Calibration (hold-out)" in str(version.description)
+    assert "](evaluation/reliability_diagram.png)" in str(version.description)
+    evaluated = result.output_for_node("model_evaluation")
+    assert 0 <= evaluated.metrics["ece"] < 1 and evaluated.metrics["brier"] == pytest.approx(
+        evaluated.metrics["probability_rmse"] ** 2
+    )
+    assert sum(b.customers for b in evaluated.calibration) == len(evaluated.test)
 
     # The production model scores raw records, labelled with its shipped threshold.
     model = mlflow.pyfunc.load_model("models:/churn-predictor@production")

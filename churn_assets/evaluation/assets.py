@@ -12,7 +12,13 @@ from pydantic import Field
 from sklearn.metrics import confusion_matrix
 
 from churn.leakage import single_column_power
-from churn.metrics import HOLDOUT_SCORES, classification_metrics, score_histogram
+from churn.metrics import (
+    HOLDOUT_SCORES,
+    CalibrationBin,
+    calibration_bins,
+    classification_metrics,
+    score_histogram,
+)
 from churn.model.schema import ModelSchema
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import MlflowResource, mlflow_step
@@ -53,6 +59,24 @@ class ModelEvaluation:
     schema: ModelSchema | None = None
     # The strongest inputs alone (ROC-AUC on the training rows), for the leakage gate.
     single_column_auc: dict[str, float] = field(default_factory=dict)
+    # The reliability diagram's points on the hold-out split.
+    calibration: list[CalibrationBin] = field(default_factory=list)
+
+
+def reliability_table(bins: list[CalibrationBin]) -> str:
+    """The reliability diagram as a table: per tenth of probability, predicted against observed."""
+    return markdown_table(
+        ["probability", "customers", "mean probability", "observed churn rate"],
+        [
+            (
+                f"{b.low:.1f}-{b.high:.1f}",
+                b.customers,
+                f"{b.mean_probability:.3f}",
+                f"{b.churn_rate:.3f}",
+            )
+            for b in bins
+        ],
+    )
 
 
 @asset(group_name=GROUP, kinds={"mlflow"})
@@ -78,6 +102,7 @@ def model_evaluation(
     labels = splits.test[splits.target].to_numpy()
     probabilities = model.predict(records)[PROBABILITY].to_numpy()
     metrics = classification_metrics(labels, probabilities, best.threshold)
+    calibration = calibration_bins(labels, probabilities)
     confusion = confusion_matrix(labels, (probabilities >= best.threshold).astype(int))
     p50, p99 = _single_record_latency(model, records, config.latency_samples)
 
@@ -120,6 +145,7 @@ def model_evaluation(
         target=splits.target,
         schema=schema,
         single_column_auc={p.column: round(p.auc, 6) for p in strongest[:5]},
+        calibration=calibration,
     )
     return Output(
         evaluation,
@@ -135,6 +161,7 @@ def model_evaluation(
                     ["input", "ROC-AUC alone"], [(p.column, f"{p.auc:.3f}") for p in strongest[:5]]
                 )
             ),
+            "reliability": MetadataValue.md(reliability_table(calibration)),
             "confusion_matrix": MetadataValue.md(
                 markdown_table(
                     ["", "predicted retained", "predicted churned"],

@@ -1,4 +1,4 @@
-"""Evaluation figures logged to the model's MLflow run: confusion matrix, curves, importance."""
+"""Evaluation figures logged to the model's MLflow run: confusion, curves, reliability, inputs."""
 
 from __future__ import annotations
 
@@ -11,9 +11,13 @@ from sklearn.metrics import (
     RocCurveDisplay,
 )
 
+from churn.metrics import calibration_bins, expected_calibration_error
 from churn.model.artifact import ChurnModel
 
 TOP_FEATURES = 20
+# Where the reliability diagram lands in the run (the model card links it).
+RELIABILITY_DIAGRAM = "reliability_diagram.png"
+EVALUATION_FOLDER = "evaluation"
 
 
 def feature_importance(model: ChurnModel) -> list[tuple[str, float]]:
@@ -66,6 +70,23 @@ def log_evaluation_figures(
     PrecisionRecallDisplay.from_predictions(labels, probabilities, ax=axes, name=algorithm)
     figures["precision_recall_curve.png"] = figure
 
+    # The reliability diagram: predicted churn rate against observed, per tenth of probability.
+    bins = calibration_bins(labels, probabilities)
+    figure, axes = plt.subplots(figsize=(4.5, 4))
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    axes.plot(
+        [b.mean_probability for b in bins],
+        [b.churn_rate for b in bins],
+        marker="o",
+        label=f"{algorithm} (ECE {expected_calibration_error(labels, probabilities):.3f})",
+    )
+    axes.set_xlabel("mean churn probability in the bin")
+    axes.set_ylabel("observed churn rate")
+    axes.set_title("Reliability (hold-out, ten bins)")
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    figures[RELIABILITY_DIAGRAM] = figure
+
     top = feature_importance(model)[:TOP_FEATURES][::-1]
     figure, axes = plt.subplots(figsize=(6, 0.3 * len(top) + 1))
     axes.barh([name for name, _ in top], [weight for _, weight in top])
@@ -74,5 +95,5 @@ def log_evaluation_figures(
     figures["feature_importance.png"] = figure
 
     for name, figure in figures.items():
-        client.log_figure(run_id, figure, f"evaluation/{name}")
+        client.log_figure(run_id, figure, f"{EVALUATION_FOLDER}/{name}")
         plt.close(figure)

@@ -220,6 +220,7 @@ def registered_model(
         mlflow_run_id=evaluation.run_id,
         mlflow_run_url=run_url,
         schema=evaluation.schema,
+        calibration=evaluation.calibration,
     )
     client.update_model_version(registry.name, version, description=card)
     client.log_text(evaluation.run_id, card, f"model_card_v{version}.md")

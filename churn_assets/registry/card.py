@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from churn.metrics import CalibrationBin
 from churn.model.schema import ModelSchema
+from churn_assets.evaluation.assets import reliability_table
+from churn_assets.evaluation.plots import EVALUATION_FOLDER, RELIABILITY_DIAGRAM
 from churn_assets.markdown import markdown_table
 
 
@@ -28,6 +31,7 @@ def model_card(
     mlflow_run_id: str,
     mlflow_run_url: str,
     schema: ModelSchema | None = None,
+    calibration: list[CalibrationBin] | None = None,
 ) -> str:
     """A markdown model card. `gates` rows: (gate, observed, comparison, threshold, passed)."""
     verdict = "all gates passed" if all(row[4] for row in gates) else "gates FAILED"
@@ -50,6 +54,15 @@ def model_card(
         "## Hold-out metrics",
         "",
         markdown_table(["metric", "value"], [(k, f"{v:.4f}") for k, v in metrics.items()]),
+        "",
+        "## Calibration (hold-out)",
+        "",
+        f"Brier score {metrics.get('brier', float('nan')):.4f}, expected calibration error "
+        f"{metrics.get('ece', float('nan')):.4f}: the churn rate observed among customers given "
+        "a probability, against that probability. "
+        f"![reliability diagram]({EVALUATION_FOLDER}/{RELIABILITY_DIAGRAM})",
+        "",
+        reliability_table(calibration) if calibration else "(not recorded)",
         "",
         "## Cross-validation (training split)",
         "",
