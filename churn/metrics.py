@@ -83,7 +83,11 @@ def expected_calibration_error(
     The mean over equal-width bins of |churn rate - mean probability|, each bin weighted by its
     share of the customers: 0 for perfectly calibrated probabilities.
     """
-    found = calibration_bins(labels, probabilities, bins)
+    return calibration_error(calibration_bins(labels, probabilities, bins))
+
+
+def calibration_error(found: list[CalibrationBin]) -> float:
+    """`expected_calibration_error` of bins already made."""
     total = sum(b.customers for b in found)
     return float(sum(b.customers * abs(b.churn_rate - b.mean_probability) for b in found) / total)
 

@@ -118,7 +118,14 @@ def model_evaluation(
         ],
     )
     log_evaluation_figures(
-        client, best.run_id, best.algorithm, model, labels, probabilities, best.threshold
+        client,
+        best.run_id,
+        best.algorithm,
+        model,
+        labels,
+        probabilities,
+        best.threshold,
+        calibration,
     )
     # Nightly scoring compares the customer base's scores with these.
     client.log_dict(best.run_id, score_histogram(probabilities), HOLDOUT_SCORES)

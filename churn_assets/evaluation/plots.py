@@ -11,7 +11,7 @@ from sklearn.metrics import (
     RocCurveDisplay,
 )
 
-from churn.metrics import calibration_bins, expected_calibration_error
+from churn.metrics import CalibrationBin, calibration_error
 from churn.model.artifact import ChurnModel
 
 TOP_FEATURES = 20
@@ -46,8 +46,9 @@ def log_evaluation_figures(
     labels: np.ndarray,
     probabilities: np.ndarray,
     threshold: float,
+    calibration: list[CalibrationBin],
 ) -> None:
-    """Log the evaluation figures as images of run `run_id`."""
+    """Log the evaluation figures as images of run `run_id` (`calibration`: the hold-out bins)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,14 +72,13 @@ def log_evaluation_figures(
     figures["precision_recall_curve.png"] = figure
 
     # The reliability diagram: predicted churn rate against observed, per tenth of probability.
-    bins = calibration_bins(labels, probabilities)
     figure, axes = plt.subplots(figsize=(4.5, 4))
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     axes.plot(
-        [b.mean_probability for b in bins],
-        [b.churn_rate for b in bins],
+        [b.mean_probability for b in calibration],
+        [b.churn_rate for b in calibration],
         marker="o",
-        label=f"{algorithm} (ECE {expected_calibration_error(labels, probabilities):.3f})",
+        label=f"{algorithm} (ECE {calibration_error(calibration):.3f})",
     )
     axes.set_xlabel("mean churn probability in the bin")
     axes.set_ylabel("observed churn rate")

@@ -101,19 +101,7 @@ def drift_report(
     set the launchpad names. The features are those of the version in production, read at run
     time; each one's PSI, threshold and verdict is in the check's metadata (`psi_by_column`).
     """
-    yield from _drift_report(
-        context, config, reference_customers, production_inputs, mlflow_tracking, home
-    )
-
-
-def _drift_report(
-    context: AssetExecutionContext,
-    config: DriftConfig,
-    reference: ReferenceData,
-    current: pd.DataFrame,
-    mlflow_tracking: MlflowResource,
-    home: PlatformHome,
-) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
+    reference, current = reference_customers, production_inputs
     features = [column for column in reference.schema.names if column in current.columns]
     absent = [column for column in reference.schema.names if column not in current.columns]
     if absent:
