@@ -18,7 +18,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
+from dagster import (
+    AssetKey,
+    DagsterEventType,
+    DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
+    RunsFilter,
+)
 
 from churn_assets_tests.conftest import QUICK_TRAINING, REPOSITORY, free_port
 from churn_assets_tests.processes import (
@@ -34,6 +41,8 @@ pytestmark = pytest.mark.servers
 
 BIN = Path(sys.executable).parent
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+# Where dagster-daemon's run-retry consumer keeps how far it has read the failures.
+RETRY_CURSOR = f"EVENT_LOG_CONSUMER_CURSOR-{DagsterEventType.RUN_FAILURE.value}"
 
 
 @pytest.fixture(scope="module")
@@ -164,8 +173,15 @@ def daemon(environment: dict[str, str], instance: DagsterInstance) -> Iterator[N
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + 120
-        while not instance.get_daemon_heartbeats():
+        # Ready when every daemon has beaten and the run-retry consumer has set its cursor: on
+        # its first tick it skips every failure already logged, so a run that fails before that
+        # tick (a busy machine, a test that kills its run early) is never retried.
+        required = set(instance.get_required_daemon_types())
+        deadline = time.monotonic() + 180
+        while not (
+            required <= set(instance.get_daemon_heartbeats())
+            and instance.daemon_cursor_storage.get_cursor_values({RETRY_CURSOR})
+        ):
             assert process.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(1)
@@ -333,7 +349,11 @@ def test_a_run_whose_process_is_killed_is_marked_failed_and_retried(
         time.sleep(1)
     run = instance.get_run_by_id(run_id)
     assert run is not None and run.status == DagsterRunStatus.FAILURE
-    assert len(retries) == 1, "no retry was launched"
+    daemon_log = Path(environment["DAGSTER_HOME"]) / "daemon.log"
+    assert len(retries) == 1, "no retry was launched:\n" + "\n".join(
+        [entry.message for entry in instance.all_logs(run_id) if "etr" in (entry.message or "")]
+        + [failures(instance, [run_id]), daemon_log.read_text()[-3000:]]
+    )
     [retry] = retries
     assert retry.tags.get("dagster/retry_number") == "1"
     wait_finished(instance, [retry.run_id])
