@@ -28,6 +28,7 @@ class HoldoutMetric(StrEnum):
     roc_auc = "roc_auc"
     pr_auc = "pr_auc"
     probability_rmse = "probability_rmse"  # lower is better
+    savings = "savings"  # only with decision costs (churn.value)
 
 
 def probability_rmse(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -161,3 +162,23 @@ def score_histogram(probabilities: Any) -> dict[str, Any]:
     """Counts of probabilities in ten equal bins of [0, 1] (JSON-ready)."""
     counts, edges = np.histogram(np.asarray(probabilities), bins=10, range=(0.0, 1.0))
     return {"edges": [round(float(e), 2) for e in edges], "counts": counts.tolist()}
+
+
+def estimated_metrics(probabilities: Any, flagged: Any) -> dict[str, float]:
+    """Precision, recall and F1 expected from calibrated probabilities, before any outcome.
+
+    Confidence-based performance estimation (as NannyML's CBPE): a customer flagged with churn
+    probability p is a true positive with probability p and a false positive otherwise; one not
+    flagged is a false negative with probability p. Summed over the predictions, that is the
+    expected confusion matrix, and the figures follow from it. Only as good as the calibration
+    (the evaluation's Brier score and ECE say how good that is).
+    """
+    p = np.asarray(probabilities, dtype=float)
+    flagged = np.asarray(flagged).astype(bool)
+    tp = float(p[flagged].sum())
+    fp = float((1 - p[flagged]).sum())
+    fn = float(p[~flagged].sum())
+    precision = tp / (tp + fp) if tp + fp > 0 else 0.0
+    recall = tp / (tp + fn) if tp + fn > 0 else 0.0
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}

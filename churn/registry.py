@@ -52,15 +52,30 @@ class GateOutcome:
 
     gate: str
     metric: str
-    observed: float
+    observed: float | None
     comparison: str
-    threshold: float
+    threshold: float | None
     passed: bool
     setting: str
     detail: str = ""
+    # The estimate's bootstrap interval on the hold-out (none for older versions).
+    low: float | None = None
+    high: float | None = None
+    # False: no threshold set, or nothing to judge (savings without costs); it passed.
+    applied: bool = True
 
     def __str__(self) -> str:
-        return f"{self.metric} = {self.observed:.4f}, required {self.comparison} {self.threshold:g}"
+        if not self.applied or self.observed is None or self.threshold is None:
+            return f"{self.metric}: not applied"
+        interval = (
+            f" (interval {self.low:.4f} to {self.high:.4f})"
+            if self.low is not None and self.high is not None
+            else ""
+        )
+        return (
+            f"{self.metric} = {self.observed:.4f}{interval}, required {self.comparison} "
+            f"{self.threshold:g}"
+        )
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from pydantic_settings import (
 from churn.drift import DEFAULT_PSI_THRESHOLD
 from churn.normalise import DEFAULT_MAX_QUARANTINE_SHARE, DEFAULT_NUMERIC_MIN_SHARE
 from churn.registry import PRODUCTION, STAGING
+from churn.value import CostError, DecisionCosts, parse_cost
 
 GIB = 1024**3
 MIB = 1024**2
@@ -59,6 +60,16 @@ GATE_PROFILES: dict[str, dict[str, float]] = {
         "max_single_column_auc": 0.95,
     },
 }
+
+
+def decision_costs(
+    fp: str | None, fn: str | None, tp: str | None, tn: str | None
+) -> DecisionCosts | None:
+    """The four cost settings as `DecisionCosts` (None when none is set)."""
+    values = {"false_positive": fp, "false_negative": fn, "true_positive": tp, "true_negative": tn}
+    return DecisionCosts.from_values(
+        {o: None if v is None else parse_cost(o, v) for o, v in values.items()}
+    )
 
 
 class SettingsError(ValueError):
@@ -244,6 +255,42 @@ class DatasetSettings(Section):
         le=1,
     )
 
+    cost_fp: str | None = setting(
+        "CHURN_COST_FP",
+        description="Cost of flagging a customer who would have stayed (an offer made in vain): "
+        "a number, or a column holding each customer's cost. Any cost given: the decision "
+        "threshold minimises the total cost and the hold-out `savings` is measured; cost columns "
+        "are never features.",
+    )
+    cost_fn: str | None = setting(
+        "CHURN_COST_FN", description="Cost of missing a churner: a number or a column."
+    )
+    cost_tp: str | None = setting(
+        "CHURN_COST_TP",
+        description="Cost of flagging a churner (the offer, whatever its outcome): a number or "
+        "a column.",
+    )
+    cost_tn: str | None = setting(
+        "CHURN_COST_TN",
+        description="Cost of leaving a customer who stays alone (usually 0): a number or a column.",
+    )
+
+    @field_validator("cost_fp", "cost_fn", "cost_tp", "cost_tn")
+    @classmethod
+    def _cost(cls, value: str | None) -> str | None:
+        """A number of at least 0, or a column name (checked against the table at ingestion)."""
+        if value is not None:
+            try:
+                parse_cost("", value)
+            except CostError:
+                raise ValueError("a cost is a number of at least 0 or a column name") from None
+        return value
+
+    @property
+    def costs(self) -> DecisionCosts | None:
+        """The decision costs, or None when no `CHURN_COST_*` is set."""
+        return decision_costs(self.cost_fp, self.cost_fn, self.cost_tp, self.cost_tn)
+
     @field_validator("exclude_columns", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -274,6 +321,13 @@ class GateSettings(Section):
         description="Highest ROC-AUC of any single input alone: above it, the input leaks the "
         "target (see churn/leakage.py).",
         gt=0.5,
+        le=1,
+    )
+
+    min_savings: float | None = setting(
+        "CHURN_GATE_MIN_SAVINGS",
+        description="Lowest hold-out savings, when costs are set (`CHURN_COST_*`); unset: no "
+        "savings gate.",
         le=1,
     )
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from churn.value import DecisionCosts
+
 
 @dataclass
 class DataQuality:
@@ -80,6 +82,7 @@ class CustomerTable:
         labels: the source's target values for retained and churned (0 and 1), as written.
         quality: what was coerced or set aside on the way in.
         quarantine: the rows set aside, each with its `quarantine_reason`.
+        costs: what each decision costs (numbers or columns of `frame`), if configured.
 
     """
 
@@ -93,6 +96,7 @@ class CustomerTable:
     labels: tuple[str, str] = ("No", "Yes")
     quality: DataQuality = field(default_factory=DataQuality)
     quarantine: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+    costs: DecisionCosts | None = None
 
     @property
     def inputs(self) -> list[str]:

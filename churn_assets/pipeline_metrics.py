@@ -91,8 +91,14 @@ def performance_families(performance: dict[str, Any]) -> Iterator[GaugeMetricFam
         ),
         (
             "churn_evaluation_metric",
-            "Hold-out F1, recall or precision of the production version (its evaluation).",
+            "Hold-out F1, recall, precision or savings of the production version (its evaluation).",
             "evaluation",
+        ),
+        (
+            "churn_estimated_metric",
+            "F1, recall, precision or savings of the production version estimated from the "
+            "probabilities of the day's predictions (before outcomes arrive).",
+            "estimated",
         ),
     ):
         family = GaugeMetricFamily(name, text, labels=["metric"])
@@ -101,7 +107,7 @@ def performance_families(performance: dict[str, Any]) -> Iterator[GaugeMetricFam
         yield family
     yield _gauge(
         "churn_live_f1_drop",
-        "Hold-out F1 minus live F1 (positive: worse in production).",
+        "Hold-out F1 minus live F1, realised or else estimated (positive: worse in production).",
         float(performance["f1_drop"]),
     )
     yield _gauge(

@@ -28,10 +28,12 @@ from churn.settings import (
     ScoringSettings,
     Section,
     TrackingSettings,
+    decision_costs,
     settings_from,
 )
 from churn.snapshots import SnapshotStore
 from churn.tracking import Tracking
+from churn.value import DecisionCosts
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -85,6 +87,10 @@ class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
     timeout_seconds: float = from_setting(DatasetSettings, "timeout_seconds")
     numeric_min_share: float = from_setting(DatasetSettings, "numeric_min_share")
     max_quarantine_share: float = from_setting(DatasetSettings, "max_quarantine_share")
+    cost_fp: str | None = from_setting(DatasetSettings, "cost_fp")
+    cost_fn: str | None = from_setting(DatasetSettings, "cost_fn")
+    cost_tp: str | None = from_setting(DatasetSettings, "cost_tp")
+    cost_tn: str | None = from_setting(DatasetSettings, "cost_tn")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DatasetResource:
@@ -95,6 +101,15 @@ class DatasetResource(ConfigurableResource):  # type: ignore[type-arg]
     def rules(self) -> CleaningRules:
         """How tolerant normalisation is of messy values and rows."""
         return CleaningRules(self.numeric_min_share, self.max_quarantine_share)
+
+    def costs(self) -> DecisionCosts | None:
+        """The decision costs this resource sets, or None.
+
+        Raises:
+            CostError: a cost that is neither a number of at least 0 nor a column name.
+
+        """
+        return decision_costs(self.cost_fp, self.cost_fn, self.cost_tp, self.cost_tn)
 
     @property
     def is_synthetic(self) -> bool:
@@ -256,6 +271,7 @@ class QualityGates(ConfigurableResource):  # type: ignore[type-arg]
     max_single_column_auc: float = from_setting(
         GateSettings, "max_single_column_auc", default=BRIEF["max_single_column_auc"]
     )
+    min_savings: float | None = from_setting(GateSettings, "min_savings")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> QualityGates:

@@ -256,12 +256,21 @@ class QualityGate(BaseModel):
 
     gate: str
     metric: str
-    observed: float
+    observed: float | None = Field(description="The hold-out estimate (null: not measured).")
     comparison: str = Field(description="`>=` or `<=`.")
-    threshold: float
+    threshold: float | None = Field(description="The requirement (null: no threshold set).")
     passed: bool
     setting: str = Field(description="The environment variable that sets the threshold.")
     detail: str = Field(default="", description="What gave a failure away (leaking columns).")
+    low: float | None = Field(
+        default=None, description="Lower end of the estimate's 90 % bootstrap interval."
+    )
+    high: float | None = Field(
+        default=None, description="Upper end of the estimate's 90 % bootstrap interval."
+    )
+    applied: bool = Field(
+        default=True, description="False: no threshold or nothing to judge; the gate passed."
+    )
 
 
 class ModelCard(BaseModel):

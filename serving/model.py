@@ -34,7 +34,15 @@ from serving.contract import ModelCard, QualityGate, ServedRecord, max_records
 
 logger = logging.getLogger(__name__)
 
-METRIC_TAGS = ("f1", "accuracy", "precision", "recall", "roc_auc", "probability_rmse")
+METRIC_TAGS = (
+    "f1",
+    "accuracy",
+    "precision",
+    "recall",
+    "roc_auc",
+    "probability_rmse",
+    "savings",  # with decision costs only
+)
 
 
 class IncompatibleModelError(ValueError):

@@ -16,15 +16,19 @@ from churn.metrics import (
     HOLDOUT_SCORES,
     CalibrationBin,
     calibration_bins,
-    classification_metrics,
     score_histogram,
 )
 from churn.model.schema import ModelSchema
+from churn.uncertainty import Interval, metric_intervals, quantile_interval, statistics
+from churn.value import CostCurve, DecisionCosts, cost_curve, known
+from churn_assets.features.assets import CustomerSplits
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import MlflowResource, mlflow_step
-from churn_assets.training.assets import CandidateModels
+from churn_assets.training.assets import CandidateModels, holdout_metrics
 
 GROUP = "evaluation"
+# Two-sided confidence of the intervals stated beside each gate metric.
+INTERVAL_CONFIDENCE = 0.9
 
 
 class EvaluationConfig(Config):
@@ -61,6 +65,51 @@ class ModelEvaluation:
     single_column_auc: dict[str, float] = field(default_factory=dict)
     # The reliability diagram's points on the hold-out split.
     calibration: list[CalibrationBin] = field(default_factory=list)
+    # What decisions cost, and the hold-out cost curve (`cost_curve_record`), when costs are set.
+    costs: DecisionCosts | None = None
+    cost_curve: dict[str, Any] | None = None
+    # The gate metrics' bootstrap intervals (`gate_intervals`).
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    # The model's hold-out churn probabilities (column `probability`), row for row with `test`:
+    # the paired comparison with the production version reads them.
+    probabilities: pd.DataFrame = field(default_factory=pd.DataFrame, repr=False)
+
+
+COST_CURVE_JSON = "evaluation/cost_curve.json"
+
+
+def cost_curve_record(curve: CostCurve) -> dict[str, Any]:
+    """The cost curve as stored in the run and the evaluation: baselines and 101 points."""
+    return {
+        "cost_nobody": curve.cost_nobody,
+        "cost_everybody": curve.cost_everybody,
+        "points": curve.rows(),
+    }
+
+
+def cost_curve_table(record: dict[str, Any], every: int = 10) -> str:
+    """Every `every`-th point of a stored cost curve as a table (for metadata and the card)."""
+    return markdown_table(
+        ["threshold", "total cost", "savings"],
+        [
+            (f"{p['threshold']:.2f}", f"{p['cost']:,.0f}", f"{p['savings']:.3f}")
+            for p in record["points"][::every]
+        ],
+    )
+
+
+def _cost_curve(
+    splits: CustomerSplits, labels: np.ndarray, probabilities: np.ndarray
+) -> CostCurve | None:
+    """The hold-out cost curve over the customers whose costs are known, when costs are set."""
+    costs = splits.table.costs
+    if costs is None:
+        return None
+    matrix = costs.matrix(splits.test)
+    priced = known(matrix)
+    if not priced.any():
+        return None
+    return cost_curve(labels[priced], probabilities[priced], matrix.subset(priced))
 
 
 def reliability_table(bins: list[CalibrationBin]) -> str:
@@ -101,10 +150,13 @@ def model_evaluation(
     records = splits.test[schema.names]
     labels = splits.test[splits.target].to_numpy()
     probabilities = model.predict(records)[PROBABILITY].to_numpy()
-    metrics = classification_metrics(labels, probabilities, best.threshold)
+    metrics = holdout_metrics(splits, labels, probabilities, best.threshold)
+    curve = _cost_curve(splits, labels, probabilities)
     calibration = calibration_bins(labels, probabilities)
     confusion = confusion_matrix(labels, (probabilities >= best.threshold).astype(int))
-    p50, p99 = _single_record_latency(model, records, config.latency_samples)
+    timings = _single_record_latency(model, records, config.latency_samples)
+    p50, p99 = float(np.percentile(timings, 50)), float(np.percentile(timings, 99))
+    intervals = gate_intervals(splits, labels, probabilities, best.threshold, timings)
 
     from mlflow.entities import Metric
 
@@ -126,7 +178,10 @@ def model_evaluation(
         probabilities,
         best.threshold,
         calibration,
+        curve,
     )
+    if curve is not None:
+        client.log_dict(best.run_id, cost_curve_record(curve), COST_CURVE_JSON)
     # Nightly scoring compares the customer base's scores with these.
     client.log_dict(best.run_id, score_histogram(probabilities), HOLDOUT_SCORES)
     context.log.info("%s on the hold-out split: %s", best.algorithm, metrics)
@@ -153,6 +208,10 @@ def model_evaluation(
         schema=schema,
         single_column_auc={p.column: round(p.auc, 6) for p in strongest[:5]},
         calibration=calibration,
+        costs=splits.table.costs,
+        cost_curve=cost_curve_record(curve) if curve is not None else None,
+        intervals=intervals,
+        probabilities=pd.DataFrame({"probability": probabilities}),
     )
     return Output(
         evaluation,
@@ -169,6 +228,11 @@ def model_evaluation(
                 )
             ),
             "reliability": MetadataValue.md(reliability_table(calibration)),
+            **(
+                {"cost_curve": MetadataValue.md(cost_curve_table(evaluation.cost_curve))}
+                if evaluation.cost_curve
+                else {}
+            ),
             "confusion_matrix": MetadataValue.md(
                 markdown_table(
                     ["", "predicted retained", "predicted churned"],
@@ -182,8 +246,35 @@ def model_evaluation(
     )
 
 
-def _single_record_latency(model: Any, records: pd.DataFrame, samples: int) -> tuple[float, float]:
-    """p50 and p99, in ms, of scoring one record at a time with the loaded MLflow model.
+def gate_intervals(
+    splits: CustomerSplits,
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    threshold: float,
+    timings: np.ndarray,
+    confidence: float = INTERVAL_CONFIDENCE,
+) -> dict[str, Interval]:
+    """The hold-out metrics the gates judge, each with its bootstrap interval.
+
+    Savings over the customers whose costs are known, as `holdout_metrics` measures them.
+    """
+    names = ["f1", "recall", "precision", "accuracy", "probability_rmse", "brier"]
+    intervals = metric_intervals(statistics(labels, probabilities, threshold), confidence, names)
+    costs = splits.table.costs
+    if costs is not None:
+        matrix = costs.matrix(splits.test)
+        priced = known(matrix)
+        if priced.any():
+            columns = statistics(
+                labels[priced], probabilities[priced], threshold, matrix.subset(priced)
+            )
+            intervals |= metric_intervals(columns, confidence, ["savings"])
+    intervals["latency_p99_ms"] = quantile_interval(timings, 0.99, confidence)
+    return intervals
+
+
+def _single_record_latency(model: Any, records: pd.DataFrame, samples: int) -> np.ndarray:
+    """Milliseconds of scoring one record at a time with the loaded MLflow model, per sample.
 
     Measured as a server runs: after warm-up, with the objects alive at start-up frozen out of
     the garbage collector's reach (`gc.freeze`), as the serving process does after loading the
@@ -204,4 +295,4 @@ def _single_record_latency(model: Any, records: pd.DataFrame, samples: int) -> t
             timings.append((time.perf_counter() - started) * 1000)
     finally:
         gc.unfreeze()
-    return float(np.percentile(timings, 50)), float(np.percentile(timings, 99))
+    return np.asarray(timings)

@@ -13,10 +13,12 @@ from sklearn.metrics import (
 
 from churn.metrics import CalibrationBin, calibration_error
 from churn.model.artifact import ChurnModel
+from churn.value import CostCurve
 
 TOP_FEATURES = 20
 # Where the reliability diagram lands in the run (the model card links it).
 RELIABILITY_DIAGRAM = "reliability_diagram.png"
+COST_CURVE = "cost_curve.png"
 EVALUATION_FOLDER = "evaluation"
 
 
@@ -47,8 +49,12 @@ def log_evaluation_figures(
     probabilities: np.ndarray,
     threshold: float,
     calibration: list[CalibrationBin],
+    curve: CostCurve | None = None,
 ) -> None:
-    """Log the evaluation figures as images of run `run_id` (`calibration`: the hold-out bins)."""
+    """Log the evaluation figures as images of run `run_id`.
+
+    `calibration`: the hold-out's reliability bins; `curve`: its cost curve, when costs are set.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,6 +92,20 @@ def log_evaluation_figures(
     axes.legend(loc="upper left")
     figure.tight_layout()
     figures[RELIABILITY_DIAGRAM] = figure
+
+    if curve is not None:
+        # Savings of every threshold against the cheaper of flagging no one and everyone.
+        figure, axes = plt.subplots(figsize=(5, 4))
+        axes.plot(curve.thresholds, curve.savings, label="savings")
+        axes.axhline(0.0, color="grey", linestyle="--", linewidth=1)
+        axes.axvline(threshold, color="tab:red", linestyle=":", label=f"threshold {threshold:.3f}")
+        axes.set_xlabel("decision threshold")
+        axes.set_ylabel("savings (hold-out)")
+        axes.set_ylim(max(-1.0, float(np.min(curve.savings)) - 0.05), 1.0)
+        axes.set_title("Cost curve: savings against the blanket decision")
+        axes.legend(loc="lower left")
+        figure.tight_layout()
+        figures[COST_CURVE] = figure
 
     top = feature_importance(model)[:TOP_FEATURES][::-1]
     figure, axes = plt.subplots(figsize=(6, 0.3 * len(top) + 1))

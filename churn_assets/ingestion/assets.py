@@ -31,6 +31,7 @@ from churn.normalise import (
 from churn.snapshots import SnapshotManifest
 from churn.sources import read_table
 from churn.tables import CustomerTable
+from churn.value import CostError
 from churn_assets.ingestion.labelled import (
     NewLabels,
     combined_quality,
@@ -75,15 +76,21 @@ def ingest_customers(
     target = snake_case(dataset.target)
     excluded = [snake_case(name) for name in dataset.exclude_columns]
     try:
+        costs = dataset.costs()
         frame, report = normalise(
             raw, dataset.target, dataset.positive_label, dataset.id_column, dataset.rules
         )
         unknown = [name for name in excluded if name not in frame.columns]
         if unknown:
             raise DatasetError(f"excluded column(s) not found: {', '.join(unknown)}")
+        if costs is not None:
+            # Cost columns say what a decision costs, never who churns: never features.
+            costs = costs.renamed({name: snake_case(name) for name in costs.columns})
+            costs.check_columns(frame)
+            excluded += [column for column in costs.columns if column not in excluded]
         if report.id_column == target or target in excluded:
             raise DatasetError(f"the target {target!r} cannot be the key or excluded")
-    except DatasetError as error:
+    except (DatasetError, CostError) as error:
         raise DatasetError(f"{source}: {error}") from error
     table = CustomerTable(
         frame,
@@ -95,6 +102,7 @@ def ingest_customers(
         labels=(report.negative_label, report.positive_label),
         quality=report.quality(target),
         quarantine=report.quarantine,
+        costs=costs,
     )
     return table, report
 

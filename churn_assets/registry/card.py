@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from typing import Any
 
 from churn.metrics import CalibrationBin
 from churn.model.schema import ModelSchema
-from churn_assets.evaluation.assets import reliability_table
-from churn_assets.evaluation.plots import EVALUATION_FOLDER, RELIABILITY_DIAGRAM
+from churn_assets.evaluation.assets import cost_curve_table, reliability_table
+from churn_assets.evaluation.plots import COST_CURVE, EVALUATION_FOLDER, RELIABILITY_DIAGRAM
 from churn_assets.markdown import markdown_table
 
 
@@ -26,14 +28,21 @@ def model_card(
     metrics: Mapping[str, float],
     cv_metrics: Mapping[str, float],
     latency_ms: Mapping[str, float],
-    gates: list[tuple[str, float, str, float, bool]],
+    gates: list[tuple[str, float, str, str, bool]],
     dagster_run_id: str,
     mlflow_run_id: str,
     mlflow_run_url: str,
     schema: ModelSchema | None = None,
     calibration: list[CalibrationBin] | None = None,
+    costs: str | None = None,
+    cost_curve: Mapping[str, Any] | None = None,
 ) -> str:
-    """A markdown model card. `gates` rows: (gate, observed, comparison, threshold, passed)."""
+    """A markdown model card.
+
+    `gates` rows: (gate, observed, interval, requirement, passed); `costs`: the decision costs
+    described, with `cost_curve` their hold-out curve. `production_model` appends the
+    champion/challenger comparison once it is made.
+    """
     verdict = "all gates passed" if all(row[4] for row in gates) else "gates FAILED"
     lines = [
         f"# {model_name} version {version}",
@@ -55,6 +64,7 @@ def model_card(
         "",
         markdown_table(["metric", "value"], [(k, f"{v:.4f}") for k, v in metrics.items()]),
         "",
+        *_business_value(metrics, threshold, costs, cost_curve),
         "## Calibration (hold-out)",
         "",
         f"Brier score {metrics.get('brier', float('nan')):.4f}, expected calibration error "
@@ -74,9 +84,16 @@ def model_card(
         "",
         "## Quality gates",
         "",
+        "A gate passes when the hold-out estimate meets its requirement. The interval (90 %, "
+        "bootstrap over the hold-out customers) is where another hold-out of the same size would "
+        "put the estimate.",
+        "",
         markdown_table(
-            ["gate", "observed", "required", "result"],
-            [(g, f"{o:.4f}", f"{c} {t:g}", "pass" if p else "FAIL") for g, o, c, t, p in gates],
+            ["gate", "observed", "90 % interval", "required", "result"],
+            [
+                (g, "-" if math.isnan(o) else f"{o:.4f}", i, r, "pass" if p else "FAIL")
+                for g, o, i, r, p in gates
+            ],
         ),
         "",
         "## Input schema",
@@ -116,3 +133,44 @@ def schema_table(schema: ModelSchema) -> str:
     return markdown_table(
         ["column", "kind", "may be missing", "plausible range", "categories"], rows
     )
+
+
+def _business_value(
+    metrics: Mapping[str, float],
+    threshold: float,
+    costs: str | None,
+    curve: Mapping[str, Any] | None,
+) -> list[str]:
+    """The card's *Business value* section, when decision costs are set."""
+    if costs is None:
+        return []
+    lines = [
+        "## Business value (hold-out)",
+        "",
+        f"Costs per decision: {costs}. The threshold {threshold:.4f} minimises the total cost "
+        "of the decisions on out-of-fold training predictions.",
+        "",
+        markdown_table(
+            ["savings", "F1", "recall", "precision"],
+            [
+                tuple(
+                    f"{metrics[name]:.4f}" if name in metrics else "-"
+                    for name in ("savings", "f1", "recall", "precision")
+                )
+            ],
+        ),
+        "",
+        "Savings: (cost without a model - cost with it) / cost without it, where without a "
+        "model is the cheaper of contacting every customer and contacting none.",
+        "",
+    ]
+    if curve:
+        lines += [
+            f"Contacting no one costs {curve['cost_nobody']:,.0f}; contacting everyone "
+            f"{curve['cost_everybody']:,.0f}. "
+            f"![cost curve]({EVALUATION_FOLDER}/{COST_CURVE})",
+            "",
+            cost_curve_table(dict(curve)),
+            "",
+        ]
+    return lines

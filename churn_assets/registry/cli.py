@@ -138,12 +138,17 @@ def _print_gates(registry: ModelRegistry, version: str | None) -> None:
         raise RegistryError(f"version {version} of {registry.name!r} recorded no quality gates")
     print(
         markdown_table(
-            ["Gate", "Observed", "Required", "Result", "Set by"],
+            ["Gate", "Observed", "90 % interval", "Required", "Result", "Set by"],
             [
                 (
                     gate.gate,
-                    f"{gate.metric} = {gate.observed:.4f}",
-                    f"{gate.comparison} {gate.threshold:g}",
+                    "-" if gate.observed is None else f"{gate.metric} = {gate.observed:.4f}",
+                    "-"
+                    if gate.low is None or gate.high is None
+                    else f"{gate.low:.4f} to {gate.high:.4f}",
+                    f"{gate.comparison} {gate.threshold:g}"
+                    if gate.applied and gate.threshold is not None
+                    else "not applied",
                     "pass" if gate.passed else "FAIL",
                     gate.setting,
                 )

@@ -4,6 +4,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, Config, Failure, MetadataValue, Output, asset
 from pydantic import Field
@@ -13,6 +14,7 @@ from churn.codec import STORED
 from churn.metrics import classification_metrics, recall_margin
 from churn.model.schema import SCHEMA_ARTIFACT, ModelSchema
 from churn.registry import PRODUCTION, ModelRegistry
+from churn.value import known, savings
 from churn_assets.features.assets import CustomerSplits, FeatureDesign
 from churn_assets.markdown import markdown_table
 from churn_assets.resources import MlflowResource, QualityGates, mlflow_step
@@ -163,12 +165,18 @@ def _train_candidates(
         int(splits.test[splits.target].sum()),
         config.recall_confidence,
     )
-    context.log.info(
-        "Decision thresholds keep out-of-fold recall at least %.3f (gate %.2f + margin %.3f)",
-        min(1.0, gates.min_recall + margin),
-        gates.min_recall,
-        margin,
-    )
+    if splits.table.costs is None:
+        context.log.info(
+            "Decision thresholds keep out-of-fold recall at least %.3f (gate %.2f + margin %.3f)",
+            min(1.0, gates.min_recall + margin),
+            gates.min_recall,
+            margin,
+        )
+    else:
+        context.log.info(
+            "Decision thresholds minimise the out-of-fold cost of the decisions (%s)",
+            splits.table.costs.describe(),
+        )
     # What the model takes, recorded once from the raw training rows; every candidate carries it.
     # A column production's clients may send as null stays nullable (the pipeline fills it).
     registry = ModelRegistry(mlflow_tracking.client(), mlflow_tracking.model_name)
@@ -199,6 +207,7 @@ def _train_candidates(
                         budget,
                         config.selection_metric.value,
                         min(1.0, gates.min_recall + margin),
+                        splits.table.costs,
                     )
                 except Exception as error:
                     # One algorithm failing must not hide the others: its run says why.
@@ -251,7 +260,7 @@ def _track_candidate(
 
     test_labels = splits.test[splits.target].to_numpy()
     probabilities = result.pipeline.predict_proba(splits.test)[:, 1]
-    holdout = classification_metrics(test_labels, probabilities, result.threshold)
+    holdout = holdout_metrics(splits, test_labels, probabilities, result.threshold)
 
     mlflow.log_params(
         {
@@ -302,6 +311,25 @@ def _track_candidate(
         model_uri=info.model_uri,
         pipeline=result.pipeline,
     )
+
+
+def holdout_metrics(
+    splits: CustomerSplits, labels: np.ndarray, probabilities: np.ndarray, threshold: float
+) -> dict[str, float]:
+    """`classification_metrics` on the hold-out split, and `savings` when costs are set.
+
+    Savings are measured on the hold-out customers whose four costs are known.
+    """
+    metrics = classification_metrics(labels, probabilities, threshold)
+    costs = splits.table.costs
+    if costs is not None:
+        matrix = costs.matrix(splits.test)
+        priced = known(matrix)
+        if priced.any():
+            metrics["savings"] = savings(
+                labels[priced], probabilities[priced] >= threshold, matrix.subset(priced)
+            )
+    return metrics
 
 
 def _signature(example: pd.DataFrame, output: pd.DataFrame, key: str | None) -> Any:

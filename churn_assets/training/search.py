@@ -24,6 +24,7 @@ from sklearn.model_selection import ParameterSampler, StratifiedKFold, cross_val
 from sklearn.pipeline import Pipeline
 
 from churn.metrics import choose_threshold, classification_metrics
+from churn.value import DecisionCosts, cost_threshold, known, savings
 
 
 class SelectionMetric(StrEnum):
@@ -124,6 +125,10 @@ class SearchResult:
     tuning_rows: int
     seconds: float
     pipeline: Pipeline = field(repr=False)
+    # The tuning rows' labels and the best trial's out-of-fold probabilities.
+    out_of_fold: tuple[np.ndarray, np.ndarray] = field(
+        default=(np.empty(0), np.empty(0)), repr=False
+    )
 
 
 def candidate_pipeline(features: Pipeline, estimator: BaseEstimator) -> Pipeline:
@@ -139,8 +144,13 @@ def tune(
     budget: SearchBudget,
     selection_metric: str,
     min_recall: float,
+    costs: DecisionCosts | None = None,
 ) -> SearchResult:
     """Search `algorithm`'s hyperparameters, then refit the best on the whole training split.
+
+    The decision threshold is chosen on the best trial's out-of-fold probabilities: the cheapest
+    decisions when `costs` are given (customers whose costs are known), else the best F1 among
+    thresholds whose recall is at least `min_recall`.
 
     Raises:
         ValueError: an unknown algorithm or selection metric.
@@ -187,8 +197,21 @@ def tune(
         trials.append(trial)
 
     assert best is not None and best_out_of_fold is not None
-    threshold = choose_threshold(tuning_labels.to_numpy(), best_out_of_fold, min_recall)
-    cv_metrics = classification_metrics(tuning_labels.to_numpy(), best_out_of_fold, threshold)
+    observed = tuning_labels.to_numpy()
+    if costs is None:
+        threshold = choose_threshold(observed, best_out_of_fold, min_recall)
+        cv_metrics = classification_metrics(observed, best_out_of_fold, threshold)
+    else:
+        matrix = costs.matrix(tuning)
+        priced = known(matrix)
+        if not priced.any():
+            raise ValueError("no training customer has all four decision costs")
+        matrix = matrix.subset(priced)
+        threshold = cost_threshold(observed[priced], best_out_of_fold[priced], matrix)
+        cv_metrics = classification_metrics(observed, best_out_of_fold, threshold)
+        cv_metrics["savings"] = savings(
+            observed[priced], best_out_of_fold[priced] >= threshold, matrix
+        )
     cv_metrics.update({f"cv_{name}": score for name, score in best.scores.items()})
     estimator = spec.make(budget.seed).set_params(**best.params)
     if "n_jobs" in estimator.get_params():
@@ -205,6 +228,7 @@ def tune(
         tuning_rows=len(tuning),
         seconds=time.perf_counter() - started,
         pipeline=pipeline,
+        out_of_fold=(observed, best_out_of_fold),
     )
 
 
