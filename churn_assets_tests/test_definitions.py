@@ -72,6 +72,7 @@ def test_every_definition_is_listed() -> None:
             "probability_rmse_gate",
             "latency_p99_gate",
             "leakage_gate",
+            "savings_gate",
             "input_schema_compatible",
         )
     }

@@ -52,6 +52,7 @@ def test_the_whole_graph_ends_with_a_served_ready_production_model(
         "probability_rmse_gate": True,
         "latency_p99_gate": True,
         "leakage_gate": True,
+        "savings_gate": True,  # not applied: no decision costs
         "input_schema_compatible": True,  # the first version: nothing to compare with
     }
 
@@ -193,7 +194,8 @@ def test_gates_challengers_and_the_audit_trail(
     # Each gate's check names its observed value, the requirement and the setting to change;
     # the registry keeps them with the version, and `make up` prints them (`blocked`).
     assert re.fullmatch(
-        r"f1 = 0\.\d{4}, required >= 0\.999 \(CHURN_GATE_MIN_F1\)",
+        r"f1 = 0\.\d{4} \(90% interval 0\.\d{4} to 0\.\d{4}\), required >= 0\.999 "
+        r"\(CHURN_GATE_MIN_F1\)",
         str(checks["f1_gate"].description),
     )
     [f1] = [gate for gate in registry.gates("2") if not gate.passed]
@@ -239,7 +241,10 @@ def test_gates_challengers_and_the_audit_trail(
         isolated_home, full.model_copy(update={"synthetic_seed": 5}), promotion={"margin": 0.5}
     )
     assert result.success
-    assert metadata(result, "production_model")["decision"] == "kept the production version"
+    kept = metadata(result, "production_model")
+    assert kept["decision"] == "kept the production version"
+    assert "not credibly better" in kept["reason"] and "margin 0.5" in kept["reason"]
+    assert "| f1 |" in kept["paired_comparison"]
     assert registry.alias_version("production") == "3"
 
     lifecycle = {
@@ -262,6 +267,7 @@ def test_gates_challengers_and_the_audit_trail(
         ("production", "1", "3", "tests"),
         ("staging", "3", "4", "dagster"),
         ("staging", "4", "5", "dagster"),
+        ("staging", "5", "5", "dagster"),  # the decision to keep it there, with its numbers
     ]
     assert "gates failed" in registry.audit()[2].reason
 
