@@ -35,7 +35,7 @@ from pydantic_settings import (
 from churn.drift import DEFAULT_PSI_THRESHOLD
 from churn.normalise import DEFAULT_MAX_QUARANTINE_SHARE, DEFAULT_NUMERIC_MIN_SHARE
 from churn.registry import PRODUCTION, STAGING
-from churn.value import CostError, DecisionCosts, parse_cost
+from churn.value import OUTCOMES, CostError, DecisionCosts, parse_cost
 
 GIB = 1024**3
 MIB = 1024**2
@@ -68,7 +68,7 @@ def decision_costs(
     """The four cost settings as `DecisionCosts` (None when none is set)."""
     values = {"false_positive": fp, "false_negative": fn, "true_positive": tp, "true_negative": tn}
     return DecisionCosts.from_values(
-        {o: None if v is None else parse_cost(o, v) for o, v in values.items()}
+        {o: None if v is None else parse_cost(OUTCOMES[o], v) for o, v in values.items()}
     )
 
 

@@ -57,6 +57,7 @@ from churn_assets.sensors import (
 from churn_assets.telco import FEATURES
 from churn_assets_tests.conftest import (
     QUICK_TRAINING,
+    metadata,
     registry_of,
     run_pipeline,
     set_environment,
@@ -490,6 +491,44 @@ def test_live_performance_flags_an_f1_drop_beyond_the_margin(home: PlatformHome)
     assert request.tags[TRIGGER_TAG] == "performance"
     assert "live F1" in request.tags[REASON_TAG]
     assert json.loads(outcome.cursor)["performance_seen"] > 0
+
+
+def test_before_any_outcome_live_f1_is_estimated_from_the_probabilities(
+    home: PlatformHome,
+) -> None:
+    registry = registry_of(home)
+    version = registry.alias_version("production")
+    assert version is not None
+    instance = DagsterInstance.ephemeral()
+    frame = customers(400, 22)
+    # Today's predictions, no outcome yet. Calibrated probabilities (the generator's own), but
+    # the served labels flag no one: the expected confusion matrix has no true positive.
+    log_predictions(home, frame, version=version, labels=np.zeros(len(frame), dtype=int))
+    result = monitor(home, instance, drift_report={"config": {"min_records": 10_000}})
+    assert result.success
+    performance = result.output_for_node("live_performance")
+    assert not performance.evaluated and performance.labelled == 0
+    assert performance.basis == "estimated" and performance.predictions == 400
+    assert performance.estimated["f1"] == 0.0 and performance.degraded
+    [check] = [
+        e for e in result.get_asset_check_evaluations() if e.check_name == "live_f1_degradation"
+    ]
+    assert not check.passed
+    assert str(check.description).startswith("Degraded F1: estimated F1 0.00 vs ")
+    comparison = metadata(result, "live_performance")["comparison"]
+    assert "| f1 |" in comparison and "estimated (today's predictions)" in comparison
+    # The same alert as a realised drop: the drift sensor asks for a retrain.
+    outcome, _ = sensor("drift_sensor", instance, home, None)
+    [request] = outcome.run_requests
+    assert request.tags[TRIGGER_TAG] == "performance"
+    assert "estimated F1" in request.tags[REASON_TAG]
+
+    # Flagging the likely churners instead: the estimate is within the margin.
+    shutil.rmtree(home.serving_dir, ignore_errors=True)
+    log_predictions(home, frame, version=version)
+    calm = monitor(home, instance, drift_report={"config": {"min_records": 10_000}})
+    estimated = calm.output_for_node("live_performance")
+    assert estimated.basis == "estimated" and estimated.estimated["f1"] > 0.3
 
 
 def test_the_new_data_sensor_fires_on_a_landing_file_or_an_outcome_once(
