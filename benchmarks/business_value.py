@@ -71,7 +71,7 @@ def main() -> None:
         oof_labels, oof = best.out_of_fold
         f1_threshold = choose_threshold(oof_labels, oof, min(1.0, arguments.gate + margin))
         labels = test[target].to_numpy()
-        probabilities = best.pipeline.predict_proba(test)[:, 1]
+        probabilities = best.probabilities(test)
         matrix = costs.matrix(test)
         assert known(matrix).all()
         nobody, everybody = matrix.baseline(labels)

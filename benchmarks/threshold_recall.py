@@ -120,7 +120,7 @@ def main() -> None:
                         "neg_brier_score",
                         min(1.0, arguments.gate + margin),
                     )
-                    probabilities = result.pipeline.predict_proba(test)[:, 1]
+                    probabilities = result.probabilities(test)
                     held_out = classification_metrics(
                         test[target].to_numpy(), probabilities, result.threshold
                     )

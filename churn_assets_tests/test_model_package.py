@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -34,10 +35,12 @@ from churn.model.artifact import (
     LABEL,
     MANIFEST,
     PROBABILITY,
+    WITHOUT_CALIBRATION,
     BoosterClassifier,
     ChurnModel,
     ModelFormatError,
 )
+from churn.model.calibration import Calibration, choose_calibration
 from churn.model.pyfunc import read_model_folder
 from churn.model.scoring import Scorer
 from churn_assets_tests.conftest import REPOSITORY, free_port
@@ -99,7 +102,22 @@ def test_the_format_round_trips_to_the_bit_with_its_explanations(
     assert np.array_equal(before.contributions(columns).values, after.contributions(columns).values)
     assert loaded.schema == trained.schema and loaded.inputs == trained.inputs
     manifest = json.loads((tmp_path / "model" / MANIFEST).read_text())
-    assert manifest["format_version"] == FORMAT_VERSION
+    # Without a calibration map, format 1: the versions of this package before maps read it.
+    assert manifest["format_version"] == WITHOUT_CALIBRATION
+    # With one, format 2: the map is numbers in the manifest, applied after the estimator.
+    for calibration in (
+        Calibration("sigmoid", slope=0.8, intercept=-0.2),
+        Calibration("isotonic", breakpoints=(0.0, 0.3, 1.0), values=(0.05, 0.2, 0.9)),
+    ):
+        calibrated = dataclasses.replace(trained, calibration=calibration)
+        folder = calibrated.save(tmp_path / calibration.method)
+        assert json.loads((folder / MANIFEST).read_text())["format_version"] == FORMAT_VERSION
+        reread = ChurnModel.load(folder)
+        assert reread.calibration == calibration
+        assert np.array_equal(
+            Scorer.of(reread).probabilities(columns),
+            calibration.apply(before.probabilities(columns)),
+        )
     # LightGBM is stored as its own text format and read back as a bare booster.
     if algorithm == "lightgbm":
         assert isinstance(loaded.estimator, BoosterClassifier)
@@ -370,3 +388,20 @@ def test_a_category_a_request_cannot_carry_is_refused_naming_its_column(tmp_path
     )
     with pytest.raises(ModelFormatError, match="column 'signed_up' holds Timestamp values"):
         model.save(tmp_path / "model")
+
+
+def test_a_calibration_map_is_kept_only_where_it_lowers_the_brier_score() -> None:
+    rng = np.random.default_rng(21)
+    truth = rng.beta(1, 4, 20_000)
+    outcomes = (rng.random(len(truth)) < truth).astype(int)
+    # Calibrated already: no map pays for itself.
+    kept = choose_calibration(outcomes, truth)
+    assert kept.calibration is None and kept.method == "none"
+    assert np.array_equal(kept.probabilities, truth)
+    # Too timid (squashed towards the middle): a map is kept, and the cross-fitted Brier score
+    # it was chosen on is lower than the raw one.
+    timid = 0.5 + (truth - 0.5) * 0.4
+    chosen = choose_calibration(outcomes, timid)
+    assert chosen.calibration is not None
+    assert chosen.brier[chosen.method] < 0.99 * chosen.brier_raw
+    assert np.mean((chosen.calibration.apply(timid) - outcomes) ** 2) < chosen.brier_raw

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn.model.calibration import Calibration
 from churn.model.features import (
     FeatureEncoder,
     MedianScaler,
@@ -50,7 +51,10 @@ from churn.model.scoring import Scorer, raw_inputs
 logger = logging.getLogger(__name__)
 
 FORMAT = "churn-model"
-FORMAT_VERSION = 1
+# The newest format this package reads and writes: 2 adds a calibration map. A model without one
+# is still written as format 1, which earlier versions of this package read.
+FORMAT_VERSION = 2
+WITHOUT_CALIBRATION = 1
 MANIFEST = "churn_model.json"
 PROBABILITY = "churn_probability"
 LABEL = "churn_label"
@@ -70,6 +74,7 @@ class ChurnModel:
         threshold: probability at or above which a customer is labelled as churning.
         schema: the raw input columns, their kinds and ranges.
         id_column: the customer key, echoed in `predict`'s output when the input has it.
+        calibration: the map applied to the estimator's probabilities, if training kept one.
 
     """
 
@@ -78,10 +83,16 @@ class ChurnModel:
     threshold: float
     schema: ModelSchema
     id_column: str | None = None
+    calibration: Calibration | None = None
 
     @classmethod
     def from_pipeline(
-        cls, pipeline: Any, threshold: float, id_column: str | None, schema: ModelSchema
+        cls,
+        pipeline: Any,
+        threshold: float,
+        id_column: str | None,
+        schema: ModelSchema,
+        calibration: Calibration | None = None,
     ) -> ChurnModel:
         """The model of a fitted scikit-learn pipeline (feature steps, then the estimator)."""
         return cls(
@@ -90,6 +101,7 @@ class ChurnModel:
             threshold=float(threshold),
             schema=schema,
             id_column=id_column,
+            calibration=calibration,
         )
 
     @property
@@ -124,7 +136,8 @@ class ChurnModel:
             raise ModelFormatError(f"{folder} already holds a model")
         manifest = {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            # A calibrated model needs a reader that applies the map: format 2.
+            "format_version": WITHOUT_CALIBRATION if self.calibration is None else FORMAT_VERSION,
             "threshold": self.threshold,
             "id_column": self.id_column,
             "schema": self.schema.model_dump(mode="json"),
@@ -132,6 +145,8 @@ class ChurnModel:
             "estimator": _save_estimator(self.estimator, folder),
             "libraries": _library_versions(),
         }
+        if self.calibration is not None:
+            manifest["calibration"] = self.calibration.describe()
         (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_plain))
         return folder
 
@@ -163,6 +178,9 @@ class ChurnModel:
             threshold=float(manifest["threshold"]),
             schema=ModelSchema.model_validate(manifest["schema"]),
             id_column=manifest.get("id_column"),
+            calibration=Calibration.from_description(manifest["calibration"])
+            if manifest.get("calibration")
+            else None,
         )
 
 

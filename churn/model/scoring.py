@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from churn.model.calibration import Calibration
 from churn.model.explain import Contributions, Explainer, attribution_matrix
 from churn.model.schema import ModelSchema
 
@@ -63,6 +64,7 @@ class Scorer:
     estimator: Any
     threshold: float
     schema: ModelSchema
+    calibration: Calibration | None = None
     _explainer: Explainer | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -73,6 +75,7 @@ class Scorer:
             estimator=model.estimator,
             threshold=model.threshold,
             schema=model.schema,
+            calibration=model.calibration,
         )
 
     @property
@@ -112,6 +115,8 @@ class Scorer:
 
         with sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
             probabilities: np.ndarray = self.estimator.predict_proba(encoded)[:, 1]
+        if self.calibration is not None:
+            return self.calibration.apply(probabilities)
         return probabilities
 
     @property

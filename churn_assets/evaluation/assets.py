@@ -68,6 +68,8 @@ class ModelEvaluation:
     # What decisions cost, and the hold-out cost curve (`cost_curve_record`), when costs are set.
     costs: DecisionCosts | None = None
     cost_curve: dict[str, Any] | None = None
+    # The calibration map the model applies to its estimator's probabilities, or "none".
+    calibration_map: str = "none"
     # The gate metrics' bootstrap intervals (`gate_intervals`).
     intervals: dict[str, Interval] = field(default_factory=dict)
     # The model's hold-out churn probabilities (column `probability`), row for row with `test`:
@@ -211,6 +213,7 @@ def model_evaluation(
         costs=splits.table.costs,
         cost_curve=cost_curve_record(curve) if curve is not None else None,
         intervals=intervals,
+        calibration_map=best.calibration,
         probabilities=pd.DataFrame({"probability": probabilities}),
     )
     return Output(
@@ -220,6 +223,7 @@ def model_evaluation(
             "threshold": best.threshold,
             **{name: float(value) for name, value in metrics.items()},
             "cv_roc_auc": best.cv_metrics.get("cv_roc_auc", float("nan")),
+            "calibration_map": best.calibration,
             "latency_p50_ms": p50,
             "latency_p99_ms": p99,
             "strongest_single_inputs": MetadataValue.md(

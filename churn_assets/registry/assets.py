@@ -277,11 +277,14 @@ def registered_model(
         params=evaluation.params,
         threshold=evaluation.threshold,
         metrics=evaluation.metrics,
-        cv_metrics={k: v for k, v in evaluation.cv_metrics.items() if k.startswith("cv_")},
+        cv_metrics={
+            k: v for k, v in evaluation.cv_metrics.items() if k.startswith(("cv_", "brier_"))
+        },
         latency_ms={"p50": evaluation.latency_p50_ms, "p99": evaluation.latency_p99_ms},
         gates=[(r.gate, r.observed, r.shown_interval, r.requirement, r.passed) for r in results],
         costs=evaluation.costs.describe() if evaluation.costs else None,
         cost_curve=evaluation.cost_curve,
+        calibration_map=evaluation.calibration_map,
         dagster_run_id=evaluation.dagster_run_id,
         mlflow_run_id=evaluation.run_id,
         mlflow_run_url=run_url,

@@ -36,6 +36,7 @@ def model_card(
     calibration: list[CalibrationBin] | None = None,
     costs: str | None = None,
     cost_curve: Mapping[str, Any] | None = None,
+    calibration_map: str = "none",
 ) -> str:
     """A markdown model card.
 
@@ -71,6 +72,8 @@ def model_card(
         f"{metrics.get('ece', float('nan')):.4f}: the churn rate observed among customers given "
         "a probability, against that probability. "
         f"![reliability diagram]({EVALUATION_FOLDER}/{RELIABILITY_DIAGRAM})",
+        "",
+        _calibration_map(calibration_map, cv_metrics),
         "",
         reliability_table(calibration) if calibration else "(not recorded)",
         "",
@@ -174,3 +177,21 @@ def _business_value(
             "",
         ]
     return lines
+
+
+def _calibration_map(method: str, cv_metrics: Mapping[str, float]) -> str:
+    """Which map the model applies, and the out-of-fold Brier scores that chose it."""
+    raw = cv_metrics.get("brier_uncalibrated")
+    scores = ", ".join(
+        f"{name} {cv_metrics[f'brier_{name}']:.4f}"
+        for name in ("sigmoid", "isotonic")
+        if f"brier_{name}" in cv_metrics
+    )
+    found = (
+        f" Out-of-fold Brier score: uncalibrated {raw:.4f}, cross-fitted {scores}."
+        if raw is not None and scores
+        else ""
+    )
+    if method == "none":
+        return f"**Calibration map:** none (no map lowered the Brier score by 1 % or more).{found}"
+    return f"**Calibration map:** {method}, applied to the estimator's probabilities.{found}"

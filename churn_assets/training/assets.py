@@ -82,6 +82,8 @@ class Candidate:
     holdout_metrics: dict[str, float] = field(default_factory=dict)
     model_uri: str = ""
     error: str = ""
+    # The calibration map the model applies (`churn.model.calibration`), or "none".
+    calibration: str = "none"
     # The fitted model, for this step only: later steps load it from `model_uri`.
     pipeline: Pipeline | None = field(default=None, repr=False, metadata={STORED: False})
 
@@ -259,7 +261,7 @@ def _track_candidate(
     from churn.model.pyfunc import log_model
 
     test_labels = splits.test[splits.target].to_numpy()
-    probabilities = result.pipeline.predict_proba(splits.test)[:, 1]
+    probabilities = result.probabilities(splits.test)
     holdout = holdout_metrics(splits, test_labels, probabilities, result.threshold)
 
     mlflow.log_params(
@@ -267,6 +269,7 @@ def _track_candidate(
             **result.best.params,
             "threshold": result.threshold,
             "trials": len(result.trials),
+            "calibration": result.calibration.method if result.calibration else "none",
             "tuning_rows": result.tuning_rows,
         }
     )
@@ -289,7 +292,9 @@ def _track_candidate(
     )
     key = splits.table.id_column
     example = _plain_frame(splits.test[[*([key] if key else []), *schema.names]].head(5))
-    model = ChurnModel.from_pipeline(result.pipeline, result.threshold, key, schema)
+    model = ChurnModel.from_pipeline(
+        result.pipeline, result.threshold, key, schema, result.calibration
+    )
     mlflow.log_dict(schema.model_dump(mode="json"), SCHEMA_ARTIFACT)
     info = log_model(
         model,
@@ -309,6 +314,7 @@ def _track_candidate(
         cv_metrics=result.cv_metrics,
         holdout_metrics=holdout,
         model_uri=info.model_uri,
+        calibration=result.calibration.method if result.calibration else "none",
         pipeline=result.pipeline,
     )
 

@@ -24,6 +24,7 @@ from sklearn.model_selection import ParameterSampler, StratifiedKFold, cross_val
 from sklearn.pipeline import Pipeline
 
 from churn.metrics import choose_threshold, classification_metrics
+from churn.model.calibration import Calibration, choose_calibration
 from churn.value import DecisionCosts, cost_threshold, known, savings
 
 
@@ -129,6 +130,14 @@ class SearchResult:
     out_of_fold: tuple[np.ndarray, np.ndarray] = field(
         default=(np.empty(0), np.empty(0)), repr=False
     )
+    # The map the model applies to its estimator's probabilities (None: they are calibrated
+    # enough as they are).
+    calibration: Calibration | None = None
+
+    def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
+        """Churn probabilities of `frame` as the shipped model gives them (calibrated)."""
+        raw = self.pipeline.predict_proba(frame)[:, 1]
+        return raw if self.calibration is None else self.calibration.apply(raw)
 
 
 def candidate_pipeline(features: Pipeline, estimator: BaseEstimator) -> Pipeline:
@@ -198,6 +207,10 @@ def tune(
 
     assert best is not None and best_out_of_fold is not None
     observed = tuning_labels.to_numpy()
+    # Calibrated where a map fitted on the out-of-fold predictions makes them truer; the
+    # threshold is then chosen on the calibrated (cross-fitted) ones, as the model will give them.
+    calibration = choose_calibration(observed, best_out_of_fold, seed=budget.seed)
+    best_out_of_fold = calibration.probabilities
     if costs is None:
         threshold = choose_threshold(observed, best_out_of_fold, min_recall)
         cv_metrics = classification_metrics(observed, best_out_of_fold, threshold)
@@ -213,6 +226,8 @@ def tune(
             observed[priced], best_out_of_fold[priced] >= threshold, matrix
         )
     cv_metrics.update({f"cv_{name}": score for name, score in best.scores.items()})
+    cv_metrics["brier_uncalibrated"] = calibration.brier_raw
+    cv_metrics.update({f"brier_{method}": score for method, score in calibration.brier.items()})
     estimator = spec.make(budget.seed).set_params(**best.params)
     if "n_jobs" in estimator.get_params():
         # The refit runs alone: give it the cores the folds shared during the search.
@@ -229,6 +244,7 @@ def tune(
         seconds=time.perf_counter() - started,
         pipeline=pipeline,
         out_of_fold=(observed, best_out_of_fold),
+        calibration=calibration.calibration,
     )
 
 
