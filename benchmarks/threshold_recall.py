@@ -2,12 +2,14 @@
 
 For each real table and seed: the pipeline's split (by a seeded hash of the customer key, or
 stratified without one), the pipeline's search on the training split (6 trials, 5 folds), the
-threshold chosen on out-of-fold probabilities, the winner refitted on all training rows, and its
-recall on the hold-out split. Printed per run: hold-out recall minus the gate, and hold-out minus
-out-of-fold recall; then per table and margin: how often the gate was missed against the risk the
-confidence states (with the binomial probability of missing that often or more were the stated
-risk true), the spread of hold-out minus out-of-fold recall against the spread the margin formula
-assumes, and the mean hold-out F1.
+calibration check, the threshold chosen on out-of-fold probabilities, the winner refitted on all
+training rows, and its recall on the hold-out split (and the F1 estimated from the probabilities
+alone, as `live_performance` does before outcomes arrive). Printed per run: hold-out recall minus
+the gate, and hold-out minus out-of-fold recall; then per table and margin: how often the gate
+was missed against the risk the confidence states (with the binomial probability of missing that
+often or more were the stated risk true), the spread of hold-out minus out-of-fold recall against
+the spread the margin formula assumes, the mean hold-out F1, the mean (and mean absolute) gap
+between the estimated and the realised F1, and how many runs kept a calibration map.
 
     .venv/bin/python benchmarks/threshold_recall.py --seeds 20 --gate 0.8 --confidence 0.9
     .venv/bin/python benchmarks/threshold_recall.py --tables telco,orange --seeds 5 --fixed
@@ -77,7 +79,7 @@ def main() -> None:
 
     from scipy.stats import binom
 
-    from churn.metrics import classification_metrics, recall_margin
+    from churn.metrics import classification_metrics, estimated_metrics, recall_margin
     from churn.model.features import build_feature_pipeline, feature_columns
     from churn.normalise import normalise, snake_case
     from churn.sources import read_table
@@ -124,6 +126,8 @@ def main() -> None:
                     held_out = classification_metrics(
                         test[target].to_numpy(), probabilities, result.threshold
                     )
+                    # Performance before labels: F1 expected from the probabilities alone.
+                    estimated = estimated_metrics(probabilities, probabilities >= result.threshold)
                     oof = float(result.cv_metrics["recall"])
                     churners = (int(train[target].sum()), int(test[target].sum()))
                     assumed = np.sqrt(
@@ -143,6 +147,11 @@ def main() -> None:
                             "holdout_minus_oof": held_out["recall"] - oof,
                             "assumed_spread": assumed,
                             "holdout_f1": held_out["f1"],
+                            "estimated_f1": estimated["f1"],
+                            "estimate_minus_f1": estimated["f1"] - held_out["f1"],
+                            "calibration": result.calibration.method
+                            if result.calibration
+                            else "none",
                         }
                     )
                     print(
@@ -165,6 +174,9 @@ def main() -> None:
         gap_sd=("holdout_minus_oof", "std"),
         assumed_sd=("assumed_spread", "mean"),
         f1=("holdout_f1", "mean"),
+        estimate_gap=("estimate_minus_f1", "mean"),
+        estimate_abs=("estimate_minus_f1", lambda d: float(np.mean(np.abs(d)))),
+        calibrated=("calibration", lambda c: int(np.sum(c != "none"))),
     )
     # P(misses >= observed) were each run's miss a coin of the stated risk.
     summary["p_value"] = [

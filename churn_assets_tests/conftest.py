@@ -320,12 +320,13 @@ def customer(**changes: Any) -> dict[str, Any]:
     return {**EXAMPLE_CUSTOMER, **changes}
 
 
-def trained_home(directory: Path, seeds: tuple[int, ...] = (42,)) -> PlatformHome:
+def trained_home(directory: Path, seeds: tuple[int, ...] = (42,), **dataset: Any) -> PlatformHome:
     """A home whose registry holds one version per seed, version 1 in production.
 
     Each version is trained on 3,000 synthetic rows under the `telco` gates (the tests that use
-    it need registered versions, not the brief's thresholds). For module fixtures: tests that
-    only read the model share it.
+    it need registered versions, not the brief's thresholds); `dataset` sets more of the
+    `DatasetResource` (decision costs, say). For module fixtures: tests that only read the model
+    share it.
     """
     from churn.registry import PRODUCTION
     from churn_assets.resources import DatasetResource, QualityGates
@@ -336,8 +337,8 @@ def trained_home(directory: Path, seeds: tuple[int, ...] = (42,)) -> PlatformHom
     settings.cache_clear()
     gates = QualityGates.from_env({"CHURN_GATES": "telco"})
     for seed in seeds:
-        dataset = DatasetResource(synthetic_rows=3_000, synthetic_seed=seed)
-        assert run_pipeline(home, dataset, gates=gates).success
+        resource = DatasetResource(synthetic_rows=3_000, synthetic_seed=seed, **dataset)
+        assert run_pipeline(home, resource, gates=gates).success
     os.environ.pop("MLFLOW_TRACKING_URI", None)  # set by mlflow during the runs
     registry = registry_of(home)
     if registry.alias_version(PRODUCTION) != "1":

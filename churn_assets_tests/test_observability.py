@@ -44,8 +44,12 @@ GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__range": "10m", "$deployment":
 
 @pytest.fixture(scope="module")
 def production_home(tmp_path_factory: pytest.TempPathFactory) -> PlatformHome:
-    """A home with one trained version in production, shared by the tests that only read it."""
-    return trained_home(tmp_path_factory.mktemp("observability"))
+    """A home with one trained version in production, shared by the tests that only read it.
+
+    With decision costs (numbers: a retention offer 20, a churner lost 200), so that the savings
+    panel has its hold-out, estimated and realised figures to show.
+    """
+    return trained_home(tmp_path_factory.mktemp("observability"), cost_fp="20", cost_fn="200")
 
 
 requires_prometheus = pytest.mark.skipif(
@@ -233,6 +237,8 @@ def test_every_panel_the_brief_asks_for_is_on_the_dashboard() -> None:
         "churn_served_model_version",
         "churn_drift_psi",
         'churn_live_metric{metric=\\"f1\\"',
+        'churn_estimated_metric{metric=\\"f1\\"',
+        'churn_evaluation_metric{metric=\\"savings\\"',
         "ALERTS",
         "alertmanager_alerts",
         "churn_pipeline_last_success_timestamp_seconds",

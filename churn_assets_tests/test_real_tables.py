@@ -350,6 +350,10 @@ def test_the_walkthrough_on_a_real_table(
             instance=instance,
         )
         assert monitored.success
+        live = monitored.output_for_node("live_performance")
+        # The day's drifted predictions, estimated from their probabilities and realised on
+        # their outcomes: both are there, side by side.
+        assert live.basis == "realised" and {"f1", "recall"} <= set(live.estimated)
         report = monitored.output_for_node("drift_report")
         drifted = {table.numeric[0], column} | ({table.integer[0]} if table.integer else set())
         assert drifted <= set(report.drifted), report.psi
@@ -404,8 +408,9 @@ def test_the_walkthrough_on_a_real_table(
     print(
         f"walkthrough {table.name}: {len(validated.frame)} rows, churn "
         f"{validated.frame[validated.target].mean():.1%}, hold-out ROC-AUC "
-        f"{evaluation.metrics['roc_auc']:.3f} F1 {evaluation.metrics['f1']:.3f}, "
-        f"{time.monotonic() - started:.0f} s"
+        f"{evaluation.metrics['roc_auc']:.3f} F1 {evaluation.metrics['f1']:.3f}; drifted "
+        f"traffic: live F1 realised {live.live['f1']:.3f}, estimated {live.estimated['f1']:.3f} "
+        f"on {live.labelled} outcomes; {time.monotonic() - started:.0f} s"
     )
 
 
