@@ -28,6 +28,8 @@ LIFECYCLE = "lifecycle"
 AUDIT_PREFIX = "audit/"
 # Each version's quality gates, as registered: a JSON list of `GateOutcome`s.
 GATE_RESULTS = "gate_results"
+# The hold-out metrics each version carries as tags (`savings` only with decision costs).
+METRIC_TAGS = ("f1", "accuracy", "precision", "recall", "roc_auc", "probability_rmse", "savings")
 
 
 class RegistryError(ValueError):

@@ -306,6 +306,8 @@ def test_the_walkthrough_on_a_real_table(
         schema = ModelSchema.model_validate(card["input_schema"])
         assert card["model_version"] == production
         assert {gate["gate"] for gate in card["gates"]} >= {"f1_gate", "leakage_gate"}
+        if "cost_fp" in given:
+            assert card["metrics"]["savings"] == pytest.approx(evaluation.metrics["savings"])
 
         # 2. Real rows of the table are answered; the key comes back with its type.
         rows = validated.frame.sample(n=MAX_RECORDS, random_state=1)
@@ -376,6 +378,13 @@ def test_the_walkthrough_on_a_real_table(
             assert retrained.success, [e.message for e in retrained.all_events if e.is_failure]
             decision = retrained.output_for_node("production_model")
             assert decision.promoted, decision.reason
+            # The retrain was compared with production on the same customers, and says so.
+            assert decision.comparison is not None and "f1" in decision.comparison.differences
+            retrained_card = registry.client.get_model_version(
+                registry.name, decision.challenger_version
+            ).description
+            assert "## Champion and challenger" in retrained_card
+            assert "| f1 |" in retrained_card.split("## Champion and challenger")[1]
             new = decision.production_version
             eventually(lambda: any(version == new for _, version in answers[-5:]))
         assert {status for status, _ in answers} == {200}, answers[-5:]

@@ -28,21 +28,11 @@ from churn.logs import prediction_schema
 from churn.model.explain import NotExplainable
 from churn.model.schema import ModelSchema
 from churn.model.scoring import Reason, Scorer
-from churn.registry import GATE_RESULTS, ModelRegistry
+from churn.registry import GATE_RESULTS, METRIC_TAGS, ModelRegistry
 from churn.tracking import Tracking
 from serving.contract import ModelCard, QualityGate, ServedRecord, max_records
 
 logger = logging.getLogger(__name__)
-
-METRIC_TAGS = (
-    "f1",
-    "accuracy",
-    "precision",
-    "recall",
-    "roc_auc",
-    "probability_rmse",
-    "savings",  # with decision costs only
-)
 
 
 class IncompatibleModelError(ValueError):

@@ -29,6 +29,7 @@ from pydantic import Field
 from churn.metrics import HoldoutMetric
 from churn.registry import (
     GATE_RESULTS,
+    METRIC_TAGS,
     PRODUCTION,
     STAGING,
     GateOutcome,
@@ -245,19 +246,7 @@ def registered_model(
         "gates": "passed" if passed else "failed",
         GATE_RESULTS: json.dumps([asdict(outcome) for outcome in gate_outcomes(results)]),
         "gate_profile": gates.profile,
-        **{
-            name: f"{m[name]:.4f}"
-            for name in (
-                "f1",
-                "accuracy",
-                "precision",
-                "recall",
-                "roc_auc",
-                "probability_rmse",
-                "savings",
-            )
-            if name in m
-        },
+        **{name: f"{m[name]:.4f}" for name in METRIC_TAGS if name in m},
         "latency_p99_ms": f"{evaluation.latency_p99_ms:.2f}",
         "input_schema": evaluation.schema.fingerprint if evaluation.schema else "",
     }
