@@ -3,7 +3,8 @@
 Runs `dagster job execute -j churn_pipeline` (what `make materialize` runs) in a fresh process
 against a fresh platform home (new Dagster instance, new MLflow store), so imports, MLflow's
 database creation and every step are in the figure. Prints wall time, the peak resident memory
-of the largest process, and the selected model's quality read back from MLflow.
+of the largest process, the selected model's quality read back from MLflow, and each step's time
+and peak resident memory (sampled every 0.25 s; each step runs in a process of its own).
 
     .venv/bin/python benchmarks/train_pipeline.py --source ../shared/data/telco_customer_churn.csv \
         --gates telco
@@ -50,28 +51,32 @@ def main() -> None:
             (REPOSITORY / "dagster.yaml").read_text()
         )
         started = time.perf_counter()
-        completed = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "dagster"),
-                "job",
-                "execute",
-                "-j",
-                "churn_pipeline",
-                "-m",
-                "churn_assets.definitions",
-            ],
-            cwd=REPOSITORY,
-            env=environment,
-            capture_output=True,
-            text=True,
-        )
+        log = Path(home) / "execute.log"
+        with open(log, "w") as output:
+            process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "dagster"),
+                    "job",
+                    "execute",
+                    "-j",
+                    "churn_pipeline",
+                    "-m",
+                    "churn_assets.definitions",
+                ],
+                cwd=REPOSITORY,
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+            )
+            peaks = _sample_memory(process)
         wall = time.perf_counter() - started
         peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
-        if completed.returncode != 0:
-            print(completed.stdout[-5000:], completed.stderr[-5000:], sep="\n")
-            raise SystemExit(f"the materialization failed (exit {completed.returncode})")
+        if process.returncode != 0:
+            print(log.read_text()[-5000:])
+            raise SystemExit(f"the materialization failed (exit {process.returncode})")
         os.environ.update(environment)
         figures = _model_figures()
+        steps = _step_memory(peaks)
 
     print(
         f"source                    {arguments.source}"
@@ -82,6 +87,53 @@ def main() -> None:
     print(f"peak RSS, largest process {peak_gib:7.2f} GiB")
     for name, value in figures.items():
         print(f"{name:25s} {value}")
+    print("peak RSS per step (each step runs in its own process):")
+    for step, (seconds, gib) in steps.items():
+        print(f"  {step:24s} {seconds:7.1f} s {gib:6.2f} GiB")
+
+
+def _sample_memory(process: subprocess.Popen[bytes], every: float = 0.25) -> dict[int, int]:
+    """Until `process` ends: the highest resident memory seen of each of its descendants."""
+    import psutil
+
+    peaks: dict[int, int] = {}
+    root = psutil.Process(process.pid)
+    while process.poll() is None:
+        try:
+            for member in [root, *root.children(recursive=True)]:
+                try:
+                    rss = member.memory_info().rss
+                except psutil.Error:
+                    continue
+                peaks[member.pid] = max(peaks.get(member.pid, 0), rss)
+        except psutil.Error:
+            pass
+        time.sleep(every)
+    return peaks
+
+
+def _step_memory(peaks: dict[int, int]) -> dict[str, tuple[float, float]]:
+    """Each step's duration and peak resident memory (GiB), from the run's event log.
+
+    The multiprocess executor runs every step in a process of its own; the step's events name
+    that process, whose highest sampled memory is the step's peak.
+    """
+    from dagster import DagsterEventType, DagsterInstance
+
+    steps: dict[str, tuple[float, float]] = {}
+    with DagsterInstance.get() as instance:
+        [run] = instance.get_runs(limit=1)
+        started: dict[str, float] = {}
+        for entry in instance.all_logs(run.run_id):
+            event = entry.dagster_event
+            if event is None or event.step_key is None:
+                continue
+            if event.event_type == DagsterEventType.STEP_START:
+                started[event.step_key] = entry.timestamp
+            elif event.event_type == DagsterEventType.STEP_SUCCESS:
+                seconds = entry.timestamp - started.get(event.step_key, entry.timestamp)
+                steps[event.step_key] = (seconds, peaks.get(event.pid or 0, 0) / 1024**3)
+    return steps
 
 
 def _model_figures() -> dict[str, str]:

@@ -373,7 +373,7 @@ class PromotionConfig(Config):
         default=0.0,
         description="The challenger must be better by more than this, with confidence: the "
         "lower end of the paired interval of its gain must be above the margin. A negative "
-        "margin accepts a challenger up to that much worse: drift-triggered retrains use -0.01, "
+        "margin accepts a challenger up to that much worse: drift-triggered retrains use -0.02, "
         "since they learned from newer data than production (CHURN_RETRAIN_PROMOTION_MARGIN).",
     )
     confidence: float = Field(
