@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from churn.files import write_atomically
+from churn.files import read_parquet, write_atomically
 from churn.snapshots import content_hash
 
 TABLE = "$table"
@@ -48,7 +48,7 @@ class TableStore:
 
     def get(self, key: str) -> pd.DataFrame:
         """The table stored under `key`."""
-        return pd.read_parquet(self.path(key))
+        return read_parquet(self.path(key))
 
     def path(self, key: str) -> Path:
         """Where the table of `key` is."""

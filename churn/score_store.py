@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn.files import read_parquet
+
 SCORES = "scores.parquet"
 SCORES_CSV = "scores.csv"
 REJECTED = "rejected.parquet"
@@ -101,7 +103,7 @@ class ScoreStore:
         """One partition's scores (KeyError when it was never written)."""
         if not self.has(key):
             raise KeyError(f"no scores for {key} under {self.root}")
-        return pd.read_parquet(self.partition(key) / SCORES, columns=columns)
+        return read_parquet(self.partition(key) / SCORES, columns=columns)
 
     def latest(self, until: str | None = None) -> str | None:
         """The newest partition written, if any (of `until`, YYYY-MM-DD, or before)."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from churn.files import write_atomically
+from churn.files import read_parquet, write_atomically
 
 VERSION_LENGTH = 16
 QUARANTINE_SUFFIX = ".quarantine.parquet"
@@ -133,21 +133,14 @@ class SnapshotStore:
         """The rows of a stored version, exactly as they were ingested."""
         if not self.has(version):
             raise KeyError(f"no stored data version {version!r} under {self.root}")
-        frame = pd.read_parquet(self._data_path(version))
-        # Parquet gives text back as Python-backed strings; keep the Arrow ones it was saved from.
-        text = {
-            column: pd.StringDtype("pyarrow")
-            for column, dtype in frame.dtypes.items()
-            if isinstance(dtype, pd.StringDtype)
-        }
-        return frame.astype(text) if text else frame
+        return read_parquet(self._data_path(version))
 
     def load_quarantine(self, version: str) -> pd.DataFrame:
         """The rows set aside from a stored version, with their reasons (empty if none)."""
         if not self.has(version):
             raise KeyError(f"no stored data version {version!r} under {self.root}")
         path = self.quarantine_path(version)
-        return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+        return read_parquet(path) if path.exists() else pd.DataFrame()
 
     def quarantine_path(self, version: str) -> Path:
         """Where the rows set aside from a version are kept."""

@@ -38,7 +38,11 @@ def test_the_whole_graph_ends_with_a_served_ready_production_model(
     result = run_pipeline(
         isolated_home,
         DatasetResource(synthetic_rows=3_000),
-        training={"algorithms": ["logistic_regression", "random_forest", "lightgbm"]},
+        # Tuned on a sample of the training rows: only the selected candidate is refitted on all.
+        training={
+            "algorithms": ["logistic_regression", "random_forest", "lightgbm"],
+            "max_tuning_rows": 1_500,
+        },
     )
     assert result.success
     gates = {
@@ -60,7 +64,7 @@ def test_the_whole_graph_ends_with_a_served_ready_production_model(
     header, _, *rows = comparison.splitlines()
     assert header == (
         "| Run ID | Algorithm | Parameters | Accuracy | F1 | Precision | Recall "
-        "| Duration | Status |"
+        "| Fitted on rows | Duration | Status |"
     )
     assert len(rows) == 3 and all(row.endswith("| FINISHED |") for row in rows)
     assert "(http://127.0.0.1:5000/#/experiments/" in rows[0]
@@ -102,6 +106,9 @@ def test_the_whole_graph_ends_with_a_served_ready_production_model(
             "duration_seconds",
         } <= set(run.data.metrics)
         assert run.inputs.dataset_inputs[0].dataset.digest == version.tags["data_version"]
+        selected = run.info.run_id == version.run_id
+        assert run.data.params["tuning_rows"] == "1500"
+        assert run.data.params["fit_rows"] == (str(len(splits.train)) if selected else "1500")
     artifacts = {a.path for a in client.list_artifacts(version.run_id, "evaluation")}
     assert {
         "evaluation/confusion_matrix.png",

@@ -24,6 +24,7 @@ from churn_assets.training.search import (
     SearchBudget,
     SearchResult,
     SelectionMetric,
+    refit,
     tune,
 )
 
@@ -84,6 +85,9 @@ class Candidate:
     error: str = ""
     # The calibration map the model applies (`churn.model.calibration`), or "none".
     calibration: str = "none"
+    # How many training rows the model was fitted on: all of them for the selected candidate,
+    # the tuning sample for the others.
+    fit_rows: int = 0
     # The fitted model, for this step only: later steps load it from `model_uri`.
     pipeline: Pipeline | None = field(default=None, repr=False, metadata={STORED: False})
 
@@ -186,7 +190,8 @@ def _train_candidates(
     schema = ModelSchema.from_frame(
         splits.train, splits.target, splits.table.id_column, splits.table.excluded
     ).keeping_nulls_of(registry.schema_of(production) if production else None)
-    candidates: list[Candidate] = []
+    failed: dict[str, Candidate] = {}
+    searched: dict[str, tuple[SearchResult, str]] = {}
     with mlflow.start_run(run_name=f"pipeline-{context.run.run_id[:8]}", tags=tags) as parent:
         mlflow.log_params(
             {
@@ -210,30 +215,51 @@ def _train_candidates(
                         config.selection_metric.value,
                         min(1.0, gates.min_recall + margin),
                         splits.table.costs,
+                        refit_all=False,
                     )
                 except Exception as error:
                     # One algorithm failing must not hide the others: its run says why.
                     context.log.error("%s failed: %s", algorithm, error)
                     mlflow.set_tags({"status": FAILED, "error": str(error)[:4000]})
-                    candidates.append(
-                        Candidate(
-                            algorithm,
-                            FAILED,
-                            run.info.run_id,
-                            time.perf_counter() - started,
-                            error=str(error),
-                        )
+                    failed[algorithm] = Candidate(
+                        algorithm,
+                        FAILED,
+                        run.info.run_id,
+                        time.perf_counter() - started,
+                        error=str(error),
                     )
                     continue
-                candidates.append(_track_candidate(result, run.info.run_id, splits, schema))
-        finished = [c for c in candidates if c.status == FINISHED]
-        if not finished:
+                searched[algorithm] = (result, run.info.run_id)
+        if not searched:
             raise Failure(
                 "every candidate failed: "
-                + "; ".join(f"{c.algorithm}: {c.error}" for c in candidates)
+                + "; ".join(f"{c.algorithm}: {c.error}" for c in failed.values())
             )
         metric = f"cv_{config.selection_metric.value}"
-        selected = max(finished, key=lambda c: c.cv_metrics[metric])
+        chosen = max(searched, key=lambda name: searched[name][0].cv_metrics[metric])
+        result, run_id = searched[chosen]
+        if result.fit_rows < len(splits.train):
+            # Selection is by cross-validation on the tuning sample: only the selected
+            # candidate pays for a fit on every training row.
+            context.log.info(
+                "Refitting %s on all %d training rows (tuned on %d)",
+                chosen,
+                len(splits.train),
+                result.fit_rows,
+            )
+            searched[chosen] = (
+                refit(result, design.pipeline(), splits.train, train_labels, budget),
+                run_id,
+            )
+        candidates: list[Candidate] = []
+        for algorithm in config.algorithms:
+            if algorithm in failed:
+                candidates.append(failed[algorithm])
+                continue
+            result, run_id = searched[algorithm]
+            with mlflow.start_run(run_id=run_id, nested=True):
+                candidates.append(_track_candidate(result, run_id, splits, schema))
+        selected = next(c for c in candidates if c.algorithm == chosen)
         mlflow.set_tags(
             {"selected_algorithm": selected.algorithm, "selected_run_id": selected.run_id}
         )
@@ -271,6 +297,7 @@ def _track_candidate(
             "trials": len(result.trials),
             "calibration": result.calibration.method if result.calibration else "none",
             "tuning_rows": result.tuning_rows,
+            "fit_rows": result.fit_rows,
         }
     )
     mlflow.log_metrics(
@@ -315,6 +342,7 @@ def _track_candidate(
         holdout_metrics=holdout,
         model_uri=info.model_uri,
         calibration=result.calibration.method if result.calibration else "none",
+        fit_rows=result.fit_rows,
         pipeline=result.pipeline,
     )
 
@@ -393,6 +421,7 @@ def _comparison_metadata(
                     f"{h[m]:.4f}" if m in h else ""
                     for m in ("accuracy", "f1", "precision", "recall")
                 ),
+                f"{c.fit_rows:,}" if c.fit_rows else "",
                 f"{c.seconds:.1f} s",
                 c.status,
             )
@@ -413,6 +442,7 @@ def _comparison_metadata(
                     "F1",
                     "Precision",
                     "Recall",
+                    "Fitted on rows",
                     "Duration",
                     "Status",
                 ],

@@ -8,6 +8,7 @@ decision threshold.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -126,6 +127,8 @@ class SearchResult:
     tuning_rows: int
     seconds: float
     pipeline: Pipeline = field(repr=False)
+    # How many training rows `pipeline` was fitted on.
+    fit_rows: int = 0
     # The tuning rows' labels and the best trial's out-of-fold probabilities.
     out_of_fold: tuple[np.ndarray, np.ndarray] = field(
         default=(np.empty(0), np.empty(0)), repr=False
@@ -154,8 +157,13 @@ def tune(
     selection_metric: str,
     min_recall: float,
     costs: DecisionCosts | None = None,
+    refit_all: bool = True,
 ) -> SearchResult:
     """Search `algorithm`'s hyperparameters, then refit the best on the whole training split.
+
+    With `refit_all` false the best is refitted on the tuning sample only (the whole split when
+    it is no larger than `budget.max_tuning_rows`): candidates that will not be selected need not
+    pay for a fit on millions of rows; `refit` fits the selected one on all of them.
 
     The decision threshold is chosen on the best trial's out-of-fold probabilities: the cheapest
     decisions when `costs` are given (customers whose costs are known), else the best F1 among
@@ -228,12 +236,8 @@ def tune(
     cv_metrics.update({f"cv_{name}": score for name, score in best.scores.items()})
     cv_metrics["brier_uncalibrated"] = calibration.brier_raw
     cv_metrics.update({f"brier_{method}": score for method, score in calibration.brier.items()})
-    estimator = spec.make(budget.seed).set_params(**best.params)
-    if "n_jobs" in estimator.get_params():
-        # The refit runs alone: give it the cores the folds shared during the search.
-        estimator.set_params(n_jobs=budget.n_jobs)
-    pipeline = candidate_pipeline(features, estimator)
-    pipeline.fit(train, labels)
+    fit, fit_labels = (train, labels) if refit_all else (tuning, tuning_labels)
+    pipeline = _fitted(algorithm, best.params, features, fit, fit_labels, budget)
     return SearchResult(
         algorithm=algorithm,
         best=best,
@@ -243,9 +247,50 @@ def tune(
         tuning_rows=len(tuning),
         seconds=time.perf_counter() - started,
         pipeline=pipeline,
+        fit_rows=len(fit),
         out_of_fold=(observed, best_out_of_fold),
         calibration=calibration.calibration,
     )
+
+
+def refit(
+    result: SearchResult,
+    features: Pipeline,
+    train: pd.DataFrame,
+    labels: pd.Series,
+    budget: SearchBudget,
+) -> SearchResult:
+    """`result` with its best hyperparameters fitted on the whole training split.
+
+    The threshold and the calibration map stay those chosen on the out-of-fold predictions of
+    the tuning sample, as `tune` does when it refits on all rows itself.
+    """
+    started = time.perf_counter()
+    pipeline = _fitted(result.algorithm, result.best.params, features, train, labels, budget)
+    return dataclasses.replace(
+        result,
+        pipeline=pipeline,
+        fit_rows=len(train),
+        seconds=result.seconds + time.perf_counter() - started,
+    )
+
+
+def _fitted(
+    algorithm: str,
+    params: Mapping[str, Any],
+    features: Pipeline,
+    train: pd.DataFrame,
+    labels: pd.Series,
+    budget: SearchBudget,
+) -> Pipeline:
+    """The feature pipeline and `algorithm` with `params`, fitted on `train`."""
+    estimator = ALGORITHMS[algorithm].make(budget.seed).set_params(**params)
+    if "n_jobs" in estimator.get_params():
+        # The fit runs alone: give it the cores the folds shared during the search.
+        estimator.set_params(n_jobs=budget.n_jobs)
+    pipeline = candidate_pipeline(features, estimator)
+    pipeline.fit(train, labels)
+    return pipeline
 
 
 def _tuning_sample(
