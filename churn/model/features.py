@@ -42,6 +42,10 @@ TENURE_LABELS = ("0-12", "12-24", "24-48", "48+")
 MISSING_CATEGORY = "__missing__"
 # Up to this many records, per-value Python look-ups are faster than vectorised ones.
 SMALL_BATCH = 32
+# Records turned into features at a time when fitting or scoring many: the text of a chunk
+# becomes one Python object per value on its way to the one-hot matrix (about 1 GiB per million
+# Telco-shaped records), so a whole training split at once would need several GiB per million.
+CHUNK_ROWS = 200_000
 
 
 class RawRecords(BaseEstimator, TransformerMixin):  # type: ignore[misc]
@@ -170,16 +174,19 @@ class OneHotCategories(BaseEstimator, TransformerMixin):  # type: ignore[misc]
     def fit(self, records: pd.DataFrame, target: object = None) -> OneHotCategories:
         """Learn each column's frequent categories (sorted) and whether it has rare ones."""
         frame = pd.DataFrame(records)
-        self.feature_names_in_ = np.array([str(column) for column in frame.columns], dtype=object)
+        return self.fit_counts([str(c) for c in frame.columns], category_counts(frame))
+
+    def fit_counts(self, columns: Sequence[str], counts: Sequence[pd.Series]) -> OneHotCategories:
+        """Learn from each column's category counts (`category_counts`, summed over chunks)."""
+        self.feature_names_in_ = np.array(list(columns), dtype=object)
         self.categories_: list[list[Any]] = []
         self.infrequent_categories_: list[list[Any]] = []
-        for column in frame.columns:
-            counts = pd.Series(_with_missing(frame[column].to_numpy(dtype=object))).value_counts()
+        for counted in counts:
             self.categories_.append(
-                sorted((c for c, n in counts.items() if n >= self.min_frequency), key=str)
+                sorted((c for c, n in counted.items() if n >= self.min_frequency), key=str)
             )
             self.infrequent_categories_.append(
-                sorted((c for c, n in counts.items() if n < self.min_frequency), key=str)
+                sorted((c for c, n in counted.items() if n < self.min_frequency), key=str)
             )
         return self
 
@@ -323,6 +330,86 @@ class FeatureEncoder(BaseEstimator, TransformerMixin):  # type: ignore[misc]
     def get_feature_names_out(self, input_features: object = None) -> np.ndarray:
         """Numeric column names, then `<column>_<category>` names."""
         return np.array([*self.numeric, *self.one_hot_.get_feature_names_out()], dtype=object)
+
+
+def category_counts(records: pd.DataFrame) -> list[pd.Series]:
+    """How often each category (missing included) occurs, per column of `records`."""
+    return [
+        pd.Series(_with_missing(records[column].to_numpy(dtype=object))).value_counts()
+        for column in records.columns
+    ]
+
+
+def fit_features(features: Pipeline, records: pd.DataFrame, chunk_rows: int = CHUNK_ROWS) -> None:
+    """Fit a feature pipeline (`build_feature_pipeline`) on `records`, a chunk at a time.
+
+    What `features.fit(records)` learns, exactly: the steps before the encoder learn nothing, the
+    categories' counts add up over chunks and the numbers (a few columns of floats) are gathered
+    whole for their medians. Only one chunk's text is ever held as Python objects.
+    """
+    if len(records) == 0:
+        features.fit(records)
+        return
+    *steps, (_, encode) = features.steps
+    prefix = Pipeline(steps)
+    numbers, counts = [], [pd.Series(dtype="int64") for _ in encode.categorical]
+    for chunk in _chunks(records, chunk_rows):
+        made = prefix.fit_transform(chunk)
+        numbers.append(_stack(made, encode.numeric, "float64"))
+        for position, counted in enumerate(category_counts(made[list(encode.categorical)])):
+            counts[position] = counts[position].add(counted, fill_value=0)
+    encode.numbers_ = MedianScaler().fit(
+        pd.DataFrame(np.vstack(numbers), columns=list(encode.numeric))
+    )
+    encode.one_hot_ = OneHotCategories(encode.min_frequency).fit_counts(
+        [str(c) for c in encode.categorical], counts
+    )
+
+
+def fit_in_chunks(
+    pipeline: Pipeline, records: pd.DataFrame, labels: pd.Series, chunk_rows: int = CHUNK_ROWS
+) -> Pipeline:
+    """Fit a `features` then `model` pipeline as `pipeline.fit` does, in bounded memory.
+
+    The features are fitted chunk by chunk (`fit_features`) and the estimator's matrix is filled
+    chunk by chunk: the matrix itself is the only thing the size of the whole split.
+    """
+    features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
+    fit_features(features, records, chunk_rows)
+    model.fit(transform_in_chunks(features, records, chunk_rows), np.asarray(labels))
+    return pipeline
+
+
+def transform_in_chunks(
+    features: Pipeline, records: pd.DataFrame, chunk_rows: int = CHUNK_ROWS
+) -> np.ndarray:
+    """`features.transform(records)`, one chunk at a time into one matrix."""
+    matrix: np.ndarray | None = None
+    for chunk_start in range(0, len(records), chunk_rows):
+        chunk = records.iloc[chunk_start : chunk_start + chunk_rows]
+        encoded = features.transform(chunk)
+        if matrix is None:
+            matrix = np.empty((len(records), encoded.shape[1]), dtype=encoded.dtype)
+        matrix[chunk_start : chunk_start + len(chunk)] = encoded
+    return matrix if matrix is not None else features.transform(records)
+
+
+def predict_in_chunks(
+    pipeline: Pipeline, records: pd.DataFrame, chunk_rows: int = CHUNK_ROWS
+) -> np.ndarray:
+    """`pipeline.predict_proba(records)[:, 1]`, one chunk of records at a time."""
+    if len(records) <= chunk_rows:
+        return np.asarray(pipeline.predict_proba(records)[:, 1])
+    return np.concatenate(
+        [pipeline.predict_proba(chunk)[:, 1] for chunk in _chunks(records, chunk_rows)]
+    )
+
+
+def _chunks(records: pd.DataFrame, chunk_rows: int) -> list[pd.DataFrame]:
+    """`records` in consecutive slices of at most `chunk_rows` rows (views, not copies)."""
+    return [
+        records.iloc[start : start + chunk_rows] for start in range(0, len(records), chunk_rows)
+    ]
 
 
 def _matrix(records: pd.DataFrame | np.ndarray, dtype: Any) -> np.ndarray:

@@ -8,7 +8,7 @@ from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
 from pydantic import Field
 from sklearn.pipeline import Pipeline
 
-from churn.model.features import build_feature_pipeline, feature_columns
+from churn.model.features import build_feature_pipeline, feature_columns, fit_features
 from churn.tables import CustomerTable
 from churn_assets.markdown import markdown_table
 
@@ -151,7 +151,7 @@ def feature_pipeline(customer_splits: CustomerSplits) -> Output[FeatureDesign]:
     """
     splits = customer_splits
     pipeline = build_feature_pipeline(splits.numeric, splits.categorical)
-    pipeline.fit(splits.train, splits.train[splits.target])
+    fit_features(pipeline, splits.train)
     names = list(pipeline.named_steps["encode"].get_feature_names_out())
     engineered_numeric, engineered_categorical = pipeline.named_steps["telco_features"].engineered()
     design = FeatureDesign(

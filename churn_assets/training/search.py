@@ -26,6 +26,7 @@ from sklearn.pipeline import Pipeline
 
 from churn.metrics import choose_threshold, classification_metrics
 from churn.model.calibration import Calibration, choose_calibration
+from churn.model.features import fit_in_chunks, predict_in_chunks
 from churn.value import DecisionCosts, cost_threshold, known, savings
 
 
@@ -139,7 +140,7 @@ class SearchResult:
 
     def probabilities(self, frame: pd.DataFrame) -> np.ndarray:
         """Churn probabilities of `frame` as the shipped model gives them (calibrated)."""
-        raw = self.pipeline.predict_proba(frame)[:, 1]
+        raw = predict_in_chunks(self.pipeline, frame)
         return raw if self.calibration is None else self.calibration.apply(raw)
 
 
@@ -288,9 +289,7 @@ def _fitted(
     if "n_jobs" in estimator.get_params():
         # The fit runs alone: give it the cores the folds shared during the search.
         estimator.set_params(n_jobs=budget.n_jobs)
-    pipeline = candidate_pipeline(features, estimator)
-    pipeline.fit(train, labels)
-    return pipeline
+    return fit_in_chunks(candidate_pipeline(features, estimator), train, labels)
 
 
 def _tuning_sample(
