@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -31,17 +32,24 @@ def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     a million Telco-shaped rows) and four times as slow to read. Columns that were plain Python
     objects when written (pandas' metadata says so) come back as objects, as pandas returns them.
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pq.read_table(path, columns=columns)
-    text = pd.StringDtype("pyarrow")
-    mapping = {pa.string(): text, pa.large_string(): text, pa.string_view(): text}
-    frame: pd.DataFrame = table.to_pandas(types_mapper=mapping.get)
+    frame = arrow_to_pandas(table)
     metadata = table.schema.pandas_metadata or {}
     for described in metadata.get("columns", []):
         name = described.get("name")
         was_object = described.get("numpy_type") == "object" and name in frame.columns
         if was_object and isinstance(frame[name].dtype, pd.StringDtype):
             frame[name] = table.column(name).to_numpy(zero_copy_only=False)
+    return frame
+
+
+def arrow_to_pandas(table: Any) -> pd.DataFrame:
+    """An Arrow table as a frame whose text stays Arrow-backed (`string[pyarrow]`)."""
+    import pyarrow as pa
+
+    text = pd.StringDtype("pyarrow")
+    mapping = {pa.string(): text, pa.large_string(): text, pa.string_view(): text}
+    frame: pd.DataFrame = table.to_pandas(types_mapper=mapping.get)
     return frame

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from churn.errors import DatasetError, SourceUnavailable
+from churn.files import arrow_to_pandas
 
 SUPPORTED_SCHEMES = ("file", "http", "https")
 _SNIFF_BYTES = 64 * 1024
@@ -291,8 +292,9 @@ def _read_parquet(path: Path, source: str) -> pd.DataFrame:
     _refuse_duplicates(names, source)
     if table.num_rows == 0:
         raise DatasetError(f"{source} has columns but no rows")
-    frame: pd.DataFrame = table.to_pandas()
-    return frame
+    # Text as Arrow strings, as normalisation keeps it: Python strings would take four times
+    # the memory (GiBs for millions of rows) only to be converted back.
+    return arrow_to_pandas(table)
 
 
 def _read_csv(
