@@ -140,6 +140,7 @@ def model_evaluation(
 ) -> Output[ModelEvaluation]:
     """The selected model's hold-out metrics, curves and latency, measured on the logged model."""
     from churn.model.artifact import PROBABILITY
+    from churn.model.features import CHUNK_ROWS
     from churn.model.pyfunc import load_model
     from churn_assets.evaluation.plots import log_evaluation_figures
 
@@ -151,7 +152,13 @@ def model_evaluation(
     schema = model.schema
     records = splits.test[schema.names]
     labels = splits.test[splits.target].to_numpy()
-    probabilities = model.predict(records)[PROBABILITY].to_numpy()
+    # A chunk at a time: the text of millions of records as Python objects would take GiBs.
+    probabilities = np.concatenate(
+        [
+            model.predict(records.iloc[start : start + CHUNK_ROWS])[PROBABILITY].to_numpy()
+            for start in range(0, len(records), CHUNK_ROWS)
+        ]
+    )
     metrics = holdout_metrics(splits, labels, probabilities, best.threshold)
     curve = _cost_curve(splits, labels, probabilities)
     calibration = calibration_bins(labels, probabilities)
