@@ -386,6 +386,12 @@ class MonitoringSettings(Section):
     drift_min_records: int = setting(
         "CHURN_DRIFT_MIN_RECORDS", 500, "Production records needed for a drift verdict.", ge=1
     )
+    drift_max_reference_rows: int = setting(
+        "CHURN_DRIFT_MAX_REFERENCE_ROWS",
+        1_000_000,
+        "Reference rows drift compares with: a larger data version is sampled (seeded).",
+        ge=1_000,
+    )
     window_hours: float = setting(
         "CHURN_MONITOR_WINDOW_HOURS", 24.0, "The window of production inputs, in hours.", gt=0
     )

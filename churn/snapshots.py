@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from churn.files import read_parquet, write_atomically
+from churn.files import arrow_to_pandas, read_parquet, write_atomically
 
 VERSION_LENGTH = 16
 QUARANTINE_SUFFIX = ".quarantine.parquet"
@@ -134,6 +134,43 @@ class SnapshotStore:
         if not self.has(version):
             raise KeyError(f"no stored data version {version!r} under {self.root}")
         return read_parquet(self._data_path(version))
+
+    def columns(self, version: str) -> list[str]:
+        """The columns of a stored version, read from its file's schema (no rows read)."""
+        import pyarrow.parquet as pq
+
+        if not self.has(version):
+            raise KeyError(f"no stored data version {version!r} under {self.root}")
+        return list(pq.read_schema(self._data_path(version)).names)
+
+    def sample(
+        self, version: str, columns: list[str], max_rows: int, seed: int = 0
+    ) -> tuple[pd.DataFrame, int]:
+        """At most `max_rows` rows of a stored version (its `columns`), and how many it has.
+
+        All of them when the version has no more; otherwise a seeded uniform sample without
+        replacement, read a row group at a time so that the version is never in memory whole.
+        """
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if not self.has(version):
+            raise KeyError(f"no stored data version {version!r} under {self.root}")
+        parquet = pq.ParquetFile(self._data_path(version))
+        total = parquet.metadata.num_rows
+        if total <= max_rows:
+            return read_parquet(self._data_path(version), columns=columns), total
+        chosen = np.sort(np.random.default_rng(seed).choice(total, size=max_rows, replace=False))
+        kept, start = [], 0
+        for group in range(parquet.num_row_groups):
+            rows = parquet.metadata.row_group(group).num_rows
+            low, high = np.searchsorted(chosen, [start, start + rows])
+            if high > low:
+                table = parquet.read_row_group(group, columns=columns)
+                kept.append(table.take(pa.array(chosen[low:high] - start)))
+            start += rows
+        return arrow_to_pandas(pa.concat_tables(kept)), total
 
     def load_quarantine(self, version: str) -> pd.DataFrame:
         """The rows set aside from a stored version, with their reasons (empty if none)."""

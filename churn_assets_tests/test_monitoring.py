@@ -382,7 +382,13 @@ def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promote
     result, _ = sensor("monitoring_sensor", instance, home, cursor)
     assert isinstance(result, RunRequest) and result.run_key != f"monitor-{cursor}"
 
-    stormy = monitor(home, instance, production_inputs={"config": {"max_records": 1_500}})
+    # The reference sampled to 1,000 of its rows: drift is still told from noise.
+    stormy = monitor(
+        home,
+        instance,
+        production_inputs={"config": {"max_records": 1_500}},
+        reference_customers={"config": {"max_rows": 1_000}},
+    )
     assert stormy.success
     report = stormy.output_for_node("drift_report")
     assert "monthly_charges" in report.drifted
@@ -395,6 +401,8 @@ def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promote
     psi = drift.metadata["psi"].value
     assert psi["monthly_charges"] > 0.2 and psi["gender"] < 0.2
     assert "| monthly_charges |" in drift.metadata["psi_by_column"].value
+    assert drift.metadata["reference_sample"].value.startswith("1,000 of ")
+    assert calm.output_for_node("reference_customers").total_rows > 1_000
     mlflow_run = MlflowResource.from_env(home).client().get_run(report.mlflow_run_id)
     assert mlflow_run.data.metrics["psi_monthly_charges"] == pytest.approx(
         report.psi["monthly_charges"]

@@ -56,3 +56,47 @@ def test_saving_identical_data_again_keeps_one_snapshot(
 def test_an_unknown_version_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(KeyError, match="no stored data version 'feedfacefeedface'"):
         SnapshotStore(tmp_path).load("feedfacefeedface")
+
+
+def test_a_large_version_is_sampled_a_row_group_at_a_time(tmp_path: Path) -> None:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    rows = 50_000
+    frame = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(rows)],
+            "tenure": np.arange(rows) % 72,
+            "contract": pd.array(np.where(np.arange(rows) % 3, "month", "year"), "string[pyarrow]"),
+            "churn": np.arange(rows) % 2,
+        }
+    )
+    store = SnapshotStore(tmp_path)
+    version = store.save(frame, "telco", "x.csv", "churn", "customer_id").version
+    # Rewritten in row groups of 7,000 rows, as a file of millions of rows is stored.
+    path = tmp_path / f"{version}.parquet"
+    pq.write_table(pq.read_table(path), path, row_group_size=7_000)
+    assert pq.ParquetFile(path).num_row_groups == 8
+
+    sample, total = store.sample(version, ["customer_id", "contract"], 1_000)
+    assert (
+        total == rows
+        and len(sample) == 1_000
+        and list(sample.columns)
+        == [
+            "customer_id",
+            "contract",
+        ]
+    )
+    assert sample["customer_id"].is_unique
+    original = frame.set_index("customer_id")["contract"]
+    assert (original.loc[sample["customer_id"]].to_numpy() == sample["contract"].to_numpy()).all()
+    # Spread over the whole version (every row group), and the same for the same seed.
+    numbers = sample["customer_id"].str.slice(1).astype(int)
+    assert numbers.min() < 7_000 and numbers.max() >= 49_000
+    again, _ = store.sample(version, ["customer_id", "contract"], 1_000)
+    pd.testing.assert_frame_equal(again, sample)
+    assert sample["contract"].dtype == "string[pyarrow]"
+
+    whole, total = store.sample(version, ["tenure"], rows)
+    assert total == rows and whole["tenure"].tolist() == frame["tenure"].tolist()

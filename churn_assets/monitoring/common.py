@@ -33,6 +33,13 @@ class ReferenceData:
     model_version: str
     data_version: str
     schema: ModelSchema
+    # Rows of the data version: more than `frame` holds when it is a sample of them.
+    total_rows: int = 0
+
+    @property
+    def sampled(self) -> bool:
+        """Whether `frame` is a sample of the data version rather than all of it."""
+        return self.total_rows > len(self.frame)
 
 
 def window_end(context: AssetExecutionContext) -> datetime:

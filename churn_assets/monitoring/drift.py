@@ -47,6 +47,18 @@ class DriftConfig(Config):
     )
 
 
+def sampling_note(rows: int, total: int) -> str:
+    """What a reference sample of `rows` of `total` rows may change in a PSI."""
+    if total <= rows:
+        return f"all {rows:,} rows of the data version"
+    # PSI of a sample of n rows against the distribution it was drawn from is about chi^2 / n:
+    # (bins - 1) / n on average, whatever the bins' shares.
+    return (
+        f"{rows:,} of {total:,} rows, a seeded uniform sample: it adds about (bins - 1) / {rows:,} "
+        f"to a column's PSI, {99 / rows:.5f} for 100 bins or categories"
+    )
+
+
 @dataclass
 class DriftSummary:
     """The drift report's outcome, as the drift sensor and later runs read it."""
@@ -121,6 +133,7 @@ def drift_report(
         "production_version": summary.production_version,
         "reference_version": summary.reference_version,
         "reference_rows": len(reference.frame),
+        "reference_sample": sampling_note(len(reference.frame), reference.total_rows),
         "current_rows": summary.current_rows,
         "psi_threshold": config.psi_threshold,
         "features": len(features),
@@ -177,6 +190,7 @@ def drift_report(
     check_metadata: dict[str, Any] = {
         "drifted": ", ".join(summary.drifted) or "(none)",
         "features": len(features),
+        "reference_sample": metadata["reference_sample"],
     }
     if result is not None:
         check_metadata |= {

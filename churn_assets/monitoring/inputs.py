@@ -37,16 +37,34 @@ from churn_assets.resources import (
 )
 
 
+class ReferenceConfig(Config):
+    """How much of the production model's data version drift compares with."""
+
+    max_rows: int = Field(
+        default_factory=lambda: settings().monitoring.drift_max_reference_rows,
+        ge=1_000,
+        description="At most this many rows; a larger data version is sampled, seeded "
+        "(`CHURN_DRIFT_MAX_REFERENCE_ROWS`).",
+    )
+
+
 @asset(group_name=GROUP, kinds={"pandas"}, deps=["production_model"])
 def reference_customers(
-    context: AssetExecutionContext, mlflow_tracking: MlflowResource, home: PlatformHome
+    context: AssetExecutionContext,
+    config: ReferenceConfig,
+    mlflow_tracking: MlflowResource,
+    home: PlatformHome,
 ) -> Output[ReferenceData]:
-    """What the production model learned from: the data version its registry entry names."""
+    """What the production model learned from: the data version its registry entry names.
+
+    Its input columns only; a version of more than `max_rows` rows is sampled uniformly (seeded,
+    a row group at a time), so that drift of ten million customers needs a few hundred MiB.
+    """
     production = production_version(mlflow_tracking)
     version, tags = production.version, production.tags
     data_version = tags.get("data_version", "")
     try:
-        frame = home.snapshots().load(data_version)
+        stored = home.snapshots().columns(data_version)
     except KeyError as error:
         raise Failure(
             description=f"Production version {version} was trained on data version "
@@ -54,21 +72,29 @@ def reference_customers(
             allow_retries=False,
         ) from error
     schema = production_schema(mlflow_tracking, version)
-    missing = [column for column in schema.names if column not in frame.columns]
+    missing = [column for column in schema.names if column not in stored]
     if missing:
         raise Failure(
             description=f"Data version {data_version} lacks input column(s) of production "
             f"version {version}: {', '.join(missing)}.",
             allow_retries=False,
         )
-    context.log.info("Production version %s learned from data version %s", version, data_version)
+    frame, total = home.snapshots().sample(data_version, list(schema.names), config.max_rows)
+    context.log.info(
+        "Production version %s learned from data version %s (%d rows%s)",
+        version,
+        data_version,
+        total,
+        f", {len(frame)} sampled" if len(frame) < total else "",
+    )
     return Output(
-        ReferenceData(frame[schema.names], version, data_version, schema),
+        ReferenceData(frame, version, data_version, schema, total_rows=total),
         data_version=DataVersion(data_version),
         metadata={
             "production_version": version,
             "data_version": data_version,
             "dagster/row_count": len(frame),
+            "data_version_rows": total,
             "snapshot": MetadataValue.path(str(home.snapshots().root / f"{data_version}.parquet")),
         },
     )
