@@ -455,6 +455,12 @@ class PipelineSettings(Section):
     dagster_ui_url: str = setting(
         "DAGSTER_UI_URL", "http://127.0.0.1:3000", "Base URL of the Dagster UI in alert links."
     )
+    dask_scheduler: str = setting(
+        "CHURN_DASK_SCHEDULER",
+        "",
+        "Dask scheduler (`tcp://host:8786`) that the refit on all rows, nightly scoring and drift "
+        "run on; unset: in the step's own process.",
+    )
 
 
 class ServingSettings(Section):

@@ -30,6 +30,7 @@ from churn_assets.monitoring.assets import MONITORING_ASSETS
 from churn_assets.monitoring.compaction import compact_logs_job, compacted_logs
 from churn_assets.registry.assets import production_model, registered_model
 from churn_assets.resources import (
+    ComputeResource,
     DatasetResource,
     MlflowResource,
     PlatformHome,
@@ -158,6 +159,7 @@ defs = Definitions(
         "mlflow_tracking": MlflowResource.from_env(home),
         "gates": QualityGates.from_env(),
         "scoring": ScoringResource.from_env(),
+        "compute": ComputeResource.from_env(),
         "io_manager": ValueStore.under(home.layout),
     },
 )

@@ -15,6 +15,7 @@ from dagster import ConfigurableResource, Failure
 from pydantic import Field
 from pydantic.fields import FieldInfo
 
+from churn.engine import Engine
 from churn.home import Home, platform_home
 from churn.normalise import (
     CleaningRules,
@@ -25,6 +26,7 @@ from churn.settings import (
     SYNTHETIC,
     DatasetSettings,
     GateSettings,
+    PipelineSettings,
     ScoringSettings,
     Section,
     TrackingSettings,
@@ -200,6 +202,21 @@ class ScoringResource(ConfigurableResource):  # type: ignore[type-arg]
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ScoringResource:
         """The resource as the environment configures it (`churn.settings.ScoringSettings`)."""
         return cls(**settings_from(environ).scoring.model_dump())
+
+
+class ComputeResource(ConfigurableResource):  # type: ignore[type-arg]
+    """Where the heavy steps run: in the step's process, or on a Dask cluster (`churn.engine`)."""
+
+    dask_scheduler: str = from_setting(PipelineSettings, "dask_scheduler")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ComputeResource:
+        """The resource as `CHURN_DASK_SCHEDULER` configures it."""
+        return cls(dask_scheduler=settings_from(environ).pipeline.dask_scheduler)
+
+    def engine(self) -> Engine:
+        """The engine this resource names."""
+        return Engine(self.dask_scheduler.strip() or None)
 
 
 class MlflowResource(ConfigurableResource):  # type: ignore[type-arg]
