@@ -11,13 +11,14 @@ from pydantic import Field
 from sklearn.pipeline import Pipeline
 
 from churn.codec import STORED
+from churn.engine import Engine
 from churn.metrics import classification_metrics, recall_margin
 from churn.model.schema import SCHEMA_ARTIFACT, ModelSchema
 from churn.registry import PRODUCTION, ModelRegistry
 from churn.value import known, savings
 from churn_assets.features.assets import CustomerSplits, FeatureDesign
 from churn_assets.markdown import markdown_table
-from churn_assets.resources import MlflowResource, QualityGates, mlflow_step
+from churn_assets.resources import ComputeResource, MlflowResource, QualityGates, mlflow_step
 from churn_assets.training.search import (
     ALGORITHMS,
     SCORING,
@@ -118,8 +119,13 @@ def candidate_models(
     feature_pipeline: FeatureDesign,
     mlflow_tracking: MlflowResource,
     gates: QualityGates,
+    compute: ComputeResource,
 ) -> Output[CandidateModels]:
-    """Candidate churn models, one tuned per algorithm, each an MLflow run with its model."""
+    """Candidate churn models, one tuned per algorithm, each an MLflow run with its model.
+
+    The selected candidate's refit on every training row runs where `compute` says: in this
+    step, or on the Dask cluster `CHURN_DASK_SCHEDULER` names (`churn.engine`).
+    """
     unknown = [name for name in config.algorithms if name not in ALGORITHMS]
     if unknown or not config.algorithms:
         raise Failure(
@@ -129,7 +135,13 @@ def candidate_models(
         )
     try:
         return _train_candidates(
-            context, config, customer_splits, feature_pipeline, mlflow_tracking, gates
+            context,
+            config,
+            customer_splits,
+            feature_pipeline,
+            mlflow_tracking,
+            gates,
+            compute.engine(),
         )
     finally:
         # Cross-validation's worker processes otherwise idle for loky's 300 s timeout, and the
@@ -146,6 +158,7 @@ def _train_candidates(
     design: FeatureDesign,
     mlflow_tracking: MlflowResource,
     gates: QualityGates,
+    engine: Engine,
 ) -> Output[CandidateModels]:
     import mlflow
 
@@ -242,13 +255,14 @@ def _train_candidates(
             # Selection is by cross-validation on the tuning sample: only the selected
             # candidate pays for a fit on every training row.
             context.log.info(
-                "Refitting %s on all %d training rows (tuned on %d)",
+                "Refitting %s on all %d training rows (tuned on %d), %s",
                 chosen,
                 len(splits.train),
                 result.fit_rows,
+                engine.describe(),
             )
             searched[chosen] = (
-                refit(result, design.pipeline(), splits.train, train_labels, budget),
+                refit(result, design.pipeline(), splits.train, train_labels, budget, engine),
                 run_id,
             )
         candidates: list[Candidate] = []
@@ -323,6 +337,7 @@ def _track_candidate(
             "calibration": result.calibration.method if result.calibration else "none",
             "tuning_rows": result.tuning_rows,
             "fit_rows": result.fit_rows,
+            "fit_engine": result.fit_engine,
         }
     )
     mlflow.log_metrics(

@@ -24,9 +24,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import ParameterSampler, StratifiedKFold, cross_validate
 from sklearn.pipeline import Pipeline
 
+from churn.engine import Engine
 from churn.metrics import choose_threshold, classification_metrics
 from churn.model.calibration import Calibration, choose_calibration
-from churn.model.features import fit_in_chunks, predict_in_chunks
+from churn.model.features import CHUNK_ROWS, fit_in_chunks, predict_in_chunks
 from churn.value import DecisionCosts, cost_threshold, known, savings
 
 
@@ -128,8 +129,9 @@ class SearchResult:
     tuning_rows: int
     seconds: float
     pipeline: Pipeline = field(repr=False)
-    # How many training rows `pipeline` was fitted on.
+    # How many training rows `pipeline` was fitted on, and where (`Engine.describe`).
     fit_rows: int = 0
+    fit_engine: str = "local"
     # The tuning rows' labels and the best trial's out-of-fold probabilities.
     out_of_fold: tuple[np.ndarray, np.ndarray] = field(
         default=(np.empty(0), np.empty(0)), repr=False
@@ -260,18 +262,36 @@ def refit(
     train: pd.DataFrame,
     labels: pd.Series,
     budget: SearchBudget,
+    engine: Engine | None = None,
 ) -> SearchResult:
     """`result` with its best hyperparameters fitted on the whole training split.
 
     The threshold and the calibration map stay those chosen on the out-of-fold predictions of
-    the tuning sample, as `tune` does when it refits on all rows itself.
+    the tuning sample, as `tune` does when it refits on all rows itself. With a distributed
+    `engine`, LightGBM trains data-parallel on the cluster's workers (`Cluster.fit_lightgbm`)
+    and another algorithm fits on one of them; either way the result is the same kind of
+    fitted pipeline as a local fit.
+
+    Raises:
+        ClusterError: the cluster failed the fit.
+
     """
     started = time.perf_counter()
-    pipeline = _fitted(result.algorithm, result.best.params, features, train, labels, budget)
+    if engine is None or not engine.distributed:
+        pipeline = _fitted(result.algorithm, result.best.params, features, train, labels, budget)
+    else:
+        estimator = ALGORITHMS[result.algorithm].make(budget.seed).set_params(**result.best.params)
+        unfitted = candidate_pipeline(features, estimator)
+        with engine.session(f"the refit of {result.algorithm}") as cluster:
+            if result.algorithm == "lightgbm":
+                pipeline = cluster.fit_lightgbm(unfitted, train, labels, CHUNK_ROWS)
+            else:
+                pipeline = cluster.run(fit_in_chunks, unfitted, train, labels)
     return dataclasses.replace(
         result,
         pipeline=pipeline,
         fit_rows=len(train),
+        fit_engine=engine.describe() if engine is not None else "local",
         seconds=result.seconds + time.perf_counter() - started,
     )
 
