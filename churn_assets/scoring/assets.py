@@ -39,7 +39,13 @@ from churn.row_checks import PopulationError
 from churn.score_store import REASON_COLUMNS, SCORES, SCORES_CSV, ScoreStore
 from churn_assets.automation import daily_freshness, nightly
 from churn_assets.markdown import markdown_table
-from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, ScoringResource
+from churn_assets.resources import (
+    ComputeResource,
+    DatasetResource,
+    MlflowResource,
+    PlatformHome,
+    ScoringResource,
+)
 from churn_assets.scoring.batch import Population, ScoredModel, score_population
 
 GROUP = "scoring"
@@ -75,13 +81,22 @@ def customer_scores(
     dataset: DatasetResource,
     home: PlatformHome,
     mlflow_tracking: MlflowResource,
+    compute: ComputeResource,
 ) -> MaterializeResult[None]:
-    """Every customer of the scoring population, scored by the production model, with reasons."""
+    """Every customer of the scoring population, scored by the production model, with reasons.
+
+    The chunks are scored in this step, or on the Dask cluster `CHURN_DASK_SCHEDULER` names.
+    """
+    engine = compute.engine()
     partition = context.partition_key
     model, run_id = production_scorer(mlflow_tracking, scoring.alias)
     population = _population(context, scoring, dataset, home, mlflow_tracking, model)
     context.log.info(
-        "Scoring %s with %s version %s", population.description, model.name, model.version
+        "Scoring %s with %s version %s, %s",
+        population.description,
+        model.name,
+        model.version,
+        engine.describe(),
     )
     try:
         outcome = score_population(
@@ -96,6 +111,7 @@ def customer_scores(
             max_bytes=dataset.max_bytes,
             timeout_seconds=dataset.timeout_seconds,
             scratch=home.scratch_dir,
+            engine=engine,
             log=context.log.info,
         )
     except SourceUnavailable:
@@ -114,6 +130,7 @@ def customer_scores(
         "model": MetadataValue.url(mlflow_tracking.model_version_url(model.version)),
         "data_version": manifest.data_version,
         "population": manifest.population,
+        "engine": engine.describe(),
         "dagster/row_count": manifest.rows_scored,
         "rows_read": manifest.rows_read,
         "churned_skipped": manifest.churned_skipped,

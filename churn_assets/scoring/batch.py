@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from churn.engine import Cluster, Engine
 from churn.errors import DatasetError
 from churn.model.schema import ModelSchema
 from churn.model.scoring import REASONS, Scorer, format_value
@@ -125,6 +126,7 @@ def score_population(
     max_bytes: int = 1024**3,
     timeout_seconds: float = 30.0,
     scratch: Path | None = None,
+    engine: Engine | None = None,
     log: Callable[[str], None] = lambda message: None,
 ) -> ScoringOutcome:
     """Score every customer of `population` into the partition `partition` of `store`.
@@ -132,12 +134,14 @@ def score_population(
     Two passes: the first streams the population a chunk at a time, checks and scores it
     (`_FirstPass`), writing unranked scores to a scratch file; once every probability is known,
     the second ranks them and writes the published files (`_RankedWriter`). Nothing is
-    published until both have finished.
+    published until both have finished. With a distributed `engine` the chunks are scored on
+    its workers (`churn.engine`); reading, checking, ranking and writing stay here.
 
     Raises:
         DatasetError: the population cannot be read, lacks a model input, or has more than
             `max_rejected_share` of its rows set aside (then nothing is published).
         PopulationError: a model input column is absent.
+        ClusterError: the cluster failed the scoring (nothing is published).
 
     """
     started = time.perf_counter()
@@ -158,7 +162,11 @@ def score_population(
             digest,
         ):
             manifest.data_version = population.data_version or f"file-{digest[:16]}"
-            first.run(chunks)
+            if engine is not None and engine.distributed:
+                with engine.session(f"scoring partition {partition}") as cluster:
+                    first.run(chunks, cluster)
+            else:
+                first.run(chunks)
         _refuse_too_many_rejected(manifest, first.rejected_by_column, model, max_rejected_share)
         if not manifest.rows_scored:
             raise DatasetError(f"{population.description} holds no customer to score")
@@ -234,19 +242,44 @@ class _FirstPass:
         self.sample = _InputSample(input_sample, self.schema.names)
         self.writers: dict[str, Any] = {}
 
-    def run(self, chunks: Iterator[pd.DataFrame]) -> None:
-        """Read, check and score every chunk."""
+    def run(self, chunks: Iterator[pd.DataFrame], cluster: Cluster | None = None) -> None:
+        """Read, check and score every chunk: here, or on the cluster's workers.
+
+        On a cluster the chunks are read and checked here, scored on the workers (a few at a
+        time, `Cluster.map_ordered`) and written here in the order they were read.
+        """
+        checked = self._checked(chunks)
+        if cluster is None:
+            for rows, numbers in checked:
+                self.write(
+                    rows,
+                    numbers,
+                    score_chunk(self.model.scorer, rows.columns, self.reasons, self.timer),
+                )
+            return
+        with self.timer.phase("cluster"):
+            results = cluster.map_ordered(
+                _score_on_worker,
+                checked,
+                shared=(self.model.scorer, self.reasons),
+                send=lambda item: item[0].columns,
+            )
+            for (rows, numbers), scored in results:
+                self.write(rows, numbers, scored)
+
+    def _checked(self, chunks: Iterator[pd.DataFrame]) -> Iterator[tuple[CheckedRows, np.ndarray]]:
+        """Each chunk's rows that fit the schema, and their 1-based rows of the source."""
         while True:
             with self.timer.phase("read"):
                 chunk = next(chunks, None)
             if chunk is None:
                 return
-            self.score(chunk)
+            checked, numbers = self.check(chunk)
+            if len(checked):
+                yield checked, numbers
 
-    def score(self, chunk: pd.DataFrame) -> None:
-        """Check one chunk against the schema, set aside what does not fit, score the rest."""
-        import pyarrow as pa
-
+    def check(self, chunk: pd.DataFrame) -> tuple[CheckedRows, np.ndarray]:
+        """Check one chunk against the schema and set aside what does not fit."""
         manifest = self.manifest
         with self.timer.phase("check"):
             frame, positions = _prepare(chunk, self.schema, self.population)
@@ -258,33 +291,28 @@ class _FirstPass:
             manifest.rows_rejected += len(checked.rejected)
         if len(checked.rejected):
             self.set_aside(checked, numbers, len(frame))
-        if not len(checked):
-            return
-        scorer = self.model.scorer
-        with self.timer.phase("encode"):
-            encoded = scorer.encode(checked.columns)
-        with self.timer.phase("predict"):
-            probability = scorer.probabilities_of(encoded)
+        return checked, numbers
+
+    def write(self, checked: CheckedRows, numbers: np.ndarray, scored: ScoredChunk) -> None:
+        """Write one chunk's scores (and reasons) to the scratch file."""
+        import pyarrow as pa
+
+        probability, texts = scored
         self.probabilities.append(probability)
         keys = checked.keys if checked.keys is not None else numbers[checked.accepted].astype(str)
         columns: dict[str, Any] = {
             self.schema.key or ROW_NUMBER: pa.array(keys, type=pa.string()),
             "churn_probability": pa.array(probability, type=pa.float64()),
-            "churn_label": pa.array((probability >= scorer.threshold).astype(np.int8)),
+            "churn_label": pa.array((probability >= self.model.scorer.threshold).astype(np.int8)),
         }
-        if not self.reasons:  # the same columns either way, for readers and the database
+        if texts is None:  # the same columns either way, for readers and the database
             columns |= {name: pa.nulls(len(checked), pa.string()) for name in REASON_COLUMNS}
         else:
-            with self.timer.phase("explain"):
-                contributions = scorer.explainer.contributions(encoded)
-            with self.timer.phase("reasons"):
-                texts = reason_texts(contributions, checked.columns)
-                for name, text in texts.items():
-                    columns[name] = pa.array(text, type=pa.string())
+            columns |= {name: pa.array(text, type=pa.string()) for name, text in texts.items()}
         with self.timer.phase("write"):
             _write(self.writers, "unranked", self.unranked, pa.table(columns))
             self.sample.offer(checked.columns)
-            del encoded, columns
+            del columns
             pa.default_memory_pool().release_unused()  # keep the peak a chunk's
 
     def set_aside(self, checked: CheckedRows, numbers: np.ndarray, rows: int) -> None:
@@ -400,6 +428,35 @@ class _RankedWriter:
     def top(self) -> pd.DataFrame:
         """The ten highest-ranked customers (once `tables()` has run)."""
         return pd.concat(self.top_rows).sort_values("rank") if self.top_rows else pd.DataFrame()
+
+
+ScoredChunk = tuple[np.ndarray, dict[str, np.ndarray] | None]
+
+
+def score_chunk(
+    scorer: Scorer,
+    columns: dict[str, np.ndarray],
+    reasons: bool,
+    timer: _Timer | None = None,
+) -> ScoredChunk:
+    """Churn probabilities of one chunk of checked rows and, with `reasons`, their top reasons."""
+    timer = timer or _Timer()
+    with timer.phase("encode"):
+        encoded = scorer.encode(columns)
+    with timer.phase("predict"):
+        probability = scorer.probabilities_of(encoded)
+    if not reasons:
+        return probability, None
+    with timer.phase("explain"):
+        contributions = scorer.explainer.contributions(encoded)
+    with timer.phase("reasons"):
+        return probability, reason_texts(contributions, columns)
+
+
+def _score_on_worker(shared: tuple[Scorer, bool], columns: dict[str, np.ndarray]) -> ScoredChunk:
+    """`score_chunk` as a cluster task: the model and the flag were sent to the worker once."""
+    scorer, reasons = shared
+    return score_chunk(scorer, columns, reasons)
 
 
 def reason_texts(contributions: Any, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
