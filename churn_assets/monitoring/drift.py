@@ -19,7 +19,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from churn.drift import DriftResult, measure_drift
+from churn.drift import DriftResult, measure_drift, measure_drift_on
 from churn.published import publish
 from churn.settings import settings
 from churn_assets.markdown import markdown_table
@@ -30,7 +30,7 @@ from churn_assets.monitoring.common import (
     MONITORING_DAYS,
     ReferenceData,
 )
-from churn_assets.resources import MlflowResource, PlatformHome
+from churn_assets.resources import ComputeResource, MlflowResource, PlatformHome
 
 
 class DriftConfig(Config):
@@ -105,6 +105,7 @@ def drift_report(
     production_inputs: pd.DataFrame,
     mlflow_tracking: MlflowResource,
     home: PlatformHome,
+    compute: ComputeResource,
 ) -> Iterator[Output[DriftSummary] | AssetCheckResult]:
     """Evidently's data drift report (PSI per feature), stored as HTML and logged to MLflow.
 
@@ -140,7 +141,15 @@ def drift_report(
     }
     result: DriftResult | None = None
     if summary.evaluated:
-        result = measure_drift(reference.frame, current, features, config.psi_threshold)
+        engine = compute.engine()
+        metadata["engine"] = engine.describe()
+        if engine.distributed:
+            with engine.session("drift") as cluster:
+                result = measure_drift_on(
+                    cluster, reference.frame, current, features, config.psi_threshold
+                )
+        else:
+            result = measure_drift(reference.frame, current, features, config.psi_threshold)
         summary.psi = result.psi()
         summary.drifted = [column.column for column in result.drifted]
         summary.html, summary.mlflow_run_id, run_url = _store_report(
