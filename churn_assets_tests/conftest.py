@@ -266,7 +266,7 @@ def run_pipeline(
     from dagster import DagsterInstance, materialize
 
     from churn_assets.definitions import ASSETS
-    from churn_assets.resources import MlflowResource, QualityGates
+    from churn_assets.resources import ComputeResource, MlflowResource, QualityGates
     from churn_assets.storage import ValueStore
 
     return materialize(
@@ -275,6 +275,7 @@ def run_pipeline(
             "dataset": dataset,
             "home": home,
             "mlflow_tracking": MlflowResource.from_env(home),
+            "compute": ComputeResource(),
             "gates": gates or QualityGates(),
             "io_manager": ValueStore.under(home.layout),
         },

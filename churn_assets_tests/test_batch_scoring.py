@@ -39,6 +39,7 @@ from churn.sources import read_table
 from churn_assets.ingestion.synthetic import generate_accounts
 from churn_assets.monitoring.inputs import production_inputs
 from churn_assets.resources import (
+    ComputeResource,
     DatasetResource,
     MlflowResource,
     PlatformHome,
@@ -102,6 +103,7 @@ def score(trained: Trained, partition: str = TODAY, reasons: bool = True, **scor
             "dataset": trained.dataset,
             "home": trained.home,
             "mlflow_tracking": MlflowResource.from_env(trained.home),
+            "compute": ComputeResource(),
         },
         run_config={"ops": {"customer_scores": {"config": {"reasons": reasons}}}},
         instance=trained.instance,
@@ -386,6 +388,7 @@ def test_scoring_runs_again_when_production_moves(trained: Trained) -> None:
     # Nightly at 02:00: an automation condition (test_automation.py).
     resources = {
         "mlflow_tracking": MlflowResource.from_env(trained.home),
+        "compute": ComputeResource(),
         "scoring": ScoringResource(),
     }
     first = build_sensor_context(instance=trained.instance, resources=resources)

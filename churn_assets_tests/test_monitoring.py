@@ -45,7 +45,13 @@ from churn_assets.ingestion.synthetic import SyntheticDrift, churn_probability, 
 from churn_assets.monitoring.assets import MONITORING_ASSETS
 from churn_assets.monitoring.common import DRIFT_CHECK, DRIFT_REPORT
 from churn_assets.monitoring.inputs import production_inputs
-from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
+from churn_assets.resources import (
+    ComputeResource,
+    DatasetResource,
+    MlflowResource,
+    PlatformHome,
+    QualityGates,
+)
 from churn_assets.sensors import (
     MONITORING_RUN_TAG,
     REASON_TAG,
@@ -315,7 +321,11 @@ def monitor(home: PlatformHome, instance: DagsterInstance, **config: Any) -> Any
     return materialize(
         MONITORING_ASSETS,
         partition_key=today(),
-        resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
+        resources={
+            "home": home,
+            "mlflow_tracking": MlflowResource.from_env(home),
+            "compute": ComputeResource(),
+        },
         run_config={"ops": config},
         instance=instance,
         raise_on_error=False,
@@ -440,6 +450,7 @@ def test_drifted_traffic_makes_the_sensor_retrain_and_the_new_version_is_promote
             "dataset": DatasetResource(synthetic_rows=3_000),
             "home": home,
             "mlflow_tracking": MlflowResource.from_env(home),
+            "compute": ComputeResource(),
             "gates": QualityGates(),
         },
         run_config=run_config,

@@ -21,7 +21,7 @@ from dagster import DagsterInstance, materialize
 from churn.model.schema import ModelSchema
 from churn.published import publish
 from churn_assets.monitoring.assets import MONITORING_ASSETS
-from churn_assets.resources import MlflowResource, PlatformHome
+from churn_assets.resources import ComputeResource, MlflowResource, PlatformHome
 from churn_assets_tests.conftest import REPOSITORY, customer, eventually, today, trained_home
 from churn_assets_tests.processes import (
     PROMETHEUS_DIR,
@@ -164,7 +164,11 @@ def test_prometheus_scrapes_the_services_fires_the_alerts_and_answers_every_pane
         monitored = materialize(
             MONITORING_ASSETS,
             partition_key=today(),
-            resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
+            resources={
+                "home": home,
+                "mlflow_tracking": MlflowResource.from_env(home),
+                "compute": ComputeResource(),
+            },
             run_config={"ops": {"drift_report": {"config": {"min_records": 100}}}},
             instance=DagsterInstance.ephemeral(),
         )

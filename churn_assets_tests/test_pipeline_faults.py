@@ -24,7 +24,13 @@ from dagster import (
 from churn.registry import PRODUCTION, STAGING
 from churn_assets.definitions import ASSETS
 from churn_assets.ingestion.assets import raw_customers
-from churn_assets.resources import DatasetResource, MlflowResource, PlatformHome, QualityGates
+from churn_assets.resources import (
+    ComputeResource,
+    DatasetResource,
+    MlflowResource,
+    PlatformHome,
+    QualityGates,
+)
 from churn_assets_tests.conftest import (
     QUICK_TRAINING,
     free_port,
@@ -54,6 +60,7 @@ def pipeline(home: PlatformHome, storage: Path) -> Definitions:
             "dataset": DatasetResource(synthetic_rows=2_000),
             "home": home,
             "mlflow_tracking": MlflowResource.from_env(home),
+            "compute": ComputeResource(),
             "gates": QualityGates.from_env({"CHURN_GATES": "telco"}),
             "io_manager": FilesystemIOManager(base_dir=str(storage)),
         },

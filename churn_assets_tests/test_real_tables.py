@@ -61,6 +61,7 @@ from churn_assets.evaluation.assets import ModelEvaluation
 from churn_assets.ingestion.synthetic import generate_accounts
 from churn_assets.monitoring.assets import MONITORING_ASSETS
 from churn_assets.resources import (
+    ComputeResource,
     DatasetResource,
     MlflowResource,
     PlatformHome,
@@ -351,7 +352,11 @@ def test_the_walkthrough_on_a_real_table(
         monitored = materialize(
             MONITORING_ASSETS,
             partition_key=today(),
-            resources={"home": home, "mlflow_tracking": MlflowResource.from_env(home)},
+            resources={
+                "home": home,
+                "mlflow_tracking": MlflowResource.from_env(home),
+                "compute": ComputeResource(),
+            },
             run_config={"ops": {"drift_report": {"config": {"min_records": 300}}}},
             instance=instance,
         )
@@ -405,6 +410,7 @@ def test_the_walkthrough_on_a_real_table(
                 "dataset": dataset,
                 "home": home,
                 "mlflow_tracking": MlflowResource.from_env(home),
+                "compute": ComputeResource(),
             },
             instance=instance,
         )
