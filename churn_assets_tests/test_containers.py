@@ -85,6 +85,7 @@ PORTS = (
     "STAGING_PORT",
     "PROMETHEUS_PORT",
     "ALERTMANAGER_PORT",
+    "DASK_DASHBOARD_PORT",
 )
 
 
@@ -244,12 +245,25 @@ class Stack:
     def url(self, port: str, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[port]}{path}"
 
-    def health(self) -> dict[str, str]:
-        """Each service's container status (`Up 20 seconds (healthy)`...)."""
+    def health(self) -> dict[str, list[str]]:
+        """Each service's containers' statuses (`Up 20 seconds (healthy)`...): the Dask workers
+        are two containers of one service."""
         project = f"label=com.docker.compose.project={self.project}"
         columns = '{{.Label "com.docker.compose.service"}}\t{{.Status}}'
         listing = run(["docker", "ps", "-a", "--filter", project, "--format", columns], timeout=60)
-        return dict(line.split("\t", 1) for line in listing.stdout.splitlines() if "\t" in line)
+        statuses: dict[str, list[str]] = {}
+        for line in listing.stdout.splitlines():
+            if "\t" in line:
+                service, status = line.split("\t", 1)
+                statuses.setdefault(service, []).append(status)
+        return statuses
+
+    def healthy(self) -> bool:
+        """Every container of the stack is up and healthy, both Dask workers included."""
+        statuses = self.health()
+        return len(statuses.get("dask-worker", [])) == 2 and all(
+            statuses.get(name) and all("(healthy)" in s for s in statuses[name]) for name in STACK
+        )
 
     def logs(self) -> str:
         """The last lines of every service's log, for a failure's message."""
@@ -275,7 +289,7 @@ def stack(images: None) -> Iterator[Stack]:
         stack.compose("up", "-d", *STACK, timeout=900)
         wait_until(
             "every service of the stack is healthy",
-            lambda: all("(healthy)" in stack.health().get(name, "") for name in STACK),
+            stack.healthy,
             stack,
             timeout=300,
         )
@@ -349,8 +363,10 @@ def test_the_compose_stack_trains_serves_is_scraped_and_keeps_its_state(stack: S
 
     # The pipeline launched through the webserver, queued by the daemon, run by the code server.
     client = DagsterGraphQLClient("127.0.0.1", port_number=stack.ports["DAGSTER_PORT"])
+    # Tuned on 2,000 rows, so that the selected model is refitted on all of them, on the cluster.
+    training = {**QUICK_TRAINING, "max_tuning_rows": 2_000}
     run_id = client.submit_job_execution(
-        "churn_pipeline", run_config={"ops": {"candidate_models": {"config": QUICK_TRAINING}}}
+        "churn_pipeline", run_config={"ops": {"candidate_models": {"config": training}}}
     )
     finished = {"SUCCESS", "FAILURE", "CANCELED"}
     status = wait_until(
@@ -360,6 +376,20 @@ def test_the_compose_stack_trains_serves_is_scraped_and_keeps_its_state(stack: S
         timeout=900,
     )
     assert status == "SUCCESS", stack.logs()
+
+    # The refit on all rows ran on the stack's Dask cluster, as MLflow recorded it (asked from
+    # inside the compose network, where the tracking server's allowed hosts are).
+    refits = stack.compose(
+        "exec",
+        "-T",
+        "code-location",
+        "python",
+        "-c",
+        "import mlflow; print(len(mlflow.search_runs(search_all_experiments=True, "
+        "filter_string=\"params.fit_engine = 'Dask cluster at tcp://dask-scheduler:8786'\")))",
+        timeout=120,
+    )
+    assert int(refits.stdout.split()[-1]) >= 1, f"no refit ran on the cluster\n{stack.logs()}"
 
     # The production service picks the promoted version up from the MLflow server.
     model = wait_until(
@@ -386,6 +416,7 @@ def test_the_compose_stack_trains_serves_is_scraped_and_keeps_its_state(stack: S
                 ("churn-serving", "production"),
                 ("churn-serving", "staging"),
                 ("churn-pipeline", "production"),
+                ("dask", None),
             )
         )
 

@@ -40,6 +40,8 @@ SERVICES = {
     "prometheus",
     "alertmanager",
     "grafana",
+    "dask-scheduler",
+    "dask-worker",
 }
 
 
@@ -110,6 +112,22 @@ def test_the_compose_stack_is_valid_and_complete() -> None:
         str(v).endswith("/var/lib/churn") or "churn-home" in str(v) for v in pipeline["volumes"]
     )
     assert "prometheus" in services and "pipeline-metrics" in services["prometheus"]["depends_on"]
+    # The heavy steps run on the stack's Dask cluster: the platform's image, two workers.
+    for name in ("code-location", "dagster-daemon"):
+        environment = services[name]["environment"]
+        assert environment["CHURN_DASK_SCHEDULER"] == "tcp://dask-scheduler:8786"
+    assert services["dask-scheduler"]["image"] == services["code-location"]["image"]
+    assert services["dask-worker"]["image"] == services["code-location"]["image"]
+    assert services["dask-worker"]["command"][:3] == ["dask", "worker", "tcp://dask-scheduler:8786"]
+    assert int(services["dask-worker"]["scale"]) == 2
+    assert "dask-scheduler" in services["code-location"]["depends_on"]
+
+
+def test_an_empty_scheduler_setting_runs_the_stack_without_its_cluster() -> None:
+    result = compose_config(SECRETS | {"CHURN_DASK_SCHEDULER": ""})
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert services["code-location"]["environment"]["CHURN_DASK_SCHEDULER"] == ""
 
 
 def test_the_compose_file_holds_no_secret_and_refuses_to_start_without_them() -> None:
