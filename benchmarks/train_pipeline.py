@@ -10,6 +10,11 @@ and the peak resident memory while it ran (sampled every 0.25 s).
         --gates telco
     .venv/bin/python benchmarks/train_pipeline.py --rows 1000000
     .venv/bin/python benchmarks/train_pipeline.py --rows 10000000 --parquet
+    .venv/bin/python benchmarks/train_pipeline.py --rows 10000000 --parquet --workers 2
+
+`--workers N` starts a Dask scheduler and N single-threaded workers on this machine (processes of
+their own, as `dask scheduler` and `dask worker` run them) and points the run at them through
+`CHURN_DASK_SCHEDULER`: the refit on all rows runs there. Each worker's peak is printed.
 
 `--parquet` writes the synthetic customers to a Parquet file first (a million at a time, not
 timed) and ingests that file, as a user with a large table would: the generator itself holds
@@ -21,13 +26,16 @@ hold-out split at the shipped threshold, recall >= 0.80 with precision >= 0.50.
 """
 
 import argparse
+import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -40,9 +48,12 @@ def main() -> None:
     parser.add_argument(
         "--parquet", action="store_true", help="ingest the synthetic rows from a Parquet file"
     )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="run the heavy steps on a local Dask cluster"
+    )
     arguments = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="churn-bench-") as home:
+    with tempfile.TemporaryDirectory(prefix="churn-bench-") as home, ExitStack() as stack:
         if arguments.parquet:
             arguments.source = str(
                 _synthetic_parquet(Path(home) / "customers.parquet", arguments.rows)
@@ -58,6 +69,12 @@ def main() -> None:
             "MLFLOW_DISABLE_TELEMETRY": "true",
         }
         environment.pop("MLFLOW_TRACKING_URI", None)
+        workers: dict[str, int] = {}
+        if arguments.workers:
+            address, workers = stack.enter_context(
+                _local_cluster(arguments.workers, Path(home) / "dask")
+            )
+            environment["CHURN_DASK_SCHEDULER"] = address
         Path(environment["DAGSTER_HOME"]).mkdir()
         (Path(environment["DAGSTER_HOME"]) / "dagster.yaml").write_text(
             (REPOSITORY / "dagster.yaml").read_text()
@@ -80,9 +97,9 @@ def main() -> None:
                 stdout=output,
                 stderr=subprocess.STDOUT,
             )
-            samples = _sample_memory(process)
+            samples, worker_peaks = _sample_memory(process, workers)
         wall = time.perf_counter() - started
-        peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
+        peak_gib = max(rss for _, rss in samples) / 1024**3
         if process.returncode != 0:
             print(log.read_text()[-5000:])
             raise SystemExit(f"the materialization failed (exit {process.returncode})")
@@ -100,8 +117,11 @@ def main() -> None:
         )
     )
     print(f"gate profile              {arguments.gates}")
+    print(f"engine                    {_engine(arguments.workers)}")
     print(f"wall, cold                {wall:7.1f} s")
-    print(f"peak RSS, largest process {peak_gib:7.2f} GiB")
+    print(f"peak RSS, run's processes {peak_gib:7.2f} GiB")
+    for name, peak in worker_peaks.items():
+        print(f"peak RSS, {name:15s} {peak / 1024**3:7.2f} GiB")
     for name, value in figures.items():
         print(f"{name:25s} {value}")
     print("peak RSS while each step ran (one process, steps in turn):")
@@ -128,27 +148,106 @@ def _synthetic_parquet(path: Path, rows: int, chunk_rows: int = 1_000_000) -> Pa
     return path
 
 
+def _engine(workers: int) -> str:
+    if not workers:
+        return "local"
+    return f"Dask, {workers} local worker processes of 1 thread"
+
+
+@contextmanager
+def _local_cluster(count: int, folder: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    """A Dask scheduler and `count` workers (each under its nanny) started as separate processes.
+
+    Yields the scheduler's address and each worker's nanny pid (its process tree is sampled).
+    """
+    folder.mkdir()
+    scheduler_file = folder / "scheduler.json"
+    dask = [sys.executable, "-m", "dask"]
+    local = ["--host", "127.0.0.1", "--dashboard-address", ":0"]
+    processes = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--port", "0", "--scheduler-file", str(scheduler_file), *local],
+            stdout=(folder / "scheduler.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() or not scheduler_file.read_text().strip():
+            if time.monotonic() > deadline or processes[0].poll() is not None:
+                raise SystemExit((folder / "scheduler.log").read_text())
+            time.sleep(0.2)
+        workers = {}
+        for number in range(1, count + 1):
+            name = f"worker-{number}"
+            processes.append(
+                subprocess.Popen(
+                    [
+                        *dask,
+                        "worker",
+                        "--scheduler-file",
+                        str(scheduler_file),
+                        "--nthreads",
+                        "1",
+                        "--name",
+                        name,
+                        *local,
+                    ],
+                    stdout=(folder / f"{name}.log").open("wb"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+            workers[name] = processes[-1].pid
+        address = json.loads(scheduler_file.read_text())["address"]
+        from distributed import Client
+
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(count, timeout=120)
+        yield address, workers
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _tree_rss(root: Any) -> int:
+    """Resident memory of `root` (a psutil.Process) and its descendants, in bytes."""
+    import psutil
+
+    total = 0
+    try:
+        members = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.Error:
+            continue
+    return int(total)
+
+
 def _sample_memory(
-    process: subprocess.Popen[bytes], every: float = 0.25
-) -> list[tuple[float, int]]:
-    """Until `process` ends: (time, resident memory of it and its descendants) every `every` s."""
+    process: subprocess.Popen[bytes], workers: dict[str, int], every: float = 0.25
+) -> tuple[list[tuple[float, int]], dict[str, int]]:
+    """Until `process` ends: (time, resident memory of it and its descendants) every `every` s,
+    and the peak of each worker's process tree (its nanny and the worker)."""
     import psutil
 
     samples: list[tuple[float, int]] = []
+    peaks = dict.fromkeys(workers, 0)
+    roots = {name: psutil.Process(pid) for name, pid in workers.items()}
     root = psutil.Process(process.pid)
     while process.poll() is None:
-        total = 0
-        try:
-            for member in [root, *root.children(recursive=True)]:
-                try:
-                    total += member.memory_info().rss
-                except psutil.Error:
-                    continue
-        except psutil.Error:
-            pass
-        samples.append((time.time(), total))
+        samples.append((time.time(), _tree_rss(root)))
+        for name, worker in roots.items():
+            peaks[name] = max(peaks[name], _tree_rss(worker))
         time.sleep(every)
-    return samples
+    return samples, peaks
 
 
 def _step_memory(samples: list[tuple[float, int]]) -> dict[str, tuple[float, float]]:
