@@ -66,7 +66,6 @@ class DaskCluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
     folder = tmp_path_factory.mktemp("dask")
     scheduler_file = folder / "scheduler.json"
-    environment = os.environ | {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     dask = [sys.executable, "-m", "dask"]
     logs = [(folder / f"{name}.log").open("wb") for name in ("scheduler", "worker-1", "worker-2")]
     scheduler = subprocess.Popen(
@@ -84,7 +83,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
         ],
         stdout=logs[0],
         stderr=subprocess.STDOUT,
-        env=environment,
     )
     workers: list[subprocess.Popen[bytes]] = []
     try:
@@ -113,7 +111,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=environment,
                 )
             )
         running = DaskCluster(address, scheduler, workers)
