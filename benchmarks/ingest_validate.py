@@ -6,6 +6,7 @@ pickling the asset values and the Great Expectations run. Prints wall time and p
 
     .venv/bin/python benchmarks/ingest_validate.py --rows 1000000
     .venv/bin/python benchmarks/ingest_validate.py --source ../shared/data/orange_telecom_churn.csv
+    .venv/bin/python benchmarks/ingest_validate.py --source customers10m.csv --max-bytes 2000000000
 
 `--source` validates a file instead (with `--target` and `--id-column` where the table needs
 them); the `validated_customers` step, Great Expectations' run, is also printed on its own.
@@ -33,6 +34,9 @@ def main() -> None:
     parser.add_argument("--target", help="the target column of --source")
     parser.add_argument("--id-column", help="the key column of --source")
     parser.add_argument("--again", type=int, default=0, help="validations more, in process")
+    parser.add_argument(
+        "--max-bytes", type=int, default=2**30, help="largest file accepted (CHURN_MAX_BYTES)"
+    )
     arguments = parser.parse_args()
 
     started = time.perf_counter()
@@ -51,6 +55,7 @@ def main() -> None:
                 "dataset": DatasetResource(
                     source=arguments.source,
                     id_column=arguments.id_column,
+                    max_bytes=arguments.max_bytes,
                     **({"target": arguments.target} if arguments.target else {}),
                 )
                 if arguments.source

@@ -11,6 +11,7 @@ and the peak resident memory while it ran (sampled every 0.25 s).
     .venv/bin/python benchmarks/train_pipeline.py --rows 1000000
     .venv/bin/python benchmarks/train_pipeline.py --rows 10000000 --parquet
     .venv/bin/python benchmarks/train_pipeline.py --rows 10000000 --parquet --workers 2
+    .venv/bin/python benchmarks/train_pipeline.py --rows 2000000 --parquet --algorithms lightgbm
 
 `--workers N` starts a Dask scheduler and N single-threaded workers on this machine (processes of
 their own, as `dask scheduler` and `dask worker` run them) and points the run at them through
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=0, help="run the heavy steps on a local Dask cluster"
     )
+    parser.add_argument(
+        "--algorithms", nargs="+", help="the candidates (default: the pipeline's own)"
+    )
     arguments = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="churn-bench-") as home, ExitStack() as stack:
@@ -79,6 +83,14 @@ def main() -> None:
         (Path(environment["DAGSTER_HOME"]) / "dagster.yaml").write_text(
             (REPOSITORY / "dagster.yaml").read_text()
         )
+        options = []
+        if arguments.algorithms:
+            config = Path(home) / "run.json"
+            training = {"algorithms": arguments.algorithms}
+            config.write_text(
+                json.dumps({"ops": {"candidate_models": {"config": training}}}), encoding="utf-8"
+            )
+            options = ["-c", str(config)]
         started = time.perf_counter()
         log = Path(home) / "execute.log"
         with open(log, "w") as output:
@@ -91,6 +103,7 @@ def main() -> None:
                     "churn_pipeline",
                     "-m",
                     "churn_assets.definitions",
+                    *options,
                 ],
                 cwd=REPOSITORY,
                 env=environment,
