@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 
@@ -24,7 +24,7 @@ def write_atomically(path: Path, write: Callable[..., object], **kwargs: object)
         raise
 
 
-def read_parquet(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def read_parquet(path: Path | BinaryIO, columns: list[str] | None = None) -> pd.DataFrame:
     """A Parquet file as a frame whose text stays Arrow-backed, as the platform writes it.
 
     `pd.read_parquet` turns text into Python-backed strings, one Python object per value: four

@@ -103,7 +103,10 @@ class ScoreStore:
         """One partition's scores (KeyError when it was never written)."""
         if not self.has(key):
             raise KeyError(f"no scores for {key} under {self.root}")
-        return read_parquet(self.partition(key) / SCORES, columns=columns)
+        # One open file: Arrow reads the footer and then the pages, and a path (through the
+        # partition's link) could name the next version by the time it reads the pages.
+        with (self.partition(key) / SCORES).open("rb") as scores:
+            return read_parquet(scores, columns=columns)
 
     def latest(self, until: str | None = None) -> str | None:
         """The newest partition written, if any (of `until`, YYYY-MM-DD, or before)."""
