@@ -112,10 +112,19 @@ class Cluster:
             ClusterError: it knows none.
 
         """
-        count = len(self.client.scheduler_info(n_workers=-1)["workers"])
-        if not count:
+        return len(self.worker_addresses())
+
+    def worker_addresses(self) -> list[str]:
+        """The addresses of the workers the scheduler knows now, sorted.
+
+        Raises:
+            ClusterError: it knows none.
+
+        """
+        addresses = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        if not addresses:
             raise ClusterError(f"{self.what}: the Dask cluster at {self.scheduler} has no worker")
-        return count
+        return addresses
 
     def map_ordered(
         self,
@@ -172,9 +181,7 @@ class Cluster:
 
         features, model = pipeline.named_steps["features"], pipeline.named_steps["model"]
         fit_features(features, records, chunk_rows)
-        workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
-        if not workers:
-            raise ClusterError(f"{self.what}: the Dask cluster at {self.scheduler} has no worker")
+        workers = self.worker_addresses()
         features_future = self.client.scatter(features, broadcast=True, hash=False)
         # At least one chunk per worker, so that every worker holds data and takes part; the
         # chunks are dealt to the workers in turn and encoded where they lie.
