@@ -12,10 +12,15 @@ and the peak resident memory while it ran (sampled every 0.25 s).
     .venv/bin/python benchmarks/train_pipeline.py --rows 10000000 --parquet
     .venv/bin/python benchmarks/train_pipeline.py --rows 10000000 --parquet --workers 2
     .venv/bin/python benchmarks/train_pipeline.py --rows 2000000 --parquet --algorithms lightgbm
+    .venv/bin/python benchmarks/train_pipeline.py --source big.csv --job ingest_and_validate
 
 `--workers N` starts a Dask scheduler and N single-threaded workers on this machine (processes of
 their own, as `dask scheduler` and `dask worker` run them) and points the run at them through
 `CHURN_DASK_SCHEDULER`: the refit on all rows runs there. Each worker's peak is printed.
+
+`--job ingest_and_validate` runs ingestion and validation only (the job of that name), as a
+user's run does: each step's peak is then its own, where `ingest_validate.py`, in process, keeps
+every asset's value for its result.
 
 `--parquet` writes the synthetic customers to a Parquet file first (a million at a time, not
 timed) and ingests that file, as a user with a large table would: the generator itself holds
@@ -54,6 +59,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--algorithms", nargs="+", help="the candidates (default: the pipeline's own)"
+    )
+    parser.add_argument(
+        "--job",
+        default="churn_pipeline",
+        choices=["churn_pipeline", "ingest_and_validate"],
+        help="the job to run (ingest_and_validate: ingestion and validation only)",
     )
     arguments = parser.parse_args()
 
@@ -100,7 +111,7 @@ def main() -> None:
                     "job",
                     "execute",
                     "-j",
-                    "churn_pipeline",
+                    arguments.job,
                     "-m",
                     "churn_assets.definitions",
                     *options,
@@ -117,7 +128,7 @@ def main() -> None:
             print(log.read_text()[-5000:])
             raise SystemExit(f"the materialization failed (exit {process.returncode})")
         os.environ.update(environment)
-        figures = _model_figures()
+        figures = _model_figures() if arguments.job == "churn_pipeline" else {}
         steps = _step_memory(samples)
 
     print(

@@ -80,7 +80,12 @@ MISSING_TARGET = "missing target"
 UNRECOGNISED_TARGET = "unrecognised target"
 MISSING_KEY = "missing customer key"
 CONFLICTING_KEY = "customer key repeated with different values"
+MALFORMED_ROW = "row without the header's number of fields"
 QUARANTINE_REASON = "quarantine_reason"
+# A malformed row is set aside as the file spelled it, in this column of the quarantine.
+RAW_ROW = "raw_row"
+# The `attrs` key under which a reader hands on a file's malformed rows (their text).
+MALFORMED_ROWS = "malformed_rows"
 
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
@@ -229,10 +234,35 @@ class NormalisationReport:
         """Rows set aside, by the column that caused it (the target or the key)."""
         counts: dict[str, int] = {}
         for reason, count in self.reasons().items():
-            column = target if reason in (MISSING_TARGET, UNRECOGNISED_TARGET) else self.id_column
+            column = (
+                target
+                if reason in (MISSING_TARGET, UNRECOGNISED_TARGET)
+                else self.id_column
+                if reason in (MISSING_KEY, CONFLICTING_KEY)
+                else None
+            )
             if column:
                 counts[column] = counts.get(column, 0) + count
         return counts
+
+
+def set_aside_malformed(frame: pd.DataFrame, report: NormalisationReport) -> pd.DataFrame:
+    """Quarantine the rows a reader could not split into the header's fields (`MALFORMED_ROWS`).
+
+    Each is kept as the file spelled it (`raw_row`) and counts as a row read, so that the
+    tolerated share of rows set aside applies to them too. Returns the frame without them in its
+    `attrs` (pandas copies `attrs` into every frame derived from it).
+    """
+    malformed = frame.attrs.get(MALFORMED_ROWS)
+    if not malformed:
+        return frame
+    frame = frame.copy(deep=False)
+    frame.attrs = {}
+    report.rows_read += len(malformed)
+    _quarantine(
+        report, pd.DataFrame({RAW_ROW: pd.array(malformed, dtype=TEXT_DTYPE)}), MALFORMED_ROW
+    )
+    return frame
 
 
 def normalise_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -559,6 +589,7 @@ def normalise(
 
     """
     report = NormalisationReport(rows_read=len(frame), rules=rules or CleaningRules())
+    frame = set_aside_malformed(frame, report)
     frame, report.renamed = normalise_columns(frame.copy())
     target = snake_case(target)
     key = find_key_column(frame, id_column)

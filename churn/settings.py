@@ -250,7 +250,8 @@ class DatasetSettings(Section):
         "CHURN_MAX_QUARANTINE_SHARE",
         DEFAULT_MAX_QUARANTINE_SHARE,
         "The data set fails when more than this share of its rows is set aside (missing or "
-        "unrecognised target, missing key, key repeated with different values).",
+        "unrecognised target, missing key, key repeated with different values, a CSV line "
+        "without the header's number of fields).",
         ge=0,
         le=1,
     )

@@ -5,6 +5,10 @@ workbook (`.xlsx`, a zip archive holding `xl/workbook.xml`), gzip-compressed CSV
 with its delimiter sniffed. Anything else (an HTML page, a binary file, another zip archive, an
 empty file, a header with no rows) is refused with a message that says what was found instead.
 
+A CSV file is parsed by Arrow's reader, block by block on every core, its text kept in Arrow
+buffers, and typed as pandas' parser types it (numbers, `True`/`False`, text); a line without the
+header's number of fields is handed on for normalisation to set aside.
+
 A workbook's data is on one sheet: the one named by `sheet` (`CHURN_SHEET`), else the largest
 (rows times columns), so that a data dictionary or a notes sheet beside the data is passed over.
 """
@@ -29,11 +33,19 @@ import pandas as pd
 
 from churn.errors import DatasetError, SourceUnavailable
 from churn.files import arrow_to_pandas
+from churn.normalise import COERCION_SAMPLE, MALFORMED_ROWS
 
 SUPPORTED_SCHEMES = ("file", "http", "https")
 _SNIFF_BYTES = 64 * 1024
 _CHUNK_BYTES = 1024 * 1024
 _DELIMITERS = ",;\t|"
+# Arrow parses a CSV file in blocks of this size, on every core.
+_CSV_BLOCK_BYTES = 16 * 1024 * 1024
+# How pandas' parser spells numbers and booleans (what `_typed` recognises).
+_INTEGER = r"^\s*[+-]?[0-9]+\s*$"
+_DECIMAL = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+_TRUE = frozenset({"True", "TRUE", "true"})
+_FALSE = frozenset({"False", "FALSE", "false"})
 
 
 def describe_limit(max_bytes: int) -> str:
@@ -300,22 +312,127 @@ def _read_parquet(path: Path, source: str) -> pd.DataFrame:
 def _read_csv(
     path: Path, source: str, head: bytes, compression: Literal["gzip"] | None
 ) -> pd.DataFrame:
+    """A CSV file read by Arrow's parser, block by block, every value first as text.
+
+    pandas' parser makes a Python string per text value (a 10,000,000-row file took twice the
+    memory of the frame it became); Arrow's keeps text in Arrow buffers that the frame then
+    holds without a copy. Each column is then typed over all its values as pandas would type
+    it (`_typed`), so that normalisation sees the same frame whichever parser read the file.
+    Rows whose number of fields is not the header's are kept aside in the frame's `attrs`
+    (`MALFORMED_ROWS`), for normalisation to quarantine: they are not customers one can read.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    options = _csv_options(head, source)
+    read_options = pacsv.ReadOptions(
+        encoding="utf8" if options["encoding"].startswith("utf-8") else options["encoding"],
+        autogenerate_column_names=True,  # the header is read as the first row, as text
+        block_size=_CSV_BLOCK_BYTES,
+    )
+    malformed: list[str] = []
+
+    def set_aside(row: Any) -> str:
+        malformed.append(row.text)
+        return "skip"
+
+    parse_options = pacsv.ParseOptions(
+        delimiter=options["sep"], newlines_in_values=True, invalid_row_handler=set_aside
+    )
     try:
-        frame: pd.DataFrame = pd.read_csv(
-            path, compression=compression, **_csv_options(head, source)
+        with pa.input_stream(str(path), compression=compression) as stream:
+            # The header's width, as Arrow parses it: every column is then read as text.
+            width = pacsv.open_csv(
+                stream, read_options=read_options, parse_options=parse_options
+            ).schema.names
+        malformed.clear()
+        convert_options = pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in width},
+            null_values=[""],  # junk tokens are normalisation's to recognise and report
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
         )
-    except pd.errors.EmptyDataError as error:
-        raise DatasetError(f"{source} is empty") from error
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as error:
+        with pa.input_stream(str(path), compression=compression) as stream:
+            table = pacsv.open_csv(
+                stream,
+                read_options=read_options,
+                parse_options=parse_options,
+                convert_options=convert_options,
+            ).read_all()
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, EOFError) as error:
         raise DatasetError(f"{source} is not a well-formed CSV file: {error}") from error
-    if frame.empty:
-        raise DatasetError(f"{source} has a header ({len(frame.columns)} columns) but no rows")
-    if len(frame.columns) < 2:
+    header = [
+        f"Unnamed: {index}" if name is None else name  # pandas' name for a blank header cell
+        for index, name in enumerate(table.slice(0, 1).to_pylist()[0].values())
+    ]
+    _refuse_duplicates(header, source)
+    rows = table.slice(1)
+    del table
+    if rows.num_rows == 0:
+        raise DatasetError(f"{source} has a header ({len(header)} columns) but no rows")
+    if len(header) < 2:
         raise DatasetError(
-            f"{source} has a single column ({frame.columns[0]!r}); "
+            f"{source} has a single column ({header[0]!r}); "
             "a churn table needs at least a feature and a target"
         )
+    columns = {}
+    for index, name in enumerate(header):
+        columns[name] = _typed(rows.column(index))
+        rows = rows.set_column(index, rows.field(index).name, pa.nulls(rows.num_rows))
+    del rows
+    frame = arrow_to_pandas(pa.table(columns))
+    if malformed:
+        frame.attrs[MALFORMED_ROWS] = malformed
     return frame
+
+
+def _typed(column: Any) -> Any:
+    """A column of text typed as pandas' parser types it: integers, decimals, booleans or text.
+
+    Integers with a missing value are decimals; an empty column is decimals; `True`/`False`
+    (any of pandas' three spellings) without a missing value are booleans, and with one, text
+    spelled `True`/`False`. Numbers may have
+    surrounding spaces and a sign. Anything else stays text, which normalisation then reads:
+    a column of numbers with a few junk values is its to parse, and to report.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    present = len(column) - column.null_count
+    if present == 0:
+        return pa.nulls(len(column), pa.float64())
+    if _all_match(column, _INTEGER):
+        unsigned = pc.replace_substring_regex(pc.utf8_trim_whitespace(column), r"^\+", "")
+        try:
+            integers = pc.cast(unsigned, pa.int64())
+        except pa.ArrowInvalid:  # beyond 64 bits: decimals, below
+            pass
+        else:
+            return integers if column.null_count == 0 else pc.cast(integers, pa.float64())
+    if _all_match(column, _DECIMAL):
+        return pc.cast(pc.utf8_trim_whitespace(column), pa.float64())
+    if set(pc.unique(column.slice(0, COERCION_SAMPLE)).drop_null().to_pylist()) <= _TRUE | _FALSE:
+        spelled = set(pc.unique(column).drop_null().to_pylist())
+        if spelled <= _TRUE | _FALSE:
+            truth = pc.is_in(column, pa.array(sorted(_TRUE)))
+            if column.null_count == 0:
+                return truth
+            # pandas' parser gave Python booleans and missing values, which read as text
+            # `True`/`False`: the same spelling here.
+            spelling = pc.if_else(truth, "True", "False")
+            return pc.if_else(pc.is_valid(column), spelling, pa.scalar(None, pa.string()))
+    return column
+
+
+def _all_match(column: Any, pattern: str) -> bool:
+    """Whether every present value of a text column matches `pattern`; a sample decides first."""
+    import pyarrow.compute as pc
+
+    sample = column.slice(0, COERCION_SAMPLE).drop_null()
+    if len(sample) and not pc.all(pc.match_substring_regex(sample, pattern)).as_py():
+        return False
+    matched = pc.all(pc.match_substring_regex(column, pattern)).as_py()
+    return bool(matched)
 
 
 def _csv_options(head: bytes, source: str) -> dict[str, Any]:

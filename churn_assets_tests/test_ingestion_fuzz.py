@@ -9,16 +9,18 @@ made of (odd headers, junk tokens, numbers, quotes, delimiters, blank lines, enc
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from churn.errors import DatasetError
-from churn.normalise import JUNK_TOKENS, normalise
+from churn.normalise import JUNK_TOKENS, NormalisationReport, normalise
 from churn.sources import read_table
 
 FUZZ = settings(
@@ -76,7 +78,6 @@ def test_csv_exports_are_ingested_or_refused_with_a_dataset_error(
     encoding: str,
     compress: bool,
 ) -> None:
-    import gzip
 
     def line(cells: list[str]) -> str:
         if quote:
@@ -110,3 +111,103 @@ def test_parquet_files_of_any_values_are_ingested_or_refused(values: list[object
         path = Path(folder) / "input.parquet"
         frame.astype({"usage": "float64"}).to_parquet(path)
         ingest(path.read_bytes(), suffix=".parquet")
+
+
+def pandas_read(path: Path) -> pd.DataFrame:
+    """The file read by pandas' parser with the platform's options (the reader until 2026-12)."""
+    from churn.sources import _csv_options
+
+    frame: pd.DataFrame = pd.read_csv(path, **_csv_options(path.read_bytes()[:65536], str(path)))
+    return frame
+
+
+@FUZZ
+@given(
+    headers=st.lists(HEADERS, min_size=2, max_size=5, unique_by=lambda h: h.strip()),
+    columns=st.data(),
+    rows=st.integers(1, 25),
+    delimiter=st.sampled_from([",", ";", "\t", "|"]),
+)
+def test_the_arrow_reader_types_columns_as_pandas_parser_did(
+    headers: list[str], columns: st.DataObject, rows: int, delimiter: str
+) -> None:
+    """On well-formed files (every row with the header's fields), the normalised frame is the
+    one pandas' parser gave: same columns, types, values, and what was coerced or set aside."""
+    import csv
+    import io
+
+    cells = [columns.draw(column_of(rows)) for _ in headers]
+    target = ["Yes", "No"] * rows
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+    writer.writerow([*headers, "churn"])
+    writer.writerows([*row, target[i]] for i, row in enumerate(zip(*cells, strict=True)))
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "input.csv"
+        path.write_text(buffer.getvalue(), encoding="utf-8")
+        outcomes: list[tuple[pd.DataFrame, NormalisationReport] | type[Exception]] = []
+        for read in (lambda p: read_table(str(p), 10**8, 5.0, Path(folder)), pandas_read):
+            try:
+                outcomes.append(normalise(read(path), "churn"))
+            except (DatasetError, pd.errors.ParserError) as error:
+                outcomes.append(type(error))
+    arrow, pandas = outcomes
+    if pandas is pd.errors.ParserError:
+        return  # a file pandas' parser could not read: nothing to compare with
+    if isinstance(pandas, type) or isinstance(arrow, type):
+        assert arrow == pandas
+        return
+    assert not isinstance(arrow, type)  # for the type checker
+    pd.testing.assert_frame_equal(arrow[0], pandas[0])
+    assert arrow[1].quality("churn") == pandas[1].quality("churn")
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.mark.parametrize(
+    ("name", "target", "positive"),
+    [
+        ("telco_customer_churn.csv", "Churn", None),
+        ("orange_telecom_churn.csv", "Churn", None),
+        ("bankchurners.csv", "Attrition_Flag", "Attrited Customer"),
+        ("iranian_churn.csv", "Churn", None),
+        ("tv_subscription_churn.csv.gz", "target", None),
+    ],
+)
+def test_every_real_csv_file_gives_the_frame_pandas_parser_gave(
+    tmp_path: Path, name: str, target: str, positive: str | None
+) -> None:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"the real table is absent ({path})")
+    arrow = normalise(read_table(str(path), 10**9, 5.0, tmp_path), target, positive)
+    if name.endswith(".gz"):
+        plain = tmp_path / "plain.csv"
+        plain.write_bytes(gzip.decompress(path.read_bytes()))
+        path = plain
+    pandas = normalise(pandas_read(path), target, positive)
+    pd.testing.assert_frame_equal(arrow[0], pandas[0], check_exact=True)
+    assert arrow[1].quality(target) == pandas[1].quality(target)
+
+
+def column_of(rows: int) -> st.SearchStrategy[list[str]]:
+    """The `rows` values of one column: of one kind, as real exports are, or of two, with junk."""
+    kinds = st.sampled_from(
+        [
+            st.integers(-(10**12), 10**12).map(str),
+            st.floats(allow_nan=False, allow_infinity=False).map(repr),
+            st.sampled_from(["True", "False", "TRUE", "false"]),
+            st.sampled_from(["Yes", "No", "Month-to-month", "é", " pad "]),
+            st.integers(0, 99).map(lambda n: f" {n} "),
+            st.integers(0, 99).map(lambda n: f"+{n}"),
+        ]
+    )
+    junk = st.sampled_from(["", "?", "n/a", " "])
+
+    def values(*kinds: st.SearchStrategy[str]) -> st.SearchStrategy[list[str]]:
+        return st.lists(st.one_of(*kinds, junk), min_size=rows, max_size=rows)
+
+    pure = kinds.flatmap(lambda kind: values(kind, kind, kind, kind))
+    mixed = st.tuples(kinds, kinds).flatmap(lambda two: values(two[0], two[0], two[1]))
+    return st.one_of(pure, mixed)

@@ -17,6 +17,7 @@ from churn.errors import DatasetError
 from churn.normalise import (
     CONFLICTING_KEY,
     JUNK_TOKENS,
+    MALFORMED_ROW,
     MISSING_KEY,
     MISSING_TARGET,
     UNRECOGNISED_TARGET,
@@ -292,6 +293,37 @@ def test_landing_files_meet_the_same_rules(tmp_path: Path, isolated_home: Platfo
     )
     labelled = metadata(result, "labelled_customers")
     assert labelled["rows_set_aside"] == 2
+
+
+def test_rows_without_the_headers_fields_are_set_aside_as_written(
+    tmp_path: Path, isolated_home: PlatformHome
+) -> None:
+    """A truncated line and a line with an unquoted delimiter: not customers one can read. They
+    are quarantined with their text, the rest is ingested; too many of them fail the file."""
+    dataset = bank_csv(tmp_path, bank_customers(400))
+    path = Path(dataset.source)
+    lines = path.read_text().splitlines()
+    short, long = lines[10].rsplit(",", 3)[0], lines[20].replace(",", ",Smith, Jr.,", 1)
+    lines[10], lines[20] = short, long
+    path.write_text("\n".join(lines) + "\n")
+
+    result = ingest(isolated_home, dataset)
+    assert result.success
+    table = result.output_for_node("validated_customers")
+    assert len(table.frame) == 398
+    raw = metadata(result, "raw_customers")
+    assert (raw["rows_read"], raw["rows_set_aside"]) == (400, 2)
+    assert f"| {MALFORMED_ROW} | 2 |" in str(raw["set_aside_by_reason"])
+    quarantine = isolated_home.snapshots().load_quarantine(table.version)
+    assert quarantine["quarantine_reason"].tolist() == [MALFORMED_ROW] * 2
+    assert quarantine["raw_row"].tolist() == [short, long]
+
+    path.write_text("\n".join(lines[:5] + [line + ",extra" for line in lines[5:]]) + "\n")
+    failed = ingest(isolated_home, dataset)
+    assert not failed.success
+    assert "396 of 400 rows of the table cannot be used (99.0%" in str(
+        failed.get_step_failure_events()[0].event_specific_data.error  # type: ignore[union-attr]
+    )
 
 
 def test_a_bad_share_setting_is_refused() -> None:

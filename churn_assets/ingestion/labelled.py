@@ -50,6 +50,7 @@ from churn.normalise import (
     enforce_quarantine_limit,
     normalise_columns,
     set_aside_keys,
+    set_aside_malformed,
 )
 from churn.sources import read_table
 from churn.tables import CustomerTable, DataQuality
@@ -125,8 +126,8 @@ def read_batch(
     report = NormalisationReport(rules=rules or CleaningRules())
     try:
         raw = read_table(str(path), max_bytes, 30.0, scratch)
-        frame, _ = normalise_columns(raw)
-        report.rows_read = len(frame)
+        report.rows_read = len(raw)
+        frame, _ = normalise_columns(set_aside_malformed(raw, report))
         modified = datetime.fromtimestamp(path.stat().st_mtime, UTC)
         rows = conform_rows(frame, source, modified, report)
         enforce_quarantine_limit(report, f"landing file {path.name}")
