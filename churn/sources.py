@@ -341,13 +341,13 @@ def _read_csv(
     )
     try:
         with pa.input_stream(str(path), compression=compression) as stream:
-            # The header's width, as Arrow parses it: every column is then read as text.
-            width = pacsv.open_csv(
+            # The header's fields, as Arrow parses them: every column is then read as text.
+            fields = pacsv.open_csv(
                 stream, read_options=read_options, parse_options=parse_options
             ).schema.names
         malformed.clear()
         convert_options = pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in width},
+            column_types={name: pa.string() for name in fields},
             null_values=[""],  # junk tokens are normalisation's to recognise and report
             strings_can_be_null=True,
             quoted_strings_can_be_null=True,
@@ -378,6 +378,7 @@ def _read_csv(
     columns = {}
     for index, name in enumerate(header):
         columns[name] = _typed(rows.column(index))
+        # The text of a column typed as numbers is freed now, not when every column is typed.
         rows = rows.set_column(index, rows.field(index).name, pa.nulls(rows.num_rows))
     del rows
     frame = arrow_to_pandas(pa.table(columns))
@@ -389,11 +390,11 @@ def _read_csv(
 def _typed(column: Any) -> Any:
     """A column of text typed as pandas' parser types it: integers, decimals, booleans or text.
 
-    Integers with a missing value are decimals; an empty column is decimals; `True`/`False`
-    (any of pandas' three spellings) without a missing value are booleans, and with one, text
-    spelled `True`/`False`. Numbers may have
-    surrounding spaces and a sign. Anything else stays text, which normalisation then reads:
-    a column of numbers with a few junk values is its to parse, and to report.
+    Numbers may have surrounding spaces and a sign. Integers with a missing value are decimals;
+    an empty column is decimals; `True`/`False` (any of pandas' three spellings) without a
+    missing value are booleans, and with one, text spelled `True`/`False`. Anything else stays
+    text, which normalisation then reads: a column of numbers with a few junk values is its to
+    parse, and to report.
     """
     import pyarrow as pa
     import pyarrow.compute as pc
