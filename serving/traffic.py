@@ -2,6 +2,7 @@
 
     churn-traffic                                         10 requests/s for 60 s on :8000
     churn-traffic --rate 20 --duration 0                  until Ctrl-C
+    churn-traffic --requests 500                          500 requests, however long it takes
     churn-traffic --scale monthly_charges=1.3 --set contract=Month-to-month@0.5
     churn-traffic --label-share 0.5 --label-delay 30      outcomes of half the customers, later
     churn-traffic --from customers.csv --target Exited    another file's rows
@@ -215,8 +216,13 @@ def send_traffic(
     seed: int = 7,
     api_key: str | None = None,
     progress: bool = False,
+    requests: int = 0,
 ) -> TrafficSummary:
-    """Send `rate` requests/s of `batch` records for `duration` s (0: until interrupted)."""
+    """Send at most `rate` requests/s of `batch` records, for `duration` s or `requests` requests.
+
+    Whichever limit comes first ends it; 0 lifts a limit, and with both 0 it runs until
+    interrupted. A count of requests holds on a busy machine, where a duration sends fewer.
+    """
     records, outcomes = customers.records, customers.outcomes
     pool = len(records)
     rng = np.random.default_rng(seed)
@@ -226,7 +232,9 @@ def send_traffic(
     started = time.monotonic()
     next_report = started + 10
     try:
-        while duration <= 0 or time.monotonic() - started < duration:
+        while (duration <= 0 or time.monotonic() - started < duration) and (
+            requests <= 0 or summary.requests < requests
+        ):
             due = started + summary.requests / rate
             time.sleep(max(0.0, due - time.monotonic()))
             chosen = [(summary.requests * batch + i) % pool for i in range(batch)]
@@ -330,7 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="churn-traffic", description=__doc__.split("\n")[0])
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
     parser.add_argument("--rate", type=float, default=10.0, help="requests per second")
-    parser.add_argument("--duration", type=float, default=60.0, help="seconds; 0: until Ctrl-C")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        help="seconds; 0: until Ctrl-C (default: 60, or no limit with --requests)",
+    )
+    parser.add_argument("--requests", type=int, default=0, help="stop after this many requests")
     parser.add_argument("--batch", type=int, default=1, help="records per request")
     parser.add_argument(
         "--from",
@@ -359,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.rate <= 0 or arguments.batch < 1 or not 0 <= arguments.label_share <= 1:
         parser.error("--rate must be positive, --batch at least 1, --label-share within 0-1")
+    if arguments.requests < 0:
+        parser.error("--requests must be 0 (no limit) or more")
+    if arguments.duration is None:
+        arguments.duration = 0.0 if arguments.requests else 60.0
     url = arguments.url.rstrip("/")
     api_key = settings().serving.api_key
     try:
@@ -395,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=arguments.seed,
         api_key=api_key,
         progress=True,
+        requests=arguments.requests,
     )
     print(_describe(summary))
     for problem, count in summary.errors.most_common(5):
