@@ -84,7 +84,8 @@ materialize: install instance
 	elif $(BIN)/churn-registry blocked --since $$started; then \
 		echo "churn_pipeline stopped at the quality gates (log: $(CHURN_HOME)/logs/materialize.log)."; \
 	else \
-		tail -n 30 $(CHURN_HOME)/logs/materialize.log; \
+		$(BIN)/python -m churn_assets.failures churn_pipeline \
+			|| tail -n 30 $(CHURN_HOME)/logs/materialize.log; \
 		echo "churn_pipeline failed: see $(CHURN_HOME)/logs/materialize.log"; exit 1; \
 	fi
 

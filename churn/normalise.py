@@ -10,6 +10,11 @@ repair what can be repaired and set aside, with a reason, the rows that cannot b
 - **Numbers with junk**: a text column whose non-blank values parse as numbers for at least
   `numeric_min_share` (0.99) of them is numeric; the values that do not parse become missing.
   Below that share the column stays text, and the report says which share parsed.
+- **Numbers as people write them**: a decimal comma (`34,67`, `1.234,5`), thousands separators
+  (`1,234.50`, `1 234,50`, `1'234.50`), a currency sign (`$12.50`, `12,50 €`) or a percent sign
+  (`12%`, read as 12) are read as numbers, one convention per column, and the report says which.
+- **Codes are not numbers**: integers spelled with a leading zero (`02139`, `00012345`) are zip
+  codes, account numbers or phone numbers; such a column stays text, so the zeros are kept.
 - **Rows that cannot be used** are quarantined, not the file: a missing or unrecognised target, a
   missing customer key, a key repeated with different values. Exact duplicate rows of a customer
   are dropped and counted. The table fails only when more than `max_quarantine_share` (1 %) of its
@@ -23,6 +28,7 @@ version.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +95,8 @@ MALFORMED_ROWS = "malformed_rows"
 
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
-_NOT_ALPHANUMERIC = re.compile(r"[^0-9a-zA-Z]+")
+# Letters and digits of any script are kept; everything else separates words.
+_NOT_ALPHANUMERIC = re.compile(r"[\W_]+")
 
 # Arrow strings hold a million short values in a few MB where Python objects take ~60 MB, and
 # pickle, compare and hash an order of magnitude faster.
@@ -99,10 +106,17 @@ COERCION_SAMPLE = 1_000
 
 
 def snake_case(name: str) -> str:
-    """`MonthlyCharges` -> `monthly_charges`, `customerID` -> `customer_id`, `No.` -> `no`."""
-    name = _ACRONYM_BOUNDARY.sub(r"\1_\2", str(name).strip())
+    """`MonthlyCharges` -> `monthly_charges`, `customerID` -> `customer_id`, `No.` -> `no`.
+
+    Accents are dropped (`Monatsgebühr` -> `monatsgebuhr`, `Durée` -> `duree`, `Straße` ->
+    `strasse`), so that a name a client types stays plain; letters of other scripts are kept as
+    they are (`Тариф` -> `тариф`), never dropped.
+    """
+    decomposed = unicodedata.normalize("NFKD", str(name).strip())
+    name = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    name = _ACRONYM_BOUNDARY.sub(r"\1_\2", name)
     name = _WORD_BOUNDARY.sub(r"\1_\2", name)
-    return _NOT_ALPHANUMERIC.sub("_", name).strip("_").lower()
+    return _NOT_ALPHANUMERIC.sub("_", name).strip("_").casefold()
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,9 @@ class ColumnCoercion:
         unparsed: values of a numeric column that are not numbers, now missing, and examples.
         blank: blank values (empty or whitespace) now missing.
         parsed_share: for a text column, the share of its non-blank values that are numbers.
+        spelling: for a numeric column read from text not spelled as plain numbers, how its
+            numbers were spelled (`decimal comma`, `thousands separators`, `currency sign`, ...).
+        leading_zeros: for a column of integers kept as text, values with a leading zero.
 
     """
 
@@ -148,6 +165,8 @@ class ColumnCoercion:
     unparsed_examples: list[str] = field(default_factory=list)
     blank: int = 0
     parsed_share: float | None = None
+    spelling: str = ""
+    leading_zeros: list[str] = field(default_factory=list)
 
     @property
     def coerced(self) -> int:
@@ -167,7 +186,14 @@ class ColumnCoercion:
             )
         if self.blank:
             parts.append(f"{self.blank} blank value(s) read as missing")
-        if self.kind == "text" and self.parsed_share:
+        if self.spelling:
+            parts.append(f"read as numbers written with {self.spelling}")
+        if self.leading_zeros:
+            parts.append(
+                f"kept as text: integers spelled with leading zeros ({_shown(self.leading_zeros)})"
+                " are codes, not numbers"
+            )
+        elif self.kind == "text" and self.parsed_share:
             parts.append(
                 f"kept as text: {self.parsed_share:.1%} of its values are numbers "
                 f"(numeric needs {min_share:.0%}, CHURN_NUMERIC_MIN_SHARE)"
@@ -323,8 +349,9 @@ def coerce_text_column(
         values: the raw column (object or string dtype).
         min_share: share of non-blank values that must parse for the column to be numeric.
         numeric: the kind the column must have (a landing file follows its source's types);
-            None: numeric when at least `min_share` of the values parse. A forced numeric
-            column is parsed whatever the share; `parsed_share` tells the caller.
+            None: numeric when at least `min_share` of the values parse, and no integer is
+            spelled with a leading zero. A forced numeric column is parsed whatever the share;
+            `parsed_share` tells the caller.
 
     """
     text = values.astype(TEXT_DTYPE)
@@ -336,19 +363,88 @@ def coerce_text_column(
         return kept, info
     if numeric is None:
         sample = kept.dropna().head(COERCION_SAMPLE).str.strip()
-        sampled_share = float(pd.to_numeric(sample, errors="coerce").notna().mean() or 0.0)
+        sampled, _ = parse_numbers(sample, min_share)
+        sampled_share = float(sampled.notna().mean() or 0.0)
         if sample.empty or sampled_share < min_share:
             info.parsed_share = sampled_share if not sample.empty else None
             return kept, info
-    numbers = pd.to_numeric(kept.str.strip(), errors="coerce")
+    stripped = kept.str.strip()
+    numbers, info.spelling = parse_numbers(stripped, min_share)
     unparsed = (kept.notna() & numbers.isna()).fillna(False).astype(bool)
     info.parsed_share = 1.0 - float(unparsed.sum()) / max(int(kept.notna().sum()), 1)
     if numeric is None and info.parsed_share < min_share:
+        info.spelling = ""
         return kept, info
+    if numeric is None:
+        padded = stripped.str.fullmatch(_LEADING_ZERO).fillna(False).astype(bool)
+        if padded.any():
+            info.leading_zeros = _examples(stripped[padded])
+            info.spelling = ""
+            return kept, info
     info.kind = "number"
     info.unparsed = int(unparsed.sum())
     info.unparsed_examples = _examples(text[unparsed])
     return _narrowest_numeric(numbers), info
+
+
+# Integers spelled with a leading zero: codes (zip codes, account and phone numbers, spaces
+# between digit groups included), not quantities.
+_LEADING_ZERO = "[+-]?0[0-9][0-9 \u00a0\u202f'\u2019]*"
+# Signs around a number that say its unit, not its value.
+_CURRENCY_SIGNS = "$€£¥"
+_UNIT_SIGNS = _CURRENCY_SIGNS + "%"
+# A thousands separator between digit groups: a space (plain, no-break, narrow no-break) or an
+# apostrophe; commas and dots are told apart below.
+_GROUP_SPACE = "([0-9])[ \u00a0\u202f'\u2019]([0-9]{3})"
+# `1.234,5` and `1234,5` (a decimal comma, dots between thousands), and `1,234.5` (commas
+# between thousands, a decimal point).
+_DECIMAL_COMMA = r"[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?"
+_DECIMAL_POINT = r"[+-]?([0-9]{1,3}(,[0-9]{3})+|[0-9]+)(\.[0-9]+)?"
+
+
+def parse_numbers(text: pd.Series, min_share: float) -> tuple[pd.Series, str]:
+    """The numbers a column of stripped text spells, and how they were spelled when not plainly.
+
+    Plain numbers (`1234.5`, `-1e3`) first. When fewer than `min_share` of the values are
+    plain, the column may be written as people write numbers: with a decimal comma, thousands
+    separators, a currency or percent sign. One convention is chosen for the whole column, the
+    one most of its values follow; a value that follows neither is missing. Returns float64
+    numbers (missing where a value does not parse) and "" or the spelling, in words.
+    """
+    plain = pd.to_numeric(text, errors="coerce")
+    present = int(text.notna().sum())
+    if not present or int(plain.notna().sum()) >= min_share * present:
+        return plain, ""
+    currency = text.str.contains(f"[{re.escape(_CURRENCY_SIGNS)}]", regex=True).fillna(False)
+    percent = text.str.contains("%", regex=False).fillna(False)
+    written = text.str.replace(
+        f"^([+-]?)[{re.escape(_UNIT_SIGNS)}]* *|[ {re.escape(_UNIT_SIGNS)}]+$", r"\1", regex=True
+    )
+    grouped = written.str.contains(_GROUP_SPACE.replace("(", "(?:"), regex=True).fillna(False)
+    for _ in range(3):  # `1 234 567`: each pass joins every other group
+        written = written.str.replace(_GROUP_SPACE, r"\1\2", regex=True)
+    comma = written.str.fullmatch(_DECIMAL_COMMA).fillna(False).astype(bool)
+    point = written.str.fullmatch(_DECIMAL_POINT).fillna(False).astype(bool)
+    # A value both conventions read (`1234`, `1,234`) does not decide; the others do.
+    if int((comma & ~point).sum()) > int((point & ~comma).sum()):
+        canonical = written.where(comma).str.replace(".", "", regex=False)
+        numbers = pd.to_numeric(canonical.str.replace(",", ".", regex=False), errors="coerce")
+        spelling = ["a decimal comma"]
+    else:
+        canonical = written.where(point).str.replace(",", "", regex=False)
+        numbers = pd.to_numeric(canonical, errors="coerce")
+        spelling = (
+            ["thousands separators"] if bool((written.str.contains(",") & point).any()) else []
+        )
+    if bool(grouped.any()):
+        spelling.append("spaces between thousands")
+    if bool(currency.any()):
+        spelling.append("a currency sign")
+    if bool(percent.any()):
+        spelling.append("a percent sign (12% is read as 12)")
+    if int(numbers.notna().sum()) <= int(plain.notna().sum()) or not spelling:
+        return plain, ""
+    return numbers.astype("float64"), ", ".join(spelling)
 
 
 def coerce_columns(
@@ -367,8 +463,8 @@ def coerce_columns(
             report.numeric_text[column] = int(coerced.notna().sum())
         if (
             info.coerced
-            or (info.kind == "number" and info.blank)
-            or (info.kind == "text" and info.parsed_share)
+            or (info.kind == "number" and (info.blank or info.spelling))
+            or (info.kind == "text" and (info.parsed_share or info.leading_zeros))
         ):
             report.columns[column] = info
     return frame

@@ -44,6 +44,7 @@ _CSV_BLOCK_BYTES = 16 * 1024 * 1024
 # How pandas' parser spells numbers and booleans (what `_typed` recognises).
 _INTEGER = r"^\s*[+-]?[0-9]+\s*$"
 _DECIMAL = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+_PADDED = r"^\s*[+-]?0[0-9]"
 _TRUE = frozenset({"True", "TRUE", "true"})
 _FALSE = frozenset({"False", "FALSE", "false"})
 
@@ -390,7 +391,9 @@ def _read_csv(
 def _typed(column: Any) -> Any:
     """A column of text typed as pandas' parser types it: integers, decimals, booleans or text.
 
-    Numbers may have surrounding spaces and a sign. Integers with a missing value are decimals;
+    Numbers may have surrounding spaces and a sign. Integers spelled with a leading zero stay
+    text (pandas made them numbers, losing the zeros of zip codes and account numbers), for
+    normalisation to keep as codes. Integers with a missing value are decimals;
     an empty column is decimals; `True`/`False` (any of pandas' three spellings) without a
     missing value are booleans, and with one, text spelled `True`/`False`. Anything else stays
     text, which normalisation then reads: a column of numbers with a few junk values is its to
@@ -403,6 +406,8 @@ def _typed(column: Any) -> Any:
     if present == 0:
         return pa.nulls(len(column), pa.float64())
     if _all_match(column, _INTEGER):
+        if pc.any(pc.match_substring_regex(column, _PADDED)).as_py():
+            return column  # codes with leading zeros (`02139`): normalisation keeps them text
         unsigned = pc.replace_substring_regex(pc.utf8_trim_whitespace(column), r"^\+", "")
         try:
             integers = pc.cast(unsigned, pa.int64())

@@ -357,3 +357,74 @@ def test_new_rows_need_not_carry_the_excluded_columns(
     assert ingest(isolated_home, dataset).success
     [reason] = (isolated_home.landing_dir / "rejected").glob("*without_age.csv.reason.txt")
     assert "missing column(s): age" in reason.read_text()
+
+
+def european_export(frame: pd.DataFrame, path: Path) -> None:
+    """The bank table as a German spreadsheet exports it: `;`, decimal commas, euro signs,
+    spaces between thousands, and account numbers padded with zeros."""
+    spelled = frame.assign(
+        CustomerId=[f"{key:010d}" for key in frame["CustomerId"]],
+        Balance=[
+            f"{value:,.2f} €".replace(",", " ").replace(".", ",") for value in frame["Balance"]
+        ],
+        EstimatedSalary=[f"{value:.2f}".replace(".", ",") for value in frame["EstimatedSalary"]],
+    )
+    spelled.to_csv(path, sep=";", index=False)
+
+
+def test_numbers_as_people_write_them_are_numbers_and_padded_keys_keep_their_zeros(
+    tmp_path: Path, isolated_home: PlatformHome
+) -> None:
+    source = bank_customers(1_000)
+    path = tmp_path / "kunden.csv"
+    european_export(source, path)
+    isolated_home.landing_dir.mkdir(parents=True)
+    batch = bank_customers(200, seed=11).assign(CustomerId=lambda f: f["CustomerId"] + 10_000_000)
+    european_export(batch, isolated_home.landing_dir / "batch.csv")
+    dataset = DatasetResource(
+        source=str(path), target="Exited", exclude_columns=["RowNumber", "Surname"]
+    )
+
+    result = ingest(isolated_home, dataset)
+
+    assert result.success
+    frame = result.output_for_node("labelled_customers").frame
+    assert len(frame) == 1_200
+    expected = pd.concat([source, batch], ignore_index=True)
+    assert frame["balance"].to_numpy() == pytest.approx(expected["Balance"].to_numpy(), abs=0.005)
+    assert frame["estimated_salary"].to_numpy() == pytest.approx(
+        expected["EstimatedSalary"].to_numpy(), abs=0.005
+    )
+    assert frame["customer_id"].tolist() == [f"{key:010d}" for key in expected["CustomerId"]]
+    coerced = metadata(result, "raw_customers")["coerced_values"]
+    assert "a decimal comma, spaces between thousands, a currency sign" in coerced
+    assert "integers spelled with leading zeros ('00" in coerced
+
+
+def test_a_failed_run_is_told_in_one_line_per_step(
+    tmp_path: Path, isolated_home: PlatformHome
+) -> None:
+    """What `make materialize` prints when a run fails: the asset's own message, no trace."""
+    from churn_assets.failures import step_failures
+
+    path = tmp_path / "labels.csv"
+    pd.DataFrame({"x": [1.0, 2.0, 3.0], "Churn": ["Churned", "Stayed", "Stayed"]}).to_csv(
+        path, index=False
+    )
+    instance = DagsterInstance.ephemeral()
+    result = materialize(
+        [raw_customers],
+        resources={"dataset": DatasetResource(source=str(path)), "home": isolated_home},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert step_failures(instance, result.dagster_run.job_name) == [
+        (
+            "raw_customers",
+            f"Cannot ingest {str(path)!r}: cannot tell which value of target column 'churn' "
+            "means churned (values: 'Churned', 'Stayed'); set CHURN_POSITIVE_LABEL. "
+            "The previous data version stays current.",
+        )
+    ]
+    assert step_failures(instance, "another_job") == []

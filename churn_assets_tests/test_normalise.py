@@ -20,6 +20,14 @@ from churn.normalise import normalise, snake_case
         ("HTTPStatus", "http_status"),
         ("already_snake", "already_snake"),
         ("  Churn  ", "churn"),
+        ("Monatsgebühr", "monatsgebuhr"),
+        ("Durée d'abonnement", "duree_d_abonnement"),
+        ("Straße", "strasse"),
+        ("\uff34\uff45\uff4e\uff55\uff52\uff45", "tenure"),  # full-width letters
+        ("Тариф", "тариф"),
+        ("月額料金", "月額料金"),
+        ("Datenvolumen (GB)", "datenvolumen_gb"),
+        ("a__b", "a_b"),
     ],
 )
 def test_snake_case(raw: str, expected: str) -> None:
@@ -108,3 +116,46 @@ def test_unusable_targets_are_refused(
     raw = pd.DataFrame({"x": range(len(values)), "Churn": values})
     with pytest.raises(DatasetError, match=message):
         normalise(raw, target, positive_label)
+
+
+@pytest.mark.parametrize(
+    ("values", "numbers", "spelling"),
+    [
+        (["34,67", "1.234,5", "12"], [34.67, 1234.5, 12.0], "a decimal comma"),
+        (["1,234.50", "12.5", "3"], [1234.5, 12.5, 3.0], "thousands separators"),
+        (["1,234", "12,000", "5"], [1234, 12000, 5], "thousands separators"),
+        (["1 234,50", "12,0", "7"], [1234.5, 12.0, 7.0], "a decimal comma, spaces between"),
+        (["1'234.5", "1\u2019000", "3"], [1234.5, 1000.0, 3.0], "spaces between thousands"),
+        (["$12.50", "$1,200.00", "$3"], [12.5, 1200.0, 3.0], "thousands separators, a currency"),
+        (["12,50 €", "3,00 €", "€ 1.000,00"], [12.5, 3.0, 1000.0], "a decimal comma, a currency"),
+        (["12%", "5 %", "0%"], [12, 5, 0], "a percent sign"),
+        (["1.5", "2.25", "3"], [1.5, 2.25, 3.0], ""),
+        (["000123.45", "12.5", "3"], [123.45, 12.5, 3.0], ""),
+    ],
+)
+def test_numbers_as_people_write_them(
+    values: list[str], numbers: list[float], spelling: str
+) -> None:
+    from churn.normalise import TEXT_DTYPE, coerce_text_column
+
+    coerced, info = coerce_text_column(pd.Series(values, dtype=TEXT_DTYPE), 0.99)
+    assert info.kind == "number"
+    assert coerced.tolist() == pytest.approx(numbers)
+    assert info.spelling.startswith(spelling) if spelling else info.spelling == ""
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["08720007", "00012", "12345"],  # account numbers padded with zeros
+        ["02139", "10001", "94105"],  # zip codes
+        ["030 1234567", "0301234", "089 12"],  # phone numbers
+        ["-1,5", "+2,25", "1e3"],  # two conventions in one column: neither holds 99 %
+    ],
+)
+def test_codes_and_mixed_spellings_stay_text(values: list[str]) -> None:
+    from churn.normalise import TEXT_DTYPE, coerce_text_column
+
+    coerced, info = coerce_text_column(pd.Series(values, dtype=TEXT_DTYPE), 0.99)
+    assert info.kind == "text"
+    assert coerced.tolist() == values

@@ -137,8 +137,9 @@ def raw_customers(
         table, report = ingest_customers(dataset, home)
     except DatasetError as error:
         # A bad source is the user's to fix: say why plainly, without a stack trace to dig through.
+        problem = str(error).removeprefix(f"{dataset.source.strip()}: ")  # named just before
         raise Failure(
-            description=f"Cannot ingest {dataset.source!r}: {error}. "
+            description=f"Cannot ingest {dataset.source!r}: {problem}. "
             "The previous data version stays current.",
             metadata={"source": dataset.source, "target": dataset.target},
             # Retrying a bad file cannot help; retrying an unreachable server may.
