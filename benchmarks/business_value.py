@@ -56,8 +56,8 @@ def main() -> None:
     rows = []
     for seed in range(1, arguments.seeds + 1):
         train, test = split_customers(frame, target, report.id_column, SplitConfig(seed=seed))
-        numeric, categorical = feature_columns(frame, target, report.id_column, excluded)
-        features = build_feature_pipeline(numeric, categorical)
+        numeric, categorical, dates = feature_columns(frame, target, report.id_column, excluded)
+        features = build_feature_pipeline(numeric, categorical, dates)
         budget = SearchBudget(6, 5, 12.0, 50_000, 2, seed)
         results = [
             tune(algorithm, features, train, train[target], budget, "neg_brier_score", 1.0, costs)

@@ -99,8 +99,8 @@ def main() -> None:
         target = snake_case(table.target)
         for seed in range(1, arguments.seeds + 1):
             train, test = split_customers(frame, target, report.id_column, SplitConfig(seed=seed))
-            numeric, categorical = feature_columns(frame, target, report.id_column, excluded)
-            features = build_feature_pipeline(numeric, categorical)
+            numeric, categorical, dates = feature_columns(frame, target, report.id_column, excluded)
+            features = build_feature_pipeline(numeric, categorical, dates)
             computed = recall_margin(
                 arguments.gate,
                 int(train[target].sum()),

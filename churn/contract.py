@@ -7,6 +7,8 @@ optionally the customer key. Validation is strict, and names the field of every 
 - numbers must be JSON numbers (no text, no `true`), finite, and within the column's plausible
   range; integer columns take integers only; a column that may be missing also takes `null`;
 - booleans must be `true` or `false`;
+- dates are ISO 8601 text: a date (`2024-03-15`) or a time (`2024-03-15T10:30:00Z`, with `Z`, an
+  offset, or none for UTC);
 - categories are text of 1 to 256 characters. A category the model never saw is scored (the
   model pools it with the rare ones) and reported, rather than refused, so that a new tariff name
   cannot take the service down.
@@ -18,9 +20,11 @@ request validated against one version's contract is scored by that version.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,6 +34,7 @@ from pydantic import (
     StrictInt,
     StrictStr,
     ValidationError,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
@@ -37,6 +42,37 @@ from pydantic import (
 from churn.model.schema import MAX_TEXT_LENGTH, ColumnKind, ColumnSchema, ModelSchema
 
 KEY_MAX_LENGTH = 64
+DATE_MAX_LENGTH = 40
+
+
+def _iso_date(value: str) -> str:
+    """An ISO 8601 date or time (RFC 3339's too: `t`, `z`); anything else is refused.
+
+    Returned as sent: the model reads the text. A date outside the years 1678 to 2261 (what a
+    nanosecond clock holds) is scored as a missing one.
+    """
+    try:
+        datetime.fromisoformat(value.strip().upper())
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an ISO 8601 date or time (2024-03-15, 2024-03-15T10:30:00Z)"
+        ) from None
+    return value
+
+
+IsoDate = Annotated[
+    StrictStr,
+    AfterValidator(_iso_date),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date"},
+                {"type": "string", "format": "date-time"},
+            ],
+            "maxLength": DATE_MAX_LENGTH,
+        }
+    ),
+]
 
 
 class CustomerRecordBase(BaseModel):
@@ -195,6 +231,12 @@ def _field(column: ColumnSchema) -> tuple[Any, Any]:
     elif column.kind == ColumnKind.BOOLEAN:
         kind, bounds = StrictBool, {}
         described = f"true or false.{missing}"
+    elif column.kind == ColumnKind.DATE:
+        kind, bounds = IsoDate, {"max_length": DATE_MAX_LENGTH}
+        described = (
+            "Date or time in ISO 8601 (2024-03-15, 2024-03-15T10:30:00Z; without an offset, "
+            f"UTC), e.g. {column.typical}.{missing}"
+        )
     else:
         kind = StrictStr
         bounds = {"min_length": 1, "max_length": MAX_TEXT_LENGTH}

@@ -104,6 +104,23 @@ def column_kinds(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
     }
 
 
+def _dates_as_days(
+    frame: pd.DataFrame, columns: list[str], dates_of: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """`frame` with its date columns (those of `dates_of`, by default its own) as days.
+
+    Dates are compared as the model reads them, a number of days: a shift of the customers'
+    dates is numeric drift. Logged requests hold the dates as ISO 8601 text.
+    """
+    from churn.model.features import days_since_epoch
+
+    typed = frame if dates_of is None else dates_of
+    dates = [c for c in columns if pd.api.types.is_datetime64_any_dtype(typed[c])]
+    if not dates:
+        return frame
+    return frame.assign(**{c: days_since_epoch(frame[c]) for c in dates})
+
+
 def measure_drift(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -126,6 +143,10 @@ def measure_drift(
         missing = [column for column in columns if column not in frame.columns]
         if missing:
             raise ValueError(f"the {name} data lacks monitored column(s): {', '.join(missing)}")
+    reference, current = (
+        _dates_as_days(reference, columns),
+        _dates_as_days(current, columns, reference),
+    )
     kinds = column_kinds(reference, columns)
     definition = DataDefinition(
         numerical_columns=[c for c in columns if kinds[c] == "numerical"],

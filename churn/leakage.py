@@ -60,6 +60,10 @@ def single_column_power(
 def _power(values: pd.Series, labels: np.ndarray, folds: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
+    if pd.api.types.is_datetime64_any_dtype(values):  # as the model reads dates: days
+        from churn.model.features import days_since_epoch
+
+        values = pd.Series(days_since_epoch(values), index=values.index)
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         numbers = values.to_numpy(dtype="float64", na_value=np.nan)
         present = ~np.isnan(numbers)

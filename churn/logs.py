@@ -29,6 +29,7 @@ ARROW_TYPES = {
     ColumnKind.INTEGER: pa.int64(),
     ColumnKind.BOOLEAN: pa.bool_(),
     ColumnKind.CATEGORY: pa.string(),
+    ColumnKind.DATE: pa.string(),  # as the request sent it (ISO 8601); drift reads it as days
 }
 PREDICTION_META = [
     ("request_id", pa.string()),

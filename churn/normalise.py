@@ -13,6 +13,11 @@ repair what can be repaired and set aside, with a reason, the rows that cannot b
 - **Numbers as people write them**: a decimal comma (`34,67`, `1.234,5`), thousands separators
   (`1,234.50`, `1 234,50`, `1'234.50`), a currency sign (`$12.50`, `12,50 €`) or a percent sign
   (`12%`, read as 12) are read as numbers, one convention per column, and the report says which.
+- **Dates**: a text column whose values are dates or times in one spelling (`2024-03-15`,
+  `2024-03-15T10:30:00Z`, `15/03/2024`, `03/15/2024`, `15.03.2024 10:30`, ...) for at least
+  `numeric_min_share` of them holds dates (UTC, without a time zone); the others become
+  missing. Day and month are told apart by the values (a first field above 12 is a day); when
+  no value tells, the day is read first and the report says so.
 - **Codes are not numbers**: integers spelled with a leading zero (`02139`, `00012345`) are zip
   codes, account numbers or phone numbers; such a column stays text, so the zeros are kept.
 - **Rows that cannot be used** are quarantined, not the file: a missing or unrecognised target, a
@@ -147,9 +152,10 @@ class ColumnCoercion:
     """What normalisation did to one column's values.
 
     Attributes:
-        kind: `number` or `text`, what the column became.
+        kind: `number`, `date` or `text`, what the column became.
         junk: non-blank junk tokens (`?`, `n/a`, ...) read as missing, and up to five of them.
-        unparsed: values of a numeric column that are not numbers, now missing, and examples.
+        unparsed: values of a numeric (date) column that are not numbers (dates), now missing,
+            and examples.
         blank: blank values (empty or whitespace) now missing.
         parsed_share: for a text column, the share of its non-blank values that are numbers.
         spelling: for a numeric column read from text not spelled as plain numbers, how its
@@ -181,12 +187,15 @@ class ColumnCoercion:
                 f"{self.junk} junk value(s) read as missing ({_shown(self.junk_examples)})"
             )
         if self.unparsed:
+            what = "non-date(s)" if self.kind == "date" else "non-number(s)"
             parts.append(
-                f"{self.unparsed} non-number(s) read as missing ({_shown(self.unparsed_examples)})"
+                f"{self.unparsed} {what} read as missing ({_shown(self.unparsed_examples)})"
             )
         if self.blank:
             parts.append(f"{self.blank} blank value(s) read as missing")
-        if self.spelling:
+        if self.spelling and self.kind == "date":
+            parts.append(f"read as dates written {self.spelling}")
+        elif self.spelling:
             parts.append(f"read as numbers written with {self.spelling}")
         if self.leading_zeros:
             parts.append(
@@ -367,6 +376,9 @@ def coerce_text_column(
         sampled_share = float(sampled.notna().mean() or 0.0)
         if sample.empty or sampled_share < min_share:
             info.parsed_share = sampled_share if not sample.empty else None
+            written = date_format(sample, min_share)
+            if written is not None:
+                return coerce_dates(kept, written, text, info)
             return kept, info
     stripped = kept.str.strip()
     numbers, info.spelling = parse_numbers(stripped, min_share)
@@ -447,12 +459,93 @@ def parse_numbers(text: pd.Series, min_share: float) -> tuple[pd.Series, str]:
     return numbers.astype("float64"), ", ".join(spelling)
 
 
+# How dates are written, tried in this order; `ISO8601` stands for every ISO 8601 spelling (a
+# date, a time with `T` or a space, fractions of a second, `Z` or an offset). Where day and
+# month cannot be told apart, the first format that reads the values wins: the day first.
+_DATE_ORDERS = (
+    ("%d/%m/%Y", "31/12/2024 (day first)"),
+    ("%m/%d/%Y", "12/31/2024 (month first)"),
+    ("%d.%m.%Y", "31.12.2024"),
+    ("%d-%m-%Y", "31-12-2024 (day first)"),
+    ("%m-%d-%Y", "12-31-2024 (month first)"),
+    ("%Y/%m/%d", "2024/12/31"),
+)
+_TIMES = (("", ""), (" %H:%M", " with hours and minutes"), (" %H:%M:%S", " with a time"))
+DATE_FORMATS = (
+    ("ISO8601", "as ISO 8601 (2024-12-31, 2024-12-31T23:59:00Z)"),
+    *((f"{day}{time}", f"{shown}{said}") for day, shown in _DATE_ORDERS for time, said in _TIMES),
+)
+# What a value must start with to be tried as a date at all: digits, a separator, digits, a
+# separator (codes and numbers never are).
+_DATE_LIKE = r"[0-9]{1,4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}"
+
+
+def date_format(sample: pd.Series, min_share: float) -> tuple[str, str] | None:
+    """The format (and how to say it) in which at least `min_share` of `sample` are dates."""
+    present = sample.dropna()
+    if present.empty:
+        return None
+    shaped = present.str.match(_DATE_LIKE).fillna(False).astype(bool)
+    if float(shaped.mean()) < min_share:
+        return None
+    best: tuple[float, tuple[str, str]] | None = None
+    for candidate in DATE_FORMATS:
+        share = float(parse_dates(present, candidate[0]).notna().mean())
+        if share >= min_share and (best is None or share > best[0]):
+            best = (share, candidate)
+            if share == 1.0:
+                break
+    if best is None:
+        return None
+    share, (written, said) = best
+    swapped = written.replace("%d", "%_").replace("%m", "%d").replace("%_", "%m")
+    if swapped != written and float(parse_dates(present, swapped).notna().mean()) >= share:
+        said += ": no value has a day above 12 to tell"
+    return written, said
+
+
+def parse_dates(text: pd.Series, written: str) -> pd.Series:
+    """Text dates in format `written` as UTC times without a time zone (NaT where not)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "could not infer format" and the like: NaT says it
+        parsed = pd.to_datetime(text, format=written, errors="coerce", utc=True)
+    return parsed.dt.tz_localize(None).astype("datetime64[ns]")
+
+
+def coerce_dates(
+    kept: pd.Series, written: tuple[str, str], text: pd.Series, info: ColumnCoercion
+) -> tuple[pd.Series, ColumnCoercion]:
+    """The column as dates in format `written`; what is not a date is missing and counted."""
+    dates = parse_dates(kept.str.strip(), written[0])
+    unparsed = (kept.notna() & dates.isna()).fillna(False).astype(bool)
+    info.kind, info.spelling = "date", written[1]
+    info.parsed_share = 1.0 - float(unparsed.sum()) / max(int(kept.notna().sum()), 1)
+    info.unparsed = int(unparsed.sum())
+    info.unparsed_examples = _examples(text[unparsed])
+    return dates, info
+
+
+def as_utc_dates(values: pd.Series) -> pd.Series:
+    """A column of times with a time zone as UTC times without one (the frame's one spelling)."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        utc: pd.Series = values.dt.tz_convert("UTC").dt.tz_localize(None)
+        return utc.astype("datetime64[ns]")
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.astype("datetime64[ns]")
+    return values
+
+
 def coerce_columns(
     frame: pd.DataFrame, report: NormalisationReport, skip: tuple[str, ...] = ()
 ) -> pd.DataFrame:
     """Every text column through `coerce_text_column`; what changed goes into `report`."""
     for column in frame.columns:
         values = frame[column]
+        if pd.api.types.is_datetime64_any_dtype(values):
+            frame[column] = as_utc_dates(values)  # Parquet and Excel dates
+            continue
         if column in skip or not (
             pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)
         ):
@@ -463,7 +556,7 @@ def coerce_columns(
             report.numeric_text[column] = int(coerced.notna().sum())
         if (
             info.coerced
-            or (info.kind == "number" and (info.blank or info.spelling))
+            or (info.kind in ("number", "date") and (info.blank or info.spelling))
             or (info.kind == "text" and (info.parsed_share or info.leading_zeros))
         ):
             report.columns[column] = info

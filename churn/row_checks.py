@@ -3,9 +3,10 @@
 The rules are the request contract's (`churn.contract`), vectorised for millions of rows: a
 number must parse and lie within the column's plausible range, an integer column takes whole
 numbers, a column that was never missing in training may not be missing, a boolean is
-true/false (or yes/no, 1/0, as spreadsheets write it), a category is text of at most 256
-characters, and a row of a table with a customer key has its key. A row that breaks a rule is
-set aside with the first rule it breaks, naming the column and the value; it is never scored.
+true/false (or yes/no, 1/0, as spreadsheets write it), a date is a date (as the export spells
+it, or ISO 8601), a category is text of at most 256 characters, and a row of a table with a
+customer key has its key. A row that breaks a rule is set aside with the first rule it breaks,
+naming the column and the value; it is never scored.
 
 This module imports neither Dagster nor BentoML.
 """
@@ -21,6 +22,7 @@ import pandas as pd
 
 from churn.model.schema import MAX_TEXT_LENGTH, ColumnKind, ColumnSchema, ModelSchema
 from churn.model.scoring import format_value
+from churn.normalise import COERCION_SAMPLE, as_utc_dates, date_format, parse_dates, parse_numbers
 
 TRUE_WORDS = frozenset({"true", "yes", "y", "t", "1", "1.0"})
 FALSE_WORDS = frozenset({"false", "no", "n", "f", "0", "0.0"})
@@ -117,9 +119,8 @@ def _check_column(values: pd.Series, column: ColumnSchema) -> tuple[np.ndarray, 
         numbers = (
             values.astype("float64")
             if pd.api.types.is_numeric_dtype(values)
-            else pd.to_numeric(values.astype("string").str.strip(), errors="coerce").astype(
-                "float64"
-            )
+            # As ingestion reads them: `34,67` and `$1,200` are numbers too.
+            else parse_numbers(values.astype("string").str.strip(), 1.0)[0].astype("float64")
         )
         result = numbers.to_numpy(dtype="float64", na_value=np.nan)
         given = values.notna().to_numpy()
@@ -135,6 +136,20 @@ def _check_column(values: pd.Series, column: ColumnSchema) -> tuple[np.ndarray, 
             problems.append(
                 (outside, lambda v: f"{name}: {format_value(v)} outside [{low:g}, {high:g}]")
             )
+        if not column.nullable:
+            problems.append((~given, lambda v: f"{name}: missing"))
+        return result, problems
+    if column.kind == ColumnKind.DATE:
+        if pd.api.types.is_datetime64_any_dtype(values):
+            dates = as_utc_dates(values)
+        else:
+            text = values.astype("string").str.strip()
+            # The spelling most values follow; a value that follows none is set aside.
+            written = date_format(text.dropna().head(COERCION_SAMPLE), 0.5)
+            dates = parse_dates(text, written[0] if written else "ISO8601")
+        given = values.notna().to_numpy()
+        result = dates.to_numpy(dtype="datetime64[ns]")
+        problems.append((given & np.isnat(result), lambda v: f"{name}: {v!r} is not a date"))
         if not column.nullable:
             problems.append((~given, lambda v: f"{name}: missing"))
         return result, problems

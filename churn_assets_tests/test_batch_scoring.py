@@ -349,12 +349,12 @@ def test_reasons_add_up_to_the_models_raw_score(
     table: tuple[pd.DataFrame, str, str | None], algorithm: str
 ) -> None:
     frame, target, key = table
-    numeric, categorical = feature_columns(frame, target, key, [])
+    numeric, categorical, dates = feature_columns(frame, target, key, [])
     estimator = ALGORITHMS[algorithm].make(0)
     if algorithm != "logistic_regression":
         estimator.set_params(n_estimators=60)
     pipeline = Pipeline(
-        [("features", build_feature_pipeline(numeric, categorical)), ("model", estimator)]
+        [("features", build_feature_pipeline(numeric, categorical, dates)), ("model", estimator)]
     ).fit(frame, frame[target])
     schema = ModelSchema.from_frame(frame, target, key)
     scorer = Scorer.of(ChurnModel.from_pipeline(pipeline, 0.5, key, schema))
@@ -401,3 +401,33 @@ def test_scoring_runs_again_when_production_moves(trained: Trained) -> None:
     assert isinstance(request, RunRequest)
     assert request.partition_key == datetime.now(UTC).strftime("%Y-%m-%d")
     assert request.tags["churn/reason"] == "production moved to v1"
+
+
+def test_a_population_spelled_as_its_export_is_checked_as_ingestion_reads_it() -> None:
+    """Dates in the export's spelling or ISO 8601, numbers with decimal commas; a value that
+    is neither is set aside naming its column."""
+    from churn.model.schema import ColumnKind, ColumnSchema
+
+    schema = ModelSchema(
+        columns=[
+            ColumnSchema(name="signed_up", kind=ColumnKind.DATE, nullable=False),
+            ColumnSchema(name="fee", kind=ColumnKind.NUMBER, nullable=True),
+        ],
+        target="churn",
+    )
+    exported = pd.DataFrame(
+        {"signed_up": ["15.03.2024", "01.02.2023", "31.13.2023"], "fee": ["34,67", "1.234,5", None]}
+    )
+    checked = check_rows(exported, schema)
+    assert list(pd.to_datetime(checked.columns["signed_up"])) == [
+        pd.Timestamp("2024-03-15"),
+        pd.Timestamp("2023-02-01"),
+    ]
+    assert checked.columns["fee"][:1].tolist() == [34.67]
+    assert checked.rejected["rejection_reason"].tolist() == [
+        "signed_up: '31.13.2023' is not a date"
+    ]
+    iso = pd.DataFrame({"signed_up": ["2024-03-15T10:00:00Z", None], "fee": [1.0, 2.0]})
+    checked = check_rows(iso, schema)
+    assert list(pd.to_datetime(checked.columns["signed_up"])) == [pd.Timestamp("2024-03-15 10:00")]
+    assert checked.rejected["rejection_reason"].tolist() == ["signed_up: missing"]

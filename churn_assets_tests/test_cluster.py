@@ -136,10 +136,10 @@ def customers() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _tuned(algorithm: str, train: pd.DataFrame) -> SearchResult:
-    numeric, categorical = feature_columns(train, TARGET, KEY, ())
+    numeric, categorical, dates = feature_columns(train, TARGET, KEY, ())
     return tune(
         algorithm,
-        build_feature_pipeline(numeric, categorical),
+        build_feature_pipeline(numeric, categorical, dates),
         train,
         train[TARGET],
         BUDGET,
@@ -151,9 +151,14 @@ def _tuned(algorithm: str, train: pd.DataFrame) -> SearchResult:
 
 
 def _refitted(result: SearchResult, train: pd.DataFrame, engine: Engine | None) -> SearchResult:
-    numeric, categorical = feature_columns(train, TARGET, KEY, ())
+    numeric, categorical, dates = feature_columns(train, TARGET, KEY, ())
     return refit(
-        result, build_feature_pipeline(numeric, categorical), train, train[TARGET], BUDGET, engine
+        result,
+        build_feature_pipeline(numeric, categorical, dates),
+        train,
+        train[TARGET],
+        BUDGET,
+        engine,
     )
 
 

@@ -95,3 +95,20 @@ def test_missing_values_are_left_out_and_empty_samples_refused() -> None:
         measure_drift(reference, reference.iloc[:0])
     with pytest.raises(ValueError, match=r"lacks monitored column\(s\): y"):
         measure_drift(reference, reference, columns=["x", "y"])
+
+
+def test_dates_are_compared_as_days_whether_stored_or_logged_as_text() -> None:
+    """The reference holds datetimes; the prediction log holds the ISO 8601 text requests sent."""
+    rng = np.random.default_rng(3)
+    start = pd.Timestamp("2024-01-01")
+    reference = pd.DataFrame(
+        {"last_login": start + pd.to_timedelta(rng.integers(0, 365, 5_000), unit="D")}
+    )
+    same = reference.sample(2_000, random_state=1)
+    logged = same.assign(last_login=same["last_login"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert psi_of(reference["last_login"], same["last_login"]) < 0.05
+    result = measure_drift(reference, logged)
+    assert result.columns[0].kind == "numerical" and result.columns[0].psi < 0.05
+    # Customers who stopped logging in for three months: their dates drift.
+    later = logged.assign(last_login=(same["last_login"] - pd.Timedelta(days=90)).astype(str))
+    assert measure_drift(reference, later).columns[0].psi > 0.2

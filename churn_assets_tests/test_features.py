@@ -34,8 +34,8 @@ def customers() -> pd.DataFrame:
 
 
 def fitted(frame: pd.DataFrame, excluded: tuple[str, ...] = ()) -> tuple[object, list[str]]:
-    numeric, categorical = feature_columns(frame, "churn", "customer_id", excluded)
-    pipeline = build_feature_pipeline(numeric, categorical)
+    numeric, categorical, dates = feature_columns(frame, "churn", "customer_id", excluded)
+    pipeline = build_feature_pipeline(numeric, categorical, dates)
     pipeline.fit(frame, frame["churn"])
     return pipeline, list(pipeline.named_steps["encode"].get_feature_names_out())
 
@@ -43,7 +43,7 @@ def fitted(frame: pd.DataFrame, excluded: tuple[str, ...] = ()) -> tuple[object,
 def test_the_key_the_target_and_excluded_columns_never_reach_the_model(
     customers: pd.DataFrame,
 ) -> None:
-    numeric, categorical = feature_columns(customers, "churn", "customer_id", ["gender"])
+    numeric, categorical, _dates = feature_columns(customers, "churn", "customer_id", ["gender"])
     assert not {"customer_id", "churn", "gender"} & {*numeric, *categorical}
     _, names = fitted(customers, excluded=("gender",))
     assert not [name for name in names if name.startswith(("customer_id", "churn", "gender"))]
@@ -65,8 +65,10 @@ def test_telco_features_are_engineered(customers: pd.DataFrame) -> None:
 
 def test_another_schema_gets_generic_features_only() -> None:
     bank, _ = normalise(bank_customers(), "Exited")
-    numeric, categorical = feature_columns(bank, "exited", "customer_id", ["row_number", "surname"])
-    pipeline = build_feature_pipeline(numeric, categorical).fit(bank, bank["exited"])
+    numeric, categorical, dates = feature_columns(
+        bank, "exited", "customer_id", ["row_number", "surname"]
+    )
+    pipeline = build_feature_pipeline(numeric, categorical, dates).fit(bank, bank["exited"])
     names = set(pipeline.named_steps["encode"].get_feature_names_out())
     assert "services_count" not in names and "credit_score" in names
     assert {"geography_France", "geography_Germany", "geography_Spain"} <= names
@@ -75,8 +77,8 @@ def test_another_schema_gets_generic_features_only() -> None:
 def test_preprocessing_is_fitted_on_the_training_split_only(customers: pd.DataFrame) -> None:
     train, test = train_test_split(customers, test_size=0.5, random_state=0)
     shifted_test = test.assign(tenure=test["tenure"] + 500)
-    numeric, categorical = feature_columns(customers, "churn", "customer_id", ())
-    pipeline = build_feature_pipeline(numeric, categorical).fit(train, train["churn"])
+    numeric, categorical, dates = feature_columns(customers, "churn", "customer_id", ())
+    pipeline = build_feature_pipeline(numeric, categorical, dates).fit(train, train["churn"])
     encode = pipeline.named_steps["encode"]
     scaler = encode.numbers_
     tenure = list(encode.numeric).index("tenure")
@@ -108,9 +110,9 @@ def test_a_model_trained_on_shuffled_targets_scores_near_chance(customers: pd.Da
     train, test = train_test_split(
         shuffled, test_size=0.3, stratify=shuffled["churn"], random_state=0
     )
-    numeric, categorical = feature_columns(shuffled, "churn", "customer_id", ())
+    numeric, categorical, dates = feature_columns(shuffled, "churn", "customer_id", ())
     model = candidate_pipeline(
-        build_feature_pipeline(numeric, categorical), LogisticRegression(max_iter=2_000)
+        build_feature_pipeline(numeric, categorical, dates), LogisticRegression(max_iter=2_000)
     ).fit(train, train["churn"])
     auc = roc_auc_score(test["churn"], model.predict_proba(test)[:, 1])
     assert 0.45 <= auc <= 0.55
@@ -161,13 +163,13 @@ def test_fitting_chunk_by_chunk_learns_what_fitting_at_once_does(
     frame.loc[[10, 20, 30, 1_010, 1_020, 1_030], "payment_method"] = "Voucher"
     frame.loc[frame.index[::7], "monthly_charges"] = np.nan
     frame.loc[frame.index[::11], "contract"] = pd.NA
-    numeric, categorical = feature_columns(frame, "churn", "customer_id", ())
+    numeric, categorical, dates = feature_columns(frame, "churn", "customer_id", ())
     at_once = candidate_pipeline(
-        build_feature_pipeline(numeric, categorical), LogisticRegression(max_iter=2_000)
+        build_feature_pipeline(numeric, categorical, dates), LogisticRegression(max_iter=2_000)
     ).fit(frame, frame["churn"])
     chunked = fit_in_chunks(
         candidate_pipeline(
-            build_feature_pipeline(numeric, categorical), LogisticRegression(max_iter=2_000)
+            build_feature_pipeline(numeric, categorical, dates), LogisticRegression(max_iter=2_000)
         ),
         frame,
         frame["churn"],
@@ -247,3 +249,25 @@ def test_without_a_key_identical_rows_stay_on_one_side_of_the_split() -> None:
     # A row keeps its side when more rows arrive.
     later_train, _ = split_customers(copies.iloc[:3_000], "churn", None, SplitConfig())
     assert set(later_train.index) <= set(train.index)
+
+
+def test_a_date_is_the_same_number_of_days_in_one_request_as_in_a_million_rows() -> None:
+    """Served records take a per-value path, batches pandas': the model sees the same number."""
+    from churn.model.features import days_since_epoch
+
+    rng = np.random.default_rng(0)
+    moments = pd.Timestamp("1990-01-01") + pd.to_timedelta(rng.integers(0, 10**15, 600), unit="us")
+    sent = (
+        [moment.isoformat() for moment in moments[:200]]
+        + [f"{moment:%Y-%m-%dT%H:%M:%S}+05:30" for moment in moments[200:400]]
+        + [f"{moment:%Y-%m-%d}" for moment in moments[400:]]
+        + ["2024-03-15t10:00z", "2024-02-30", "soon", None, "1500-01-01", "2400-01-01"]
+    )
+    one_by_one = np.concatenate([days_since_epoch(sent[i : i + 1]) for i in range(len(sent))])
+    assert np.array_equal(one_by_one, days_since_epoch(pd.Series(sent)), equal_nan=True)
+    assert np.isnan(one_by_one[-5:]).all() and not np.isnan(one_by_one[:-5]).any()
+    stored = pd.Series(moments[:200])  # a training table's datetimes
+    assert np.array_equal(
+        days_since_epoch(stored), days_since_epoch(pd.Series(sent[:200])), equal_nan=True
+    )
+    assert days_since_epoch(["1970-01-02T12:00:00Z"]).tolist() == [1.5]

@@ -35,6 +35,7 @@ from churn.model.artifact import (
     LABEL,
     MANIFEST,
     PROBABILITY,
+    WITH_CALIBRATION,
     WITHOUT_CALIBRATION,
     BoosterClassifier,
     ChurnModel,
@@ -111,7 +112,7 @@ def test_the_format_round_trips_to_the_bit_with_its_explanations(
     ):
         calibrated = dataclasses.replace(trained, calibration=calibration)
         folder = calibrated.save(tmp_path / calibration.method)
-        assert json.loads((folder / MANIFEST).read_text())["format_version"] == FORMAT_VERSION
+        assert json.loads((folder / MANIFEST).read_text())["format_version"] == WITH_CALIBRATION
         reread = ChurnModel.load(folder)
         assert reread.calibration == calibration
         assert np.array_equal(
@@ -362,31 +363,79 @@ def test_the_bento_serves_the_production_model_from_an_environment_without_the_p
         server.wait(timeout=30)
 
 
-def test_a_category_a_request_cannot_carry_is_refused_naming_its_column(tmp_path: Path) -> None:
+def test_a_date_input_is_format_3_and_scores_iso_text_as_its_datetimes(tmp_path: Path) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
     from churn.model.features import build_feature_pipeline, feature_columns
+    from churn.model.schema import ColumnKind, ModelSchema
+
+    frame = pd.DataFrame(
+        {
+            "tenure": np.arange(40) % 7,
+            "signed_up": pd.to_datetime("2026-01-01")
+            + pd.to_timedelta(np.arange(40) % 9, "D")
+            + pd.to_timedelta(np.arange(40) % 4 * 6, "h"),
+            "churn": np.arange(40) % 2,
+        }
+    )
+    numeric, categorical, dates = feature_columns(frame, "churn", None, [])
+    assert (numeric, categorical, dates) == (["tenure"], [], ["signed_up"])
+    pipeline = Pipeline(
+        [
+            ("features", build_feature_pipeline(numeric, categorical, dates)),
+            ("model", LogisticRegression()),
+        ]
+    ).fit(frame, frame["churn"])
+    schema = ModelSchema.from_frame(frame, "churn", None)
+    assert schema.column("signed_up").kind == ColumnKind.DATE
+    model = ChurnModel.from_pipeline(pipeline, 0.5, None, schema)
+    folder = model.save(tmp_path / "model")
+    assert json.loads((folder / MANIFEST).read_text())["format_version"] == FORMAT_VERSION == 3
+    loaded = ChurnModel.load(folder)
+    as_trained = Scorer.of(loaded).probabilities(
+        {"tenure": frame["tenure"], "signed_up": frame["signed_up"]}
+    )
+    as_sent = Scorer.of(loaded).probabilities(
+        {
+            "tenure": frame["tenure"].tolist(),
+            # As a request carries them: ISO 8601, with `Z` or an offset.
+            "signed_up": [
+                f"{moment:%Y-%m-%dT%H:%M:%S}Z" if i % 2 else f"{moment + pd.Timedelta('2h')}+02:00"
+                for i, moment in enumerate(frame["signed_up"])
+            ],
+        }
+    )
+    assert np.allclose(as_trained, as_sent, atol=1e-12)
+    assert np.allclose(as_trained, pipeline.predict_proba(frame)[:, 1], atol=1e-12)
+
+
+def test_a_category_a_request_cannot_carry_is_refused_naming_its_column(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from churn.model.features import build_feature_pipeline
     from churn.model.schema import ModelSchema
 
     frame = pd.DataFrame(
         {
             "tenure": np.arange(40) % 7,
-            "signed_up": pd.to_datetime("2026-01-01") + pd.to_timedelta(np.arange(40) % 3, "D"),
+            "fee": [Decimal(n % 3) for n in range(40)],  # objects no JSON request holds
             "churn": np.arange(40) % 2,
         }
     )
-    numeric, categorical = feature_columns(frame, "churn", None, [])
     pipeline = Pipeline(
         [
-            ("features", build_feature_pipeline(numeric, categorical)),
+            ("features", build_feature_pipeline(["tenure"], ["fee"])),
             ("model", LogisticRegression()),
         ]
     ).fit(frame, frame["churn"])
     model = ChurnModel.from_pipeline(
         pipeline, 0.5, None, ModelSchema.from_frame(frame, "churn", None)
     )
-    with pytest.raises(ModelFormatError, match="column 'signed_up' holds Timestamp values"):
+    with pytest.raises(ModelFormatError, match="column 'fee' holds Decimal values"):
         model.save(tmp_path / "model")
 
 

@@ -159,3 +159,66 @@ def test_codes_and_mixed_spellings_stay_text(values: list[str]) -> None:
     coerced, info = coerce_text_column(pd.Series(values, dtype=TEXT_DTYPE), 0.99)
     assert info.kind == "text"
     assert coerced.tolist() == values
+
+
+@pytest.mark.parametrize(
+    ("values", "dates", "spelling"),
+    [
+        (["2024-03-15", "2023-12-31", ""], ["2024-03-15", "2023-12-31", None], "as ISO 8601"),
+        (
+            ["2024-03-15T10:30:00Z", "2024-03-15T12:30:00+02:00"],
+            ["2024-03-15 10:30", "2024-03-15 10:30"],  # UTC, without a time zone
+            "as ISO 8601",
+        ),
+        (["15/03/2024", "01/02/2023"], ["2024-03-15", "2023-02-01"], "31/12/2024 (day first)"),
+        (["03/15/2024", "01/02/2023"], ["2024-03-15", "2023-01-02"], "12/31/2024 (month first)"),
+        (
+            ["15.03.2024 10:30", "01.02.2023 00:00"],
+            ["2024-03-15 10:30", "2023-02-01"],
+            "31.12.2024",
+        ),
+    ],
+)
+def test_dates_are_read_in_the_spelling_the_column_uses(
+    values: list[str], dates: list[str | None], spelling: str
+) -> None:
+    from churn.normalise import TEXT_DTYPE, coerce_text_column
+
+    coerced, info = coerce_text_column(pd.Series(values, dtype=TEXT_DTYPE), 0.99)
+    assert info.kind == "date" and str(coerced.dtype) == "datetime64[ns]"
+    assert coerced.tolist() == [pd.Timestamp(d) if d else pd.NaT for d in dates]
+    assert info.spelling.startswith(spelling)
+
+
+def test_a_date_that_does_not_tell_day_from_month_is_read_day_first_and_says_so() -> None:
+    from churn.normalise import TEXT_DTYPE, coerce_text_column
+
+    coerced, info = coerce_text_column(
+        pd.Series(["01/03/2024", "01/02/2024"], dtype=TEXT_DTYPE), 0.99
+    )
+    assert coerced.tolist() == [pd.Timestamp("2024-03-01"), pd.Timestamp("2024-02-01")]
+    assert "no value has a day above 12 to tell" in info.describe(0.99)
+
+
+@pytest.mark.parametrize("values", [["12/2023", "01/2024"], ["2024", "2023"], ["a-1-b", "x"]])
+def test_what_is_not_a_date_is_not_read_as_one(values: list[str]) -> None:
+    from churn.normalise import TEXT_DTYPE, coerce_text_column
+
+    _, info = coerce_text_column(pd.Series(values, dtype=TEXT_DTYPE), 0.99)
+    assert info.kind != "date"
+
+
+def test_dates_with_a_time_zone_from_parquet_become_utc() -> None:
+    raw = pd.DataFrame(
+        {
+            "seen": pd.to_datetime(["2024-03-15 12:00", "2024-03-16 00:30"]).tz_localize(
+                "Europe/Berlin"
+            ),
+            "Churn": ["Yes", "No"],
+        }
+    )
+    frame, _ = normalise(raw, "Churn")
+    assert frame["seen"].tolist() == [
+        pd.Timestamp("2024-03-15 11:00"),
+        pd.Timestamp("2024-03-15 23:30"),
+    ]

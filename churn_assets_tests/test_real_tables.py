@@ -1,7 +1,8 @@
 """Every real churn table, end to end: the README's own-data walk-through as a conformance suite.
 
 Each table of `../shared/data/` (six real exports of different shapes) and a generated 60-column
-table go through what a user does, given only what a user gives (the file, the target, a
+table and a generated German export (decimal commas, euro signs, dates day first, padded
+customer numbers) go through what a user does, given only what a user gives (the file, the target, a
 positive label where the target is not yes/no-like, the key where its name is not recognised,
 the columns to exclude), with real processes:
 
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from dagster import (
@@ -116,6 +118,8 @@ class Walkthrough:
     leaks: tuple[str, ...] = ()
     headers: dict[str, str] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=lambda: SUITE_TRAINING)
+    # Columns whose kind shows that ingestion read them as meant (dates, numbers as spelled).
+    kinds: dict[str, ColumnKind] = field(default_factory=dict)
 
 
 def shared(name: str) -> Callable[[Path], str]:
@@ -131,6 +135,44 @@ def shared(name: str) -> Callable[[Path], str]:
 def accounts(folder: Path) -> str:
     path = folder / "accounts.parquet"
     generate_accounts(3_000).to_parquet(path, index=False)
+    return str(path)
+
+
+def european(folder: Path) -> str:
+    """A German provider's export, as its spreadsheet writes it: `;` between fields, decimal
+    commas, euro signs, dates day first (`31.12.2024`, with a time for the last login), accented
+    headers, customer numbers padded with zeros, and a target spelled `Ja`/`Nein`.
+
+    Churn follows the data volume, the support calls, the basic plan and the days since the
+    last login, so a model that reads the dates as dates learns from them.
+    """
+    rng = np.random.default_rng(9)
+    rows = 3_000
+    volume = rng.gamma(2.0, 10.0, rows)
+    calls = rng.integers(0, 12, rows)
+    plan = rng.choice(["basic", "pro", "max"], rows)
+    idle_days = rng.exponential(20.0, rows)
+    score = 0.05 * volume + 0.2 * calls + 1.0 * (plan == "basic") + 0.04 * idle_days - 4.0
+    churned = rng.random(rows) < 1 / (1 + np.exp(-score))
+    snapshot = pd.Timestamp("2024-12-31 18:00")
+    started = snapshot - pd.to_timedelta(rng.integers(30, 2_000, rows), unit="D")
+    login = snapshot - pd.to_timedelta((idle_days * 24 * 60).round(), unit="min")
+    fee = rng.normal(45.0, 15.0, rows).clip(9.99)
+    frame = pd.DataFrame(
+        {
+            "Kundennummer": [f"{n:08d}" for n in rng.choice(10**7, rows, replace=False)],
+            "Vertragsbeginn": started.strftime("%d.%m.%Y"),
+            "Letzter Login": login.strftime("%d.%m.%Y %H:%M"),
+            "Monatsgebühr": [f"{v:,.2f} €".replace(",", " ").replace(".", ",") for v in fee],
+            "Datenvolumen (GB)": [f"{v:.1f}".replace(".", ",") for v in volume],
+            "Anrufe Kundendienst": calls,
+            "Tarif": plan,
+            "Region": rng.choice(["Nord", "Süd", "Ost", "West"], rows),
+            "Gekündigt": np.where(churned, "Ja", "Nein"),
+        }
+    )
+    path = folder / "kunden.csv"
+    frame.to_csv(path, sep=";", index=False, encoding="utf-8")
     return str(path)
 
 
@@ -204,12 +246,27 @@ WALKTHROUGHS = [
         training={"algorithms": ["random_forest"], "iterations": 2, "folds": 3, "n_jobs": 1},
     ),
     Walkthrough(
+        "european",
+        european,
+        {"target": "Gekündigt", "positive_label": "Ja", "id_column": "Kundennummer"},
+        ("datenvolumen_gb", 2.5),
+        ("anrufe_kundendienst", 1.8),
+        ("tarif", "basic", 0.9),
+        kinds={
+            "vertragsbeginn": ColumnKind.DATE,
+            "letzter_login": ColumnKind.DATE,
+            "monatsgebuhr": ColumnKind.NUMBER,
+            "datenvolumen_gb": ColumnKind.NUMBER,
+        },
+    ),
+    Walkthrough(
         "generated",
         accounts,
         {"target": "Lapsed", "id_column": "AccountNumber"},
         ("usage_0", 2.5),
         ("count_0", 1.8),
         ("plan", "basic", 0.9),
+        kinds={"signup_date": ColumnKind.DATE},
     ),
 ]
 
@@ -307,6 +364,7 @@ def test_the_walkthrough_on_a_real_table(
         card = served_model(service.url)
         schema = ModelSchema.model_validate(card["input_schema"])
         assert card["model_version"] == production
+        assert {name: schema.column(name).kind for name in table.kinds} == table.kinds
         assert {gate["gate"] for gate in card["gates"]} >= {"f1_gate", "leakage_gate"}
         if "cost_fp" in given:
             # Registry tags keep four decimals.

@@ -60,7 +60,7 @@ def test_the_orange_table_has_no_key_and_its_area_code_is_an_integer() -> None:
     assert "customer_id" not in schema.example()
 
 
-def test_a_wide_table_with_booleans_dates_as_text_and_a_key_named_otherwise() -> None:
+def test_a_wide_table_with_booleans_dates_and_a_key_named_otherwise() -> None:
     raw = generate_accounts(400, seed=3)
     assert len(raw.columns) == 60
     frame, report = normalise(raw, "Lapsed", id_column="AccountNumber")
@@ -69,9 +69,21 @@ def test_a_wide_table_with_booleans_dates_as_text_and_a_key_named_otherwise() ->
     kinds = {column.name: column.kind for column in schema.columns}
     assert kinds["flag_0"] == ColumnKind.BOOLEAN
     assert kinds["usage_0"] == ColumnKind.NUMBER and kinds["count_0"] == ColumnKind.INTEGER
-    assert kinds["signup_date"] == ColumnKind.CATEGORY  # dates as text stay text
+    assert kinds["signup_date"] == ColumnKind.DATE  # `2021-03-15` text, read as dates
     contract = RecordContract(schema, max_records=10)
     record = contract.record_type.model_validate(schema.example())
+    for sent in (
+        "2024-03-15",
+        "2024-03-15T10:30:00Z",
+        "2024-03-15 10:30:00+02:00",
+        "2024-03-15t10:30z",
+    ):
+        contract.record_type.model_validate({**schema.example(), "signup_date": sent})
+    for sent in ("15/03/2024", "2024-02-30", "", "yesterday"):
+        with pytest.raises(ValidationError) as refused:
+            contract.record_type.model_validate({**schema.example(), "signup_date": sent})
+        assert refused.value.errors()[0]["loc"] == ("signup_date",)
+        assert "is not an ISO 8601 date or time" in refused.value.errors()[0]["msg"]
     assert contract.key_of(record) == "C-0001"
     assert (
         contract.key_of(

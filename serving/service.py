@@ -322,7 +322,7 @@ def _unknown_categories(
     unknown: list[dict[str, str]] = []
     for name, known in model.categories.items():
         for row, value in enumerate(columns[name]):
-            if value not in known:
+            if value is not None and value not in known:  # null is missing, not unknown
                 if not unknown:
                     unknown = [{} for _ in range(rows)]
                 unknown[row][name] = str(value)

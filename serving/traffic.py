@@ -139,8 +139,18 @@ def as_contract_types(frame: pd.DataFrame, schema: ModelSchema) -> list[dict[str
             typed[spec.name] = numbers.round().astype("Int64")
         elif spec.kind == ColumnKind.BOOLEAN and not pd.api.types.is_bool_dtype(values):
             typed[spec.name] = values.map(_boolean, na_action="ignore").astype("boolean")
+        elif spec.kind == ColumnKind.DATE:
+            typed[spec.name] = values.map(_iso, na_action="ignore")
     rows = frame.assign(**typed).astype(object).to_dict("records")
     return [{str(name): value for name, value in row.items()} for row in rows]
+
+
+def _iso(value: Any) -> str:
+    """A date as the contract takes it: ISO 8601, the date alone at midnight."""
+    if isinstance(value, str):
+        return value
+    stamp = pd.Timestamp(value)
+    return stamp.date().isoformat() if stamp == stamp.normalize() else stamp.isoformat()
 
 
 def _boolean(value: Any) -> bool:
@@ -163,7 +173,7 @@ def json_record(row: Mapping[Any, Any]) -> dict[str, Any]:
     record = {}
     for key, value in row.items():
         value = value.item() if isinstance(value, np.generic) else value
-        if value is pd.NA or (isinstance(value, float) and value != value):
+        if value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value):
             value = None
         record[str(key)] = value
     return record

@@ -51,9 +51,11 @@ from churn.model.scoring import Scorer, raw_inputs
 logger = logging.getLogger(__name__)
 
 FORMAT = "churn-model"
-# The newest format this package reads and writes: 2 adds a calibration map. A model without one
-# is still written as format 1, which earlier versions of this package read.
-FORMAT_VERSION = 2
+# The newest format this package reads and writes: 2 adds a calibration map, 3 date inputs. A
+# model is written in the oldest format that describes it (format 1 without either), so that
+# earlier versions of this package read it.
+FORMAT_VERSION = 3
+WITH_CALIBRATION = 2
 WITHOUT_CALIBRATION = 1
 MANIFEST = "churn_model.json"
 PROBABILITY = "churn_probability"
@@ -124,6 +126,15 @@ class ChurnModel:
             scored.insert(0, self.id_column, records[self.id_column].to_numpy())
         return scored
 
+    @property
+    def format_version(self) -> int:
+        """The oldest format that describes this model (what a reader must understand)."""
+        if any(isinstance(step, RawRecords) and step.dates for step in self.steps):
+            return FORMAT_VERSION  # a reader that turns dates into days: format 3
+        if self.calibration is not None:
+            return WITH_CALIBRATION  # a reader that applies the map: format 2
+        return WITHOUT_CALIBRATION
+
     def save(self, folder: Path) -> Path:
         """Write the model to `folder` (created; it must not hold a model yet).
 
@@ -136,8 +147,7 @@ class ChurnModel:
             raise ModelFormatError(f"{folder} already holds a model")
         manifest = {
             "format": FORMAT,
-            # A calibrated model needs a reader that applies the map: format 2.
-            "format_version": WITHOUT_CALIBRATION if self.calibration is None else FORMAT_VERSION,
+            "format_version": self.format_version,
             "threshold": self.threshold,
             "id_column": self.id_column,
             "schema": self.schema.model_dump(mode="json"),
@@ -264,11 +274,14 @@ STEP_TYPES: dict[str, type] = {
 def _describe(step: Any) -> dict[str, Any]:
     """A fitted feature step as data."""
     if isinstance(step, RawRecords):
-        return {
+        described: dict[str, Any] = {
             "type": "raw_records",
             "numeric": list(step.numeric),
             "categorical": list(step.categorical),
         }
+        if step.dates:
+            described["dates"] = list(step.dates)
+        return described
     if isinstance(step, TelcoFeatures):
         return {
             "type": "telco_features",
@@ -315,7 +328,9 @@ def _build(description: Mapping[str, Any]) -> Any:
     """The fitted feature step a description stands for."""
     kind = description.get("type")
     if kind == "raw_records":
-        return RawRecords(description["numeric"], description["categorical"])
+        return RawRecords(
+            description["numeric"], description["categorical"], description.get("dates", [])
+        )
     if kind == "telco_features":
         return TelcoFeatures(description["services"], description["charges"], description["tenure"])
     if kind == "encode":

@@ -6,7 +6,8 @@ inputs afterwards: the prediction service builds its request contract from it, t
 log its columns, drift monitoring its features, and the registry compares the schemas of two
 versions before one replaces the other.
 
-Each column has a kind (`number`, `integer`, `category`, `boolean`), whether it may be missing,
+Each column has a kind (`number`, `integer`, `category`, `boolean`, `date`), whether it may be
+missing,
 a plausible range for numbers (the training range widened by its own span on each side, as the
 validation baseline does, so that drift is left to drift monitoring) and the categories seen in
 training. The customer key, when there is one, is not a model input: requests may carry it to
@@ -40,6 +41,7 @@ class ColumnKind(StrEnum):
     INTEGER = "integer"
     CATEGORY = "category"
     BOOLEAN = "boolean"
+    DATE = "date"
 
 
 class ColumnSchema(BaseModel):
@@ -186,6 +188,12 @@ def column_schema(name: str, values: pd.Series) -> ColumnSchema:
     if pd.api.types.is_bool_dtype(values):
         typical = bool(present.mode().iloc[0]) if not present.empty else False
         return ColumnSchema(name=name, kind=ColumnKind.BOOLEAN, nullable=nullable, typical=typical)
+    if pd.api.types.is_datetime64_any_dtype(values):
+        # No plausibility range: the dates of live customers move on, which drift monitoring
+        # watches; a request's date need only be one.
+        return ColumnSchema(
+            name=name, kind=ColumnKind.DATE, nullable=nullable, typical=iso_date(present)
+        )
     if pd.api.types.is_numeric_dtype(values):
         integer = pd.api.types.is_integer_dtype(values)
         low, high = plausible_range(present)
@@ -207,6 +215,15 @@ def column_schema(name: str, values: pd.Series) -> ColumnSchema:
         categories=categories,
         typical=str(counts.index[0]) if len(counts) else "",
     )
+
+
+def iso_date(dates: pd.Series) -> str:
+    """The median of a column of dates, in ISO 8601: the date alone when every time is midnight."""
+    if dates.empty:
+        return "2024-01-01"
+    median = pd.Timestamp(dates.sort_values().iloc[len(dates) // 2])
+    midnight = bool((dates == dates.dt.normalize()).all())
+    return median.date().isoformat() if midnight else median.isoformat() + "Z"
 
 
 def plausible_range(values: pd.Series) -> tuple[float | None, float | None]:

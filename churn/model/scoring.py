@@ -160,7 +160,11 @@ class Scorer:
 def raw_inputs(steps: Sequence[Any]) -> list[str]:
     """The raw columns the first of a model's feature steps reads."""
     first = steps[0] if steps else None
-    return [*getattr(first, "numeric", ()), *getattr(first, "categorical", ())]
+    return [
+        *getattr(first, "numeric", ()),
+        *getattr(first, "dates", ()),
+        *getattr(first, "categorical", ()),
+    ]
 
 
 def _item(values: Any, row: int) -> Any:

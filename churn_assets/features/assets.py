@@ -1,7 +1,7 @@
 """Assets of the features stage: the train/hold-out split and the fitted feature pipeline."""
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 from dagster import AssetExecutionContext, Config, MetadataValue, Output, asset
@@ -25,6 +25,7 @@ class CustomerSplits:
         numeric: numeric feature columns.
         categorical: categorical feature columns.
         table: the validated table the split came from (without its rows).
+        dates: date feature columns.
 
     """
 
@@ -33,6 +34,7 @@ class CustomerSplits:
     numeric: list[str]
     categorical: list[str]
     table: CustomerTable
+    dates: list[str] = field(default_factory=list)
 
     @property
     def target(self) -> str:
@@ -42,7 +44,7 @@ class CustomerSplits:
     @property
     def features(self) -> list[str]:
         """Every feature column."""
-        return [*self.numeric, *self.categorical]
+        return [*self.numeric, *self.dates, *self.categorical]
 
 
 class SplitConfig(Config):
@@ -91,10 +93,12 @@ def customer_splits(
         # Validation guarantees unique keys; splitting rows then keeps each customer on one side.
         assert frame[table.id_column].is_unique
     train, test = split_customers(frame, table.target, table.id_column, config)
-    numeric, categorical = feature_columns(frame, table.target, table.id_column, table.excluded)
+    numeric, categorical, dates = feature_columns(
+        frame, table.target, table.id_column, table.excluded
+    )
     # The splits carry the table's description, not a third copy of its rows.
     header = dataclasses.replace(table, frame=frame.iloc[:0])
-    splits = CustomerSplits(train, test, numeric, categorical, header)
+    splits = CustomerSplits(train, test, numeric, categorical, header, dates)
     return Output(
         splits,
         metadata={
@@ -109,7 +113,9 @@ def customer_splits(
             "features": MetadataValue.md(
                 markdown_table(
                     ["feature", "kind"],
-                    [(c, "numeric") for c in numeric] + [(c, "categorical") for c in categorical],
+                    [(c, "numeric") for c in numeric]
+                    + [(c, "date (days since 1970-01-01)") for c in dates]
+                    + [(c, "categorical") for c in categorical],
                 )
             ),
             "never_features": ", ".join(
@@ -126,6 +132,7 @@ class FeatureDesign:
     Attributes:
         numeric: numeric input columns.
         categorical: categorical input columns.
+        dates: date input columns (days since 1970-01-01 to the model).
         engineered: features derived from them (the Telco ones; none for other tables).
         model_features: the columns the estimator sees, after imputation and encoding.
 
@@ -135,10 +142,11 @@ class FeatureDesign:
     categorical: list[str]
     engineered: list[str]
     model_features: list[str]
+    dates: list[str] = field(default_factory=list)
 
     def pipeline(self) -> Pipeline:
         """A new, unfitted feature pipeline of this design (each candidate fits its own)."""
-        return build_feature_pipeline(self.numeric, self.categorical)
+        return build_feature_pipeline(self.numeric, self.categorical, self.dates)
 
 
 @asset(group_name=GROUP, kinds={"scikitlearn"})
@@ -150,7 +158,7 @@ def feature_pipeline(customer_splits: CustomerSplits) -> Output[FeatureDesign]:
     columns (the model's feature names), which the fitted candidates share.
     """
     splits = customer_splits
-    pipeline = build_feature_pipeline(splits.numeric, splits.categorical)
+    pipeline = build_feature_pipeline(splits.numeric, splits.categorical, splits.dates)
     fit_features(pipeline, splits.train)
     names = list(pipeline.named_steps["encode"].get_feature_names_out())
     engineered_numeric, engineered_categorical = pipeline.named_steps["telco_features"].engineered()
@@ -159,6 +167,7 @@ def feature_pipeline(customer_splits: CustomerSplits) -> Output[FeatureDesign]:
         categorical=list(splits.categorical),
         engineered=[*engineered_numeric, *engineered_categorical],
         model_features=names,
+        dates=list(splits.dates),
     )
     return Output(
         design,

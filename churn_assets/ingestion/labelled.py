@@ -37,6 +37,7 @@ import pandas as pd
 from churn.errors import DatasetError
 from churn.logs import join_feedback
 from churn.normalise import (
+    COERCION_SAMPLE,
     DEFAULT_NEGATIVE_LABELS,
     DEFAULT_POSITIVE_LABELS,
     JUNK_TOKENS,
@@ -46,7 +47,10 @@ from churn.normalise import (
     CleaningRules,
     ColumnCoercion,
     NormalisationReport,
+    as_utc_dates,
+    coerce_dates,
     coerce_text_column,
+    date_format,
     enforce_quarantine_limit,
     normalise_columns,
     set_aside_keys,
@@ -201,6 +205,8 @@ def _conform_column(
 ) -> pd.Series:
     """One column of new rows as the source's type, its junk read as missing."""
     is_text = pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values)
+    if pd.api.types.is_datetime64_any_dtype(wanted):
+        return _conform_dates(column, values, is_text, report)
     numeric = pd.api.types.is_numeric_dtype(wanted) and not pd.api.types.is_bool_dtype(wanted)
     info = ColumnCoercion(kind="number" if numeric else "text")
     if is_text:
@@ -220,6 +226,31 @@ def _conform_column(
         return conformed
     except (TypeError, ValueError) as error:
         raise DatasetError(f"column {column!r} is not of type {wanted}: {error}") from error
+
+
+def _conform_dates(
+    column: str, values: pd.Series, is_text: bool, report: NormalisationReport
+) -> pd.Series:
+    """A date column of new rows, as UTC times without a time zone.
+
+    However this file spells its dates: outcomes joined to logged requests hold ISO 8601 text.
+    """
+    if not is_text:
+        if pd.api.types.is_datetime64_any_dtype(values) or values.isna().all():
+            return as_utc_dates(values.astype("datetime64[ns]") if values.isna().all() else values)
+        raise DatasetError(f"column {column!r} must hold dates, as in the source")
+    text, info = coerce_text_column(values, report.rules.numeric_min_share, numeric=False)
+    present = text.dropna().str.strip()
+    written = date_format(present.head(COERCION_SAMPLE), report.rules.numeric_min_share)
+    if written is None and not present.empty:
+        raise DatasetError(
+            f"column {column!r} must hold dates, as in the source; its values do not read as "
+            f"dates in one spelling (e.g. {', '.join(repr(v) for v in present.unique()[:5])})"
+        )
+    dates, info = coerce_dates(text, written or ("ISO8601", "as ISO 8601"), values, info)
+    if info.coerced or info.blank:
+        report.columns[column] = info
+    return dates
 
 
 def _encode_labels(

@@ -25,6 +25,8 @@ def column_statistics(frame: pd.DataFrame) -> pd.DataFrame:
             "mean": float(values.mean()) if numeric and values.notna().any() else None,
             "top_values": "" if numeric else _top_values(values),
         }
+        if pd.api.types.is_datetime64_any_dtype(values) and values.notna().any():
+            row |= {"min": str(values.min()), "max": str(values.max()), "top_values": ""}
         rows.append(row)
     return pd.DataFrame(rows)
 

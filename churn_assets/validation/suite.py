@@ -193,7 +193,9 @@ def derive_suite(
 
 def _value_expectations(column: str, values: pd.Series) -> list[dict[str, Any]]:
     present = values.dropna()
-    if present.empty:
+    if present.empty or pd.api.types.is_datetime64_any_dtype(values):
+        # Dates: no set and no range, since the customers' dates move on; that they are dates
+        # is normalisation's to establish, how they shift is drift monitoring's to watch.
         return []
     distinct = present.unique()
     if pd.api.types.is_bool_dtype(values) or (
