@@ -139,7 +139,8 @@ def days_since_epoch(values: pd.Series | Sequence[Any]) -> np.ndarray:
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
     if not pd.api.types.is_datetime64_any_dtype(series):
-        series = series.where(~series.map(_out_of_range, na_action="ignore").astype(bool), None)
+        outside = series.map(_out_of_range, na_action="ignore").fillna(False).astype(bool)
+        series = series.astype(object).mask(outside)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             text: pd.Series = series.astype("string").str.strip().str.upper()  # `t`, `z`
