@@ -97,6 +97,8 @@ QUARANTINE_REASON = "quarantine_reason"
 RAW_ROW = "raw_row"
 # The `attrs` key under which a reader hands on a file's malformed rows (their text).
 MALFORMED_ROWS = "malformed_rows"
+# The `attrs` key under which a reader names the columns it left out, and why.
+DROPPED_COLUMNS = "dropped_columns"
 
 _ACRONYM_BOUNDARY = re.compile(r"([A-Z]+)([A-Z][a-z])")
 _WORD_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
@@ -224,6 +226,8 @@ class NormalisationReport:
         quarantine: the rows set aside, with a `quarantine_reason` (target as written).
         duplicates_dropped: exact duplicate rows of a customer, dropped.
         rules: the tolerances applied.
+        dropped_columns: columns the reader left out (a trailing delimiter's, a saved index),
+            and why.
 
     """
 
@@ -238,6 +242,7 @@ class NormalisationReport:
     duplicates_dropped: int = 0
     rules: CleaningRules = field(default_factory=CleaningRules)
     unrecognised_labels: list[str] = field(default_factory=list)
+    dropped_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def coerced(self) -> dict[str, int]:
@@ -778,8 +783,10 @@ def normalise(
 
     """
     report = NormalisationReport(rows_read=len(frame), rules=rules or CleaningRules())
+    report.dropped_columns = dict(frame.attrs.get(DROPPED_COLUMNS, {}))
     frame = set_aside_malformed(frame, report)
     frame, report.renamed = normalise_columns(frame.copy())
+    frame.attrs = {}  # what the reader handed on is in the report now
     target = snake_case(target)
     key = find_key_column(frame, id_column)
     frame = coerce_columns(frame, report, skip=(target,))

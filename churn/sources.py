@@ -33,7 +33,7 @@ import pandas as pd
 
 from churn.errors import DatasetError, SourceUnavailable
 from churn.files import arrow_to_pandas
-from churn.normalise import COERCION_SAMPLE, MALFORMED_ROWS
+from churn.normalise import COERCION_SAMPLE, DROPPED_COLUMNS, MALFORMED_ROWS
 
 SUPPORTED_SCHEMES = ("file", "http", "https")
 _SNIFF_BYTES = 64 * 1024
@@ -291,7 +291,7 @@ def read_workbook(path: Path, source: str, sheet: str | None) -> pd.DataFrame:
         raise DatasetError(f"sheet {sheet!r} of {source} has no rows")
     _refuse_duplicates([str(name) for name in frame.columns], source)
     frame.columns = [str(name) for name in frame.columns]
-    return frame
+    return without_artifacts(frame)
 
 
 def _read_parquet(path: Path, source: str) -> pd.DataFrame:
@@ -382,9 +382,39 @@ def _read_csv(
         # The text of a column typed as numbers is freed now, not when every column is typed.
         rows = rows.set_column(index, rows.field(index).name, pa.nulls(rows.num_rows))
     del rows
-    frame = arrow_to_pandas(pa.table(columns))
+    frame = without_artifacts(arrow_to_pandas(pa.table(columns)))
     if malformed:
         frame.attrs[MALFORMED_ROWS] = malformed
+    return frame
+
+
+def without_artifacts(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame without the columns an export adds that are not data, named in its `attrs`.
+
+    A column without a header (`Unnamed: 5`, as pandas names it) and without a value is the mark
+    of a delimiter at the end of every line; one without a header over a running row number
+    (0, 1, 2, ... or 1, 2, 3, ...) is an index saved with the table (`to_csv` without
+    `index=False`). Neither describes a customer, and a model that took them would ask every
+    request for them.
+    """
+    dropped: dict[str, str] = {}
+    for name in frame.columns:
+        if not str(name).startswith("Unnamed: "):
+            continue
+        values = frame[name]
+        if values.isna().all():
+            dropped[str(name)] = "no header and no value (a delimiter at the end of every line)"
+        elif (
+            pd.api.types.is_integer_dtype(values)
+            and len(values) > 1
+            and int(values.iloc[0]) in (0, 1)
+            and bool((values.diff().iloc[1:] == 1).all())
+        ):
+            dropped[str(name)] = "no header over a running row number (an index saved with it)"
+    if not dropped:
+        return frame
+    frame = frame.drop(columns=list(dropped))
+    frame.attrs[DROPPED_COLUMNS] = dropped
     return frame
 
 
@@ -455,7 +485,8 @@ def _csv_options(head: bytes, source: str) -> dict[str, Any]:
         raise DatasetError(f"{source} holds no line of text")
     delimiter = _sniff_delimiter(lines[:50])
     header = next(csv.reader([lines[0]], delimiter=delimiter))
-    _refuse_duplicates([name.strip() for name in header], source)
+    # Blank header cells are named by their position (`Unnamed: 3`): never duplicates.
+    _refuse_duplicates([name.strip() for name in header if name.strip()], source)
     return {
         "sep": delimiter,
         "encoding": encoding,

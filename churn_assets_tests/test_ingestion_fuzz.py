@@ -114,11 +114,12 @@ def test_parquet_files_of_any_values_are_ingested_or_refused(values: list[object
 
 
 def pandas_read(path: Path) -> pd.DataFrame:
-    """The file read by pandas' parser with the platform's options (the reader until 2026-12)."""
-    from churn.sources import _csv_options
+    """The file read by pandas' parser with the platform's options (the reader until 2026-12),
+    without the columns that are no data (a trailing delimiter's, a saved index)."""
+    from churn.sources import _csv_options, without_artifacts
 
     frame: pd.DataFrame = pd.read_csv(path, **_csv_options(path.read_bytes()[:65536], str(path)))
-    return frame
+    return without_artifacts(frame)
 
 
 @FUZZ

@@ -428,3 +428,34 @@ def test_a_failed_run_is_told_in_one_line_per_step(
         )
     ]
     assert step_failures(instance, "another_job") == []
+
+
+def test_a_trailing_delimiter_and_a_saved_index_are_not_columns(
+    tmp_path: Path, isolated_home: PlatformHome
+) -> None:
+    """`to_csv` without `index=False`, and a delimiter at the end of every line (with a byte
+    order mark and Windows line ends, as a spreadsheet saves it): the customers' columns only,
+    in the source and in a landing file alike, and the metadata says what was left out."""
+
+    def export(frame: pd.DataFrame, path: Path) -> None:
+        lines = frame.to_csv(lineterminator="\r\n").split("\r\n")  # the index, unnamed
+        path.write_text("\ufeff" + "".join(f"{line},\r\n" for line in lines if line), "utf-8")
+
+    export(bank_customers(1_000), tmp_path / "bank.csv")
+    isolated_home.landing_dir.mkdir(parents=True)
+    batch = bank_customers(100, seed=11).assign(CustomerId=lambda f: f["CustomerId"] + 10_000_000)
+    export(batch, isolated_home.landing_dir / "batch.csv")
+    dataset = DatasetResource(
+        source=str(tmp_path / "bank.csv"), target="Exited", exclude_columns=["RowNumber", "Surname"]
+    )
+
+    result = ingest(isolated_home, dataset)
+
+    assert result.success
+    frame = result.output_for_node("labelled_customers").frame
+    assert len(frame) == 1_100
+    assert not [column for column in frame.columns if column.startswith("unnamed")]
+    assert frame.columns[0] == "row_number"  # the byte order mark is not part of the name
+    summary = metadata(result, "raw_customers")["normalisation"]
+    assert "left out `Unnamed: 0` | no header over a running row number" in summary
+    assert "left out `Unnamed: 15` | no header and no value" in summary

@@ -293,6 +293,7 @@ def _normalisation_summary(report: NormalisationReport) -> str:
     rows: list[tuple[str, str]] = [
         (f"renamed `{old}`", f"`{new}`") for old, new in report.renamed.items()
     ]
+    rows += [(f"left out `{column}`", why) for column, why in report.dropped_columns.items()]
     rows += [
         (f"read `{column}` as numbers", f"{count} values")
         for column, count in report.numeric_text.items()
