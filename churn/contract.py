@@ -20,7 +20,6 @@ request validated against one version's contract is scored by that version.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -39,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from churn.model.schema import MAX_TEXT_LENGTH, ColumnKind, ColumnSchema, ModelSchema
+from churn.model.schema import MAX_TEXT_LENGTH, ColumnKind, ColumnSchema, ModelSchema, parse_iso
 
 KEY_MAX_LENGTH = 64
 DATE_MAX_LENGTH = 40
@@ -51,12 +50,10 @@ def _iso_date(value: str) -> str:
     Returned as sent: the model reads the text. A date outside the years 1678 to 2261 (what a
     nanosecond clock holds) is scored as a missing one.
     """
-    try:
-        datetime.fromisoformat(value.strip().upper())
-    except ValueError:
+    if parse_iso(value) is None:
         raise ValueError(
             f"{value!r} is not an ISO 8601 date or time (2024-03-15, 2024-03-15T10:30:00Z)"
-        ) from None
+        )
     return value
 
 

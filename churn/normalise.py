@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -393,7 +394,7 @@ def coerce_text_column(
         info.spelling = ""
         return kept, info
     if numeric is None:
-        padded = stripped.str.fullmatch(_LEADING_ZERO).fillna(False).astype(bool)
+        padded = stripped.str.fullmatch(LEADING_ZERO).fillna(False).astype(bool)
         if padded.any():
             info.leading_zeros = _examples(stripped[padded])
             info.spelling = ""
@@ -406,7 +407,7 @@ def coerce_text_column(
 
 # Integers spelled with a leading zero: codes (zip codes, account and phone numbers, spaces
 # between digit groups included), not quantities.
-_LEADING_ZERO = "[+-]?0[0-9][0-9 \u00a0\u202f'\u2019]*"
+LEADING_ZERO = "[+-]?0[0-9][0-9 \u00a0\u202f'\u2019]*"
 # Signs around a number that say its unit, not its value.
 _CURRENCY_SIGNS = "$€£¥"
 _UNIT_SIGNS = _CURRENCY_SIGNS + "%"
@@ -511,8 +512,6 @@ def date_format(sample: pd.Series, min_share: float) -> tuple[str, str] | None:
 
 def parse_dates(text: pd.Series, written: str) -> pd.Series:
     """Text dates in format `written` as UTC times without a time zone (NaT where not)."""
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "could not infer format" and the like: NaT says it
         parsed = pd.to_datetime(text, format=written, errors="coerce", utc=True)

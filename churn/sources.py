@@ -33,7 +33,7 @@ import pandas as pd
 
 from churn.errors import DatasetError, SourceUnavailable
 from churn.files import arrow_to_pandas
-from churn.normalise import COERCION_SAMPLE, DROPPED_COLUMNS, MALFORMED_ROWS
+from churn.normalise import COERCION_SAMPLE, DROPPED_COLUMNS, LEADING_ZERO, MALFORMED_ROWS
 
 SUPPORTED_SCHEMES = ("file", "http", "https")
 _SNIFF_BYTES = 64 * 1024
@@ -44,7 +44,8 @@ _CSV_BLOCK_BYTES = 16 * 1024 * 1024
 # How pandas' parser spells numbers and booleans (what `_typed` recognises).
 _INTEGER = r"^\s*[+-]?[0-9]+\s*$"
 _DECIMAL = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
-_PADDED = r"^\s*[+-]?0[0-9]"
+# Normalisation's codes (`02139`), around the spaces the integers may have.
+_PADDED = rf"^\s*{LEADING_ZERO}\s*$"
 _TRUE = frozenset({"True", "TRUE", "true"})
 _FALSE = frozenset({"False", "FALSE", "false"})
 

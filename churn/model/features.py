@@ -30,6 +30,8 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.pipeline import Pipeline
 
+from churn.model.schema import parse_iso
+
 # The Telco columns `TelcoFeatures` counts as subscribed services, when a table has them.
 TELCO_ADDONS = (
     "online_security",
@@ -110,19 +112,11 @@ class RawRecords(BaseEstimator, TransformerMixin):  # type: ignore[misc]
 
 
 _EPOCH = np.datetime64("1970-01-01", "ns")
-# The years a nanosecond clock holds whole (pandas' range is 1677-09-21 to 2262-04-11): a date
-# outside them is missing, for one record as for a million.
-MIN_YEAR, MAX_YEAR = 1678, 2261
-
-
-def _out_of_range(value: Any) -> bool:
-    year = value.year if isinstance(value, datetime) else None
-    if isinstance(value, str) and value.strip()[:4].isdigit():
-        year = int(value.strip()[:4])
-    return year is not None and not MIN_YEAR <= year <= MAX_YEAR
-
-
 _DAY = np.timedelta64(1, "D")
+# What a nanosecond clock holds (pandas' range, 1677-09-21 to 2262-04-11): a time outside it is
+# missing, for one record as for a million.
+_EARLIEST = pd.Timestamp.min.ceil("us").to_pydatetime()
+_LATEST = pd.Timestamp.max.floor("us").to_pydatetime()
 
 
 def days_since_epoch(values: pd.Series | Sequence[Any]) -> np.ndarray:
@@ -132,21 +126,16 @@ def days_since_epoch(values: pd.Series | Sequence[Any]) -> np.ndarray:
     8601 text (`2024-03-15`, `2024-03-15T10:30:00Z`, `2024-03-15 10:30+02:00`), as requests
     send them.
     """
-    if not isinstance(values, pd.Series | np.ndarray) and len(values) <= SMALL_BATCH:
-        # A served request: per-value parsing beats pandas' vectorised one (0.5 ms a call).
+    if not isinstance(values, pd.Series | np.ndarray):  # a served request's few values
         return np.array([_days(value) for value in values], dtype="float64")
-    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    series = pd.Series(values) if isinstance(values, np.ndarray) else values
     if isinstance(series.dtype, pd.DatetimeTZDtype):
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
     if not pd.api.types.is_datetime64_any_dtype(series):
-        outside = series.map(_out_of_range, na_action="ignore").fillna(False).astype(bool)
-        series = series.astype(object).mask(outside)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            text: pd.Series = series.astype("string").str.strip().str.upper()  # `t`, `z`
-            series = pd.to_datetime(
-                text, format="ISO8601", errors="coerce", utc=True
-            ).dt.tz_localize(None)
+        # Text (requests, the prediction log), read value by value with the contract's own
+        # reading (`parse_iso`): 2.1 s a million, where pandas' ISO 8601 parser reads a few
+        # spellings the contract takes (`2024-03-15+05:00`) as nothing.
+        return np.array([_days(value) for value in series.to_numpy(dtype=object)], "float64")
     stamps = series.to_numpy(dtype="datetime64[ns]")
     days = (stamps - _EPOCH) / _DAY
     return np.where(np.isnat(stamps), np.nan, days).astype("float64")
@@ -159,10 +148,10 @@ _NANOSECONDS_A_DAY = 86_400 * 10**9
 def _days(value: Any) -> float:
     """One value as `days_since_epoch` reads a column, to the bit (times to the microsecond)."""
     if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip().upper())
-        except ValueError:
+        parsed = parse_iso(value)
+        if parsed is None:
             return math.nan
+        moment = parsed
     elif isinstance(value, datetime):  # pd.Timestamp too
         moment = value
     elif isinstance(value, np.datetime64) and not np.isnat(value):
@@ -171,7 +160,7 @@ def _days(value: Any) -> float:
         return math.nan  # missing
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
-    if not MIN_YEAR <= moment.year <= MAX_YEAR:
+    if not _EARLIEST <= moment <= _LATEST:
         return math.nan  # beyond a nanosecond clock, as pandas reads it
     delta = moment - _EPOCH_TIME
     nanoseconds = (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -215,6 +216,18 @@ def column_schema(name: str, values: pd.Series) -> ColumnSchema:
         categories=categories,
         typical=str(counts.index[0]) if len(counts) else "",
     )
+
+
+def parse_iso(text: str) -> datetime | None:
+    """ISO 8601 text as a time (RFC 3339's spellings too: `t`, `z`); None if it is not one.
+
+    The one reading of a date a request sends: the contract refuses what this does not read,
+    and the model reads it as this does.
+    """
+    try:
+        return datetime.fromisoformat(text.strip().upper())
+    except ValueError:
+        return None
 
 
 def iso_date(dates: pd.Series) -> str:

@@ -235,9 +235,11 @@ def _conform_dates(
 
     However this file spells its dates: outcomes joined to logged requests hold ISO 8601 text.
     """
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return as_utc_dates(values)
     if not is_text:
-        if pd.api.types.is_datetime64_any_dtype(values) or values.isna().all():
-            return as_utc_dates(values.astype("datetime64[ns]") if values.isna().all() else values)
+        if values.isna().all():
+            return pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns]")
         raise DatasetError(f"column {column!r} must hold dates, as in the source")
     text, info = coerce_text_column(values, report.rules.numeric_min_share, numeric=False)
     present = text.dropna().str.strip()
